@@ -1,0 +1,37 @@
+"""Principles, loaded from files, frozen into versioned constitutions, linted and diffed.
+
+This package imports nothing else of charter (design guide §2).
+"""
+
+from .diff import ConstitutionDiff, FieldChange, PrincipleChange, diff_constitutions
+from .errors import ConstitutionError, Finding, Severity, VersionError
+from .history import FreezeResult, FrozenVersion, freeze, get_version, history, resolve
+from .loader import CONSTITUTION_FILE, Inspection, inspect_directory, load_constitution
+from .models import Constitution, Defaults, Principle, canonical_digest
+from .scaffold import scaffold_principle
+
+__all__ = [
+    "CONSTITUTION_FILE",
+    "Constitution",
+    "ConstitutionDiff",
+    "ConstitutionError",
+    "Defaults",
+    "FieldChange",
+    "Finding",
+    "FreezeResult",
+    "FrozenVersion",
+    "Inspection",
+    "Principle",
+    "PrincipleChange",
+    "Severity",
+    "VersionError",
+    "canonical_digest",
+    "diff_constitutions",
+    "freeze",
+    "get_version",
+    "history",
+    "inspect_directory",
+    "load_constitution",
+    "resolve",
+    "scaffold_principle",
+]

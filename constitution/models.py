@@ -1,0 +1,113 @@
+"""The data model: principles, defaults, and the constitution they make.
+
+A constitution's identity is a content digest: sha256 over a canonical JSON form of what
+changes the judge's behaviour (enabled principles, sorted by id, and the defaults). File
+order, TOML formatting, surrounding whitespace and the human version label do not move it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+PRINCIPLE_TEXT_FIELDS = ("title", "critique", "revision", "comparison")
+
+
+def canonical_digest(payload: Any) -> str:
+    """sha256 of a canonical JSON serialisation (sorted keys, no insignificant whitespace)."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class Principle(BaseModel):
+    """One value, as three requests the judge can act on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Slug
+    title: Text
+    critique: Text = Field(description="Asks the judge to critique a response under this value.")
+    revision: Text = Field(description="Asks the judge to rewrite the response to answer the critique.")
+    comparison: Text = Field(description="A question asking which of two responses is better.")
+    weight: float = Field(default=1.0, gt=0, description="Relative weight when averaging verdicts.")
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+
+    @field_validator("tags")
+    @classmethod
+    def _normalise_tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(sorted({t.strip() for t in tags}))
+        if any(not t for t in cleaned):
+            raise ValueError("tags must be non-empty strings")
+        return cleaned
+
+    def canonical(self) -> dict[str, Any]:
+        """The principle's meaning, as plain data (no `enabled`: that belongs to the set)."""
+        return self.model_dump(mode="json", exclude={"enabled"})
+
+    @property
+    def digest(self) -> str:
+        """Content digest of this principle alone; judgments are keyed by it (design §6)."""
+        return canonical_digest(self.canonical())
+
+
+class Defaults(BaseModel):
+    """How the constitution is applied unless a caller says otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    principles_per_comparison: int = Field(default=4, ge=1)
+    revisions: int = Field(default=1, ge=1)
+    tie_margin: float = Field(default=0.05, ge=0, lt=0.5)
+
+
+class Constitution(BaseModel):
+    """The ordered set of enabled principles plus defaults, with a name and version label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Text
+    version: Text
+    description: str = ""
+    defaults: Defaults = Defaults()
+    principles: tuple[Principle, ...]
+
+    @field_validator("principles")
+    @classmethod
+    def _sorted_unique(cls, principles: tuple[Principle, ...]) -> tuple[Principle, ...]:
+        ordered = tuple(sorted(principles, key=lambda p: p.id))
+        ids = [p.id for p in ordered]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate principle ids: {', '.join(duplicates)}")
+        return ordered
+
+    @property
+    def enabled(self) -> tuple[Principle, ...]:
+        return tuple(p for p in self.principles if p.enabled)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "defaults": self.defaults.model_dump(mode="json"),
+            "principles": [p.canonical() for p in self.enabled],
+        }
+
+    @property
+    def digest(self) -> str:
+        return canonical_digest(self.canonical())
+
+    @property
+    def short_digest(self) -> str:
+        return self.digest[:12]
+
+    def principle(self, principle_id: str) -> Principle:
+        for p in self.principles:
+            if p.id == principle_id:
+                return p
+        raise KeyError(principle_id)

@@ -1,0 +1,84 @@
+"""The one async protocol every model backend speaks.
+
+Two calls cover everything the judge does:
+
+- `generate`: a chat completion (critiques, revisions, chain-of-thought, policy sampling).
+- `choose`: which of a few single-token options comes next (a verdict "A" or "B"). Backends
+  that can see token probabilities return them in `option_logprobs`; the judge turns those
+  into P(A). Backends that cannot return only the text, and the judge parses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    """A chat completion request; `seed` makes sampling reproducible where the backend allows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: tuple[Message, ...]
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    seed: int | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class Completion(BaseModel):
+    """What a backend answered, with what it cost.
+
+    `option_logprobs` is set only by `choose`, and only when the backend exposes token
+    probabilities: natural-log probability of each requested option as the next token
+    (an option the model gave no probability to is absent).
+    """
+
+    text: str
+    option_logprobs: dict[str, float] | None = None
+    usage: Usage = Usage()
+    latency_s: float = 0.0
+    model: str = ""
+
+
+class BackendError(Exception):
+    """A model call that failed for good (after any retries); the message is safe to show."""
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A model the judge (or a policy sampler) can talk to."""
+
+    @property
+    def spec(self) -> str:
+        """The spec string this model was made from, e.g. `openai:gpt-4o-mini` or `smollm2`."""
+        ...
+
+    async def generate(self, request: GenerationRequest) -> Completion: ...
+
+    async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion: ...
+
+    async def aclose(self) -> None: ...
