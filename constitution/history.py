@@ -53,7 +53,9 @@ def ensure_table(db: sqlite_utils.Database) -> None:
         db[TABLE].create_index(["version"], unique=True)  # type: ignore[union-attr]
 
 
-def freeze(db: sqlite_utils.Database, constitution: Constitution, message: str = "") -> FreezeResult:
+def freeze(
+    db: sqlite_utils.Database, constitution: Constitution, message: str = ""
+) -> FreezeResult:
     """Store `constitution` as an immutable version. Freezing the same content twice is a no-op.
 
     A version label already used by different content is refused: bump `version` in
@@ -111,7 +113,9 @@ def get_version(db: sqlite_utils.Database, ref: str) -> FrozenVersion:
                 return _from_row(matches[0])
             if len(matches) > 1:
                 raise VersionError(f"digest prefix {ref!r} is ambiguous ({len(matches)} versions)")
-    raise VersionError(f"no frozen version or digest matches {ref!r} (see 'charter constitution log')")
+    raise VersionError(
+        f"no frozen version or digest matches {ref!r} (see 'charter constitution log')"
+    )
 
 
 def resolve(db: sqlite_utils.Database, ref: str) -> Constitution:

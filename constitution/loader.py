@@ -23,6 +23,11 @@ from .models import Constitution, Defaults, Principle
 CONSTITUTION_FILE = "constitution.toml"
 PRINCIPLE_SUFFIX = ".toml"
 _TOML_LINE = re.compile(r"at line (\d+)")
+_CODES = {
+    "missing": "missing-field",
+    "extra_forbidden": "unknown-key",
+    "string_too_short": "empty-text",
+}
 
 
 @dataclass
@@ -116,10 +121,11 @@ def _read_toml(path: Path, findings: list[Finding]) -> tuple[dict[str, Any], str
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_LINE.search(str(exc))
+        line = int(match.group(1)) if match else text.count("\n") + 1  # "at end of document"
         findings.append(
             Finding(
                 path=path,
-                line=int(match.group(1)) if match else None,
+                line=line,
                 code="bad-toml",
                 message=f"malformed TOML: {exc}",
             )
@@ -142,9 +148,7 @@ def _read_principle(
         principle = Principle.model_validate(data)
     except ValidationError as exc:
         reported = {f.field for f in findings[before:]}
-        findings.extend(
-            f for f in _validation_findings(path, text, exc) if f.field not in reported
-        )
+        findings.extend(f for f in _validation_findings(path, text, exc) if f.field not in reported)
         return None
     return principle if len(findings) == before else None
 
@@ -192,11 +196,12 @@ def _validation_findings(path: Path, text: str, exc: ValidationError) -> list[Fi
         loc = [str(part) for part in error["loc"]]
         name = ".".join(loc) if loc else None
         key = loc[-1] if loc else None
-        if error["type"] == "missing":
+        code = _CODES.get(error["type"], "invalid-value")
+        if code == "missing-field":
             message = f"missing required field {name!r}"
-        elif error["type"] == "extra_forbidden":
+        elif code == "unknown-key":
             message = f"unknown key {name!r}"
-        elif error["type"] == "string_too_short":
+        elif code == "empty-text":
             message = f"{name!r} is empty or whitespace-only"
         else:
             message = f"{name!r}: {error['msg']}"
@@ -205,7 +210,7 @@ def _validation_findings(path: Path, text: str, exc: ValidationError) -> list[Fi
                 path=path,
                 line=key_line(text, key) if key else None,
                 field=name,
-                code=error["type"].replace("_", "-"),
+                code=code,
                 message=message,
             )
         )

@@ -33,7 +33,9 @@ class Principle(BaseModel):
     id: Slug
     title: Text
     critique: Text = Field(description="Asks the judge to critique a response under this value.")
-    revision: Text = Field(description="Asks the judge to rewrite the response to answer the critique.")
+    revision: Text = Field(
+        description="Asks the judge to rewrite the response to answer the critique."
+    )
     comparison: Text = Field(description="A question asking which of two responses is better.")
     weight: float = Field(default=1.0, gt=0, description="Relative weight when averaging verdicts.")
     tags: tuple[str, ...] = ()

@@ -19,14 +19,18 @@ class BackendOptions(BaseModel):
 
     base_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible endpoint; else $CHARTER_JUDGE_BASE_URL, else $OPENAI_BASE_URL.",
+        description=(
+            "OpenAI-compatible endpoint; else $CHARTER_JUDGE_BASE_URL, else $OPENAI_BASE_URL."
+        ),
     )
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Env var holding the API key.")
     timeout_s: float = Field(default=60.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1)
     max_retries: int = Field(default=4, ge=0)
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    batch_size: int = Field(default=8, ge=1, description="Local backends: max prompts per forward pass.")
+    batch_size: int = Field(
+        default=8, ge=1, description="Local backends: max prompts per forward pass."
+    )
 
     def resolved_base_url(self) -> str | None:
         return (
