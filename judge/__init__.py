@@ -23,6 +23,7 @@ from .critique import (
 from .evaluate import (
     EvalReport,
     LabelledPair,
+    Pair,
     PairOutcome,
     PairsFileError,
     evaluate,
@@ -48,6 +49,7 @@ __all__ = [
     "Judgment",
     "LabelledPair",
     "Message",
+    "Pair",
     "PairOutcome",
     "PairsFileError",
     "PrincipleVerdict",

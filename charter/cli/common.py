@@ -67,6 +67,7 @@ def friendly_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from charter.constitution import ConstitutionError, VersionError
+        from charter.jobs import JobError
         from charter.store import StoreError
 
         try:
@@ -75,7 +76,14 @@ def friendly_errors(func: F) -> F:
             for finding in exc.findings:
                 click.echo(f"Error: {finding}", err=True)
             raise SystemExit(1) from None
-        except (VersionError, StoreError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        except (
+            VersionError,
+            JobError,
+            StoreError,
+            FileExistsError,
+            FileNotFoundError,
+            ValueError,
+        ) as exc:
             click.echo(f"Error: {exc}", err=True)
             raise SystemExit(1) from None
 

@@ -9,6 +9,8 @@ import click
 from charter import __version__
 
 from .constitution import constitution
+from .generate import export, generate, jobs
+from .judge import judge
 from .principles import principles
 
 
@@ -33,6 +35,10 @@ def cli(verbose: int) -> None:
 
 cli.add_command(principles)
 cli.add_command(constitution)
+cli.add_command(judge)
+cli.add_command(generate)
+cli.add_command(export)
+cli.add_command(jobs)
 
 
 def main() -> None:

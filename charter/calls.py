@@ -1,0 +1,121 @@
+"""Model calls remembered in the store, so a re-run or a resumed job never pays twice.
+
+`CachedModel` wraps any `ChatModel`. Each call is keyed by a hash of everything that
+determines its answer: the model spec, the kind of call, the exact messages, the options and
+the sampling settings. A completed call is committed at once, so a process killed at any
+point loses only the calls in flight.
+
+The judge's prompts carry nonces that fence untrusted text; for those prompts to be
+repeatable (and so cacheable) the judge draws nonces from a keyed hash of each question's
+inputs (see `charter.judge.prompts.KeyedNonces`) with a secret kept in the store. The key
+thus includes the principle's own text: editing one principle changes only the calls asked
+under it, which are the only ones asked again (design guide §6).
+
+Failed calls are not remembered: a re-run asks them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlite_utils
+
+from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
+
+CALLS = "calls"
+SECRETS = "secrets"
+
+
+@dataclass
+class CallStats:
+    """How many calls were answered from the store and how many went to the model."""
+
+    reused: int = 0
+    made: int = 0
+
+
+def call_key(spec: str, kind: str, payload: dict[str, Any]) -> str:
+    blob = json.dumps({"spec": spec, "kind": kind, **payload}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def ensure_tables(db: sqlite_utils.Database) -> None:
+    if CALLS not in db.table_names():
+        db[CALLS].create(  # type: ignore[union-attr]
+            {"key": str, "model": str, "kind": str, "request": str, "completion": str, "at": str},
+            pk="key",
+        )
+    if SECRETS not in db.table_names():
+        db[SECRETS].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
+
+
+def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
+    """A random secret made once per store; it never leaves the store."""
+    ensure_tables(db)
+    with db.conn:
+        db.execute(
+            f"INSERT OR IGNORE INTO {SECRETS} (name, value) VALUES (?, ?)",
+            [name, secrets.token_hex(32)],
+        )
+    row = db.execute(f"SELECT value FROM {SECRETS} WHERE name = ?", [name]).fetchone()
+    return bytes.fromhex(row[0])
+
+
+class CachedModel:
+    """A `ChatModel` that answers repeated calls from the store."""
+
+    def __init__(self, inner: ChatModel, db: sqlite_utils.Database) -> None:
+        ensure_tables(db)
+        self.inner = inner
+        self.db = db
+        self.stats = CallStats()
+
+    @property
+    def spec(self) -> str:
+        return self.inner.spec
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        payload = {"request": request.model_dump(mode="json")}
+        key = call_key(self.spec, "generate", payload)
+        return await self._cached(key, "generate", payload, lambda: self.inner.generate(request))
+
+    async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
+        payload = {
+            "messages": [m.model_dump(mode="json") for m in messages],
+            "options": list(options),
+        }
+        key = call_key(self.spec, "choose", payload)
+        return await self._cached(
+            key, "choose", payload, lambda: self.inner.choose(messages, options)
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def _cached(self, key: str, kind: str, payload: dict[str, Any], call: Any) -> Completion:
+        row = self.db.execute(f"SELECT completion FROM {CALLS} WHERE key = ?", [key]).fetchone()
+        if row is not None:
+            self.stats.reused += 1
+            return Completion.model_validate_json(row[0])
+        completion: Completion = await call()
+        self.stats.made += 1
+        with self.db.conn:
+            self.db.execute(
+                f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    key,
+                    self.spec,
+                    kind,
+                    json.dumps(payload, ensure_ascii=False),
+                    completion.model_dump_json(),
+                    datetime.now(UTC).isoformat(),
+                ],
+            )
+        return completion

@@ -1,0 +1,478 @@
+"""`charter generate`, `charter export` and `charter jobs`: the dataset-making job."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
+
+from .common import dir_option, echo_json, friendly_errors, json_option, store_option
+from .models import judge_options, open_model, policy_options
+
+
+@click.command()
+@click.option(
+    "--prompts",
+    "prompts_path",
+    type=click.Path(path_type=Path),
+    help="Prompts file: .jsonl, .json, .csv, .tsv, .txt, .parquet, or a saved datasets dir.",
+)
+@click.option("--column", default="prompt", show_default=True, help="Field holding the prompt.")
+@click.option(
+    "--responses-column",
+    default="responses",
+    show_default=True,
+    help="Field holding ready-made candidate responses (optional; sampled when absent).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["compare", "revise"]),
+    default="compare",
+    show_default=True,
+    help="compare: rank candidates with the judge (RL-CAI). revise: critique -> revision (SL-CAI).",
+)
+@click.option(
+    "-n",
+    "n",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Candidates sampled per prompt.",
+)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Max new tokens per sampled candidate, critique or revision.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--principles",
+    "k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Principles per comparison (default: the constitution's).",
+)
+@click.option(
+    "--revisions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Critique -> revision rounds (default: the constitution's).",
+)
+@click.option("--cot", is_flag=True, help="Judge reasons before its verdict (chain of thought).")
+@click.option(
+    "--pairs",
+    type=click.Choice(["best_worst", "margin"]),
+    default="best_worst",
+    show_default=True,
+    help="Which ranked pairs become preferences.",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.6,
+    show_default=True,
+    help="p_chosen needed for a comparison row to count as exportable.",
+)
+@click.option("--resume", "resume_id", metavar="JOB_ID", help="Resume a stored job by id.")
+@click.option(
+    "--price-in",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Judge price, USD per 1M prompt tokens (for the cost figure).",
+)
+@click.option(
+    "--price-out",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Judge price, USD per 1M completion tokens.",
+)
+@policy_options
+@judge_options
+@dir_option
+@store_option
+@json_option
+@friendly_errors
+def generate(
+    prompts_path: Path | None,
+    column: str,
+    responses_column: str,
+    mode: str,
+    n: int,
+    temperature: float,
+    max_tokens: int,
+    seed: int,
+    k: int | None,
+    revisions: int | None,
+    cot: bool,
+    pairs: str,
+    min_confidence: float,
+    resume_id: str | None,
+    price_in: float | None,
+    price_out: float | None,
+    policy_spec: str,
+    policy_base_url: str | None,
+    judge_spec: str,
+    judge_base_url: str | None,
+    timeout: float,
+    concurrency: int,
+    directory: Path,
+    store_path: Path,
+    as_json: bool,
+) -> None:
+    """Make a preference dataset from a file of prompts.
+
+    Running the same command again resumes the same job (its id is a hash of the inputs and
+    settings), reusing every model call already stored; so does --resume JOB_ID. A job
+    records the constitution it ran under and always resumes under it.
+
+    \b
+    Examples:
+      charter generate --prompts examples/prompts.jsonl --mode revise
+      charter generate --prompts data.jsonl --judge openai:gpt-4o-mini -n 4
+    """
+    from charter.constitution import load_constitution
+    from charter.generate import JobFailed, Prices, run_job
+    from charter.inputs import load_prompts
+    from charter.jobs import JobSpec, create_or_get_job, get_job, job_prompts, prompts_digest
+    from charter.store import open_store
+
+    db = open_store(store_path)
+    if resume_id:
+        job = get_job(db, resume_id)
+        records = [r for _, r in job_prompts(db, job.id)]
+        _note(
+            as_json,
+            f"resuming {job.id} under constitution {job.constitution.version} "
+            f"({job.constitution.digest[:12]})",
+        )
+    else:
+        if prompts_path is None:
+            raise click.UsageError("give --prompts FILE (or --resume JOB_ID)")
+        prompt_set = load_prompts(prompts_path, column=column, responses_column=responses_column)
+        records = list(prompt_set)
+        constitution = load_constitution(directory)
+        spec = JobSpec(
+            mode=mode,  # type: ignore[arg-type]
+            policy=policy_spec,
+            judge=judge_spec,
+            n=n,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            principles=k,
+            revisions=revisions,
+            cot=cot,
+            pairs=pairs,  # type: ignore[arg-type]
+            prompts_digest=prompts_digest(records),
+            constitution_digest=constitution.digest,
+        )
+        job, created = create_or_get_job(db, spec, constitution, records, str(prompts_path))
+        _note(
+            as_json,
+            f"{'started' if created else 'resuming'} {job.id}: {len(records)} prompts, "
+            f"mode {mode}, constitution {constitution.version}",
+        )
+
+    needs_policy = any(r.responses is None for r in records)
+    judge = open_model(job.spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
+    if not needs_policy:
+        policy = None
+    elif job.spec.policy == job.spec.judge and policy_base_url in (None, judge_base_url):
+        policy = judge  # one local model in memory, not two
+    else:
+        policy = open_model(
+            job.spec.policy, policy_base_url, timeout, concurrency, POLICY_BASE_URL_ENV
+        )
+    prices = (
+        Prices(prompt=price_in or 0.0, completion=price_out or 0.0)
+        if price_in is not None or price_out is not None
+        else None
+    )
+
+    async def go() -> dict[str, Any]:
+        try:
+            with _progress(as_json) as progress:
+                return await run_job(
+                    db,
+                    job,
+                    judge,
+                    policy,
+                    on_progress=progress,
+                    min_confidence=min_confidence,
+                    prices=prices,
+                )
+        finally:
+            await judge.aclose()
+            if policy is not None and policy is not judge:
+                await policy.aclose()
+
+    try:
+        summary = asyncio.run(go())
+    except JobFailed as exc:
+        raise click.ClickException(
+            f"{exc}\nNothing finished was lost; fix the model and resume with "
+            f"`charter generate --resume {job.id}`."
+        ) from None
+    if as_json:
+        echo_json(summary)
+    else:
+        _print_summary(summary)
+    if summary["prompts"]["failed"]:
+        raise SystemExit(1)
+
+
+def _note(as_json: bool, text: str) -> None:
+    if not as_json:
+        click.echo(text, err=True)
+
+
+class _progress:
+    """A rich progress bar (done/total, rate, ETA) on stderr; silent with --json."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _progress:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("prompts"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("generate", total=None, rate="")
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        elapsed = self.bar.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed * 60:.1f}/min" if elapsed > 1 and done else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    p = s["prompts"]
+    consistency = s["position_consistency"]
+    calls = s["calls"]
+    made = calls["judge"]["made"] + (calls["policy"]["made"] if calls["policy"] else 0)
+    reused = calls["judge"]["reused"] + (calls["policy"]["reused"] if calls["policy"] else 0)
+    lines = [
+        f"job {s['job_id']} ({s['mode']}), constitution {s['constitution']['version']}",
+        f"  prompts      {p['done']}/{p['total']} done, {p['failed']} failed, "
+        f"{p['skipped']} skipped",
+        f"  preferences  {s['preferences']} made, {s['exportable']} exportable, "
+        f"{s['filtered']} below min confidence {s['min_confidence']}",
+    ]
+    if s["judgments"]:
+        lines.append(
+            f"  judgments    {s['judgments']}, {s['parse_failures']} parse failures, "
+            f"{s['ties']} tied comparisons"
+        )
+        lines.append(
+            "  position consistency "
+            + (f"{consistency:.0%}" if consistency is not None else "n/a")
+            + (
+                "  (low: this judge mostly answers by slot, not content)"
+                if consistency is not None and consistency < 0.5
+                else ""
+            )
+        )
+    lines.append(f"  model calls  {made} made, {reused} reused from the store")
+    lines.append(
+        f"  tokens       {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"
+    )
+    if "cost_usd" in s:
+        lines.append(f"  cost         ${s['cost_usd']:.4f}")
+    lines.append(f"export with: charter export {s['job_id']} --format jsonl --out prefs.jsonl")
+    click.echo("\n".join(lines))
+
+
+@click.command("export")
+@click.argument("job_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "parquet", "hf"]),
+    default="jsonl",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output file (a directory for hf, or when --split is given).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["preference", "sft"]),
+    default="preference",
+    show_default=True,
+    help="preference triples, or SFT rows from revisions.",
+)
+@click.option("--conversational", is_flag=True, help="Message lists instead of plain strings.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.6,
+    show_default=True,
+    help="Drop comparison rows with p_chosen below this.",
+)
+@click.option(
+    "--split",
+    "split_text",
+    metavar="NAME=FRACTION",
+    help="Hold out a deterministic split by prompt, e.g. test=0.1.",
+)
+@click.option("--push-to-hub", metavar="REPO", help="Also push the dataset to the HF Hub.")
+@store_option
+@json_option
+@friendly_errors
+def export(
+    job_id: str,
+    fmt: str,
+    out: Path,
+    kind: str,
+    conversational: bool,
+    min_confidence: float,
+    split_text: str | None,
+    push_to_hub: str | None,
+    store_path: Path,
+    as_json: bool,
+) -> None:
+    """Write a job's preferences as a dataset for datasets / TRL."""
+    from charter.export import ExportError, export_job, parse_split
+    from charter.store import open_store
+
+    try:
+        report = export_job(
+            open_store(store_path, create=False),
+            job_id,
+            out,
+            fmt=fmt,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            conversational=conversational,
+            min_confidence=min_confidence,
+            split=parse_split(split_text),
+            push_to_hub=push_to_hub,
+        )
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(report)
+        return
+    rows = ", ".join(f"{k} {v}" for k, v in report.rows.items())
+    click.echo(f"wrote {rows} rows ({report.excluded} excluded) to {', '.join(report.paths)}")
+
+
+@click.group()
+def jobs() -> None:
+    """Inspect generation jobs in the store."""
+
+
+@jobs.command("list")
+@store_option
+@json_option
+@friendly_errors
+def list_jobs(store_path: Path, as_json: bool) -> None:
+    """List jobs, newest first."""
+    from charter.jobs import list_jobs as stored_jobs
+    from charter.jobs import prompt_counts
+    from charter.store import open_store
+
+    db = open_store(store_path, create=False)
+    found = stored_jobs(db)
+    rows = [
+        {
+            "id": j.id,
+            "status": j.status,
+            "mode": j.spec.mode,
+            "prompts": prompt_counts(db, j.id),
+            "preferences": j.summary.get("preferences"),
+            "constitution_version": j.constitution.version,
+            "created_at": j.created_at,
+            "source": j.prompts_source,
+        }
+        for j in found
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no jobs yet (run `charter generate --prompts FILE`)")
+    for r in rows:
+        done = r["prompts"].get("done", 0)
+        total = sum(r["prompts"].values())
+        click.echo(
+            f"{r['id']}  {r['status']:<9} {r['mode']:<8} {done}/{total} prompts  "
+            f"{r['preferences'] or 0} prefs  constitution {r['constitution_version']}  "
+            f"{r['source']}"
+        )
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@store_option
+@json_option
+@friendly_errors
+def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
+    """Show one job: its spec, status and summary figures."""
+    from charter.generate import summarise
+    from charter.jobs import get_job
+    from charter.store import open_store
+
+    db = open_store(store_path, create=False)
+    job = get_job(db, job_id)
+    data = {
+        "id": job.id,
+        "status": job.status,
+        "error": job.error,
+        "spec": job.spec.model_dump(mode="json"),
+        "source": job.prompts_source,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "summary": summarise(db, job),
+    }
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"{job.id}  {job.status}  ({job.prompts_source})")
+    if job.error:
+        click.echo(f"error: {job.error}")
+    for key, value in job.spec.model_dump().items():
+        click.echo(f"  {key:<20} {value}")
+    _print_summary(
+        {
+            **data["summary"],
+            "calls": job.summary.get("calls")
+            or {"judge": {"made": 0, "reused": 0}, "policy": None},
+        }
+    )

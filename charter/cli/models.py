@@ -1,0 +1,97 @@
+"""The --judge / --policy options shared by every command that talks to a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from charter.settings import (
+    DEFAULT_MODEL,
+    JUDGE_BASE_URL_ENV,
+    JUDGE_ENV,
+    POLICY_BASE_URL_ENV,
+    POLICY_ENV,
+)
+
+if TYPE_CHECKING:
+    from charter.judge import ChatModel
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SPEC_HELP = "openai:MODEL (any OpenAI-compatible endpoint), hf:PATH (local transformers) or smollm2"
+
+
+def judge_options(func: F) -> F:
+    """--judge, --judge-base-url, --timeout, --concurrency."""
+    decorators = [
+        click.option(
+            "--judge",
+            "judge_spec",
+            default=DEFAULT_MODEL,
+            envvar=JUDGE_ENV,
+            show_envvar=True,
+            show_default=True,
+            help=f"Judge model: {SPEC_HELP}.",
+        ),
+        click.option(
+            "--judge-base-url",
+            envvar=JUDGE_BASE_URL_ENV,
+            show_envvar=True,
+            help="Base URL for an openai: judge (else $OPENAI_BASE_URL). Key: $OPENAI_API_KEY.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=60.0,
+            show_default=True,
+            help="Seconds per model request.",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(min=1),
+            default=16,
+            show_default=True,
+            help="Model requests in flight at once.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def policy_options(func: F) -> F:
+    """--policy and --policy-base-url."""
+    func = click.option(
+        "--policy-base-url",
+        envvar=POLICY_BASE_URL_ENV,
+        show_envvar=True,
+        help="Base URL for an openai: policy (else $OPENAI_BASE_URL).",
+    )(func)
+    return click.option(
+        "--policy",
+        "policy_spec",
+        default=DEFAULT_MODEL,
+        envvar=POLICY_ENV,
+        show_envvar=True,
+        show_default=True,
+        help=f"Model that samples candidate responses: {SPEC_HELP}.",
+    )(func)
+
+
+def open_model(
+    spec: str, base_url: str | None, timeout: float, concurrency: int, env_name: str
+) -> ChatModel:
+    """Load a model from its spec, with a clean error (no traceback) when that fails."""
+    import os
+
+    from charter.judge import BackendError, BackendOptions
+    from charter.judge.backends.registry import load_model
+
+    url = base_url or os.environ.get(env_name) or os.environ.get("OPENAI_BASE_URL")
+    options = BackendOptions(base_url=url, timeout_s=timeout, max_concurrency=concurrency)
+    try:
+        return load_model(spec, options)
+    except (BackendError, OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot load model {spec!r}: {exc}") from None

@@ -1,0 +1,236 @@
+"""Export a job's preferences as a dataset that loads in `datasets` and trains in TRL as is.
+
+Rows are TRL's preference format: `prompt`, `chosen`, `rejected` as strings (standard) or as
+message lists (conversational), followed by provenance columns. `--kind sft` writes the
+revision chains' outputs in TRL's prompt-completion format instead. Splits are assigned by a
+hash of the prompt, so they are deterministic and a prompt never straddles train and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+from pydantic import BaseModel
+
+from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable, summarise
+from charter.jobs import Preference, get_job, load_preferences
+
+log = logging.getLogger(__name__)
+
+Format = Literal["jsonl", "parquet", "hf"]
+Kind = Literal["preference", "sft"]
+
+PROVENANCE = (
+    "source",
+    "p_chosen",
+    "margin",
+    "position_consistent",
+    "principles",
+    "critique",
+    "judge",
+    "policy",
+    "constitution_digest",
+    "constitution_version",
+    "job_id",
+    "prompt_key",
+)
+
+
+class ExportError(Exception):
+    """Nothing to export, or an export that cannot be written as asked."""
+
+
+class ExportReport(BaseModel):
+    job_id: str
+    format: Format
+    kind: Kind
+    paths: list[str]
+    rows: dict[str, int]
+    excluded: int
+
+
+def parse_split(text: str | None) -> dict[str, float]:
+    """`test=0.1` -> {"test": 0.1}; the rest goes to `train`."""
+    if not text:
+        return {}
+    splits: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not sep or not name.strip() or not 0 < fraction < 1:
+            raise ExportError(f"bad split {part!r}: use NAME=FRACTION, e.g. test=0.1")
+        splits[name.strip()] = fraction
+    if "train" in splits or sum(splits.values()) >= 1:
+        raise ExportError("split fractions must leave room for 'train' (e.g. test=0.1)")
+    return splits
+
+
+def assign_split(prompt_key: str, splits: dict[str, float]) -> str:
+    point = int(hashlib.sha256(prompt_key.encode()).hexdigest()[:8], 16) / 2**32
+    edge = 0.0
+    for name, fraction in sorted(splits.items()):
+        edge += fraction
+        if point < edge:
+            return name
+    return "train"
+
+
+def to_row(p: Preference, *, conversational: bool, kind: Kind) -> dict[str, Any]:
+    prompt: Any = p.prompt
+    if conversational and isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    elif not conversational and not isinstance(prompt, str):
+        prompt = "\n\n".join(m["content"] for m in prompt)
+    provenance = {name: getattr(p, name) for name in PROVENANCE}
+    if kind == "sft":
+        completion: Any = p.chosen
+        if conversational:
+            completion = [{"role": "assistant", "content": p.chosen}]
+        return {"prompt": prompt, "completion": completion, **provenance}
+    if conversational:
+        return {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+            **provenance,
+        }
+    return {"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected, **provenance}
+
+
+def export_job(
+    db: sqlite_utils.Database,
+    job_id: str,
+    out: Path | str,
+    *,
+    fmt: Format = "jsonl",
+    kind: Kind = "preference",
+    conversational: bool = False,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    split: dict[str, float] | None = None,
+    push_to_hub: str | None = None,
+) -> ExportReport:
+    job = get_job(db, job_id)
+    out = Path(out)
+    preferences = load_preferences(db, job.id)
+    if kind == "sft":
+        chosen = [p for p in preferences if p.source == "revision"]
+    else:
+        chosen = [p for p in preferences if is_exportable(p, min_confidence)]
+    excluded = len(preferences) - len(chosen)
+    if not chosen:
+        raise ExportError(
+            f"job {job.id} has no rows to export ({len(preferences)} stored, {excluded} below "
+            f"--min-confidence {min_confidence} or of another kind)"
+        )
+    by_split: dict[str, list[dict[str, Any]]] = {"train": []}
+    for name in sorted(split or {}):
+        by_split[name] = []
+    for p in chosen:
+        name = assign_split(p.prompt_key, split or {})
+        by_split[name].append(to_row(p, conversational=conversational, kind=kind))
+
+    paths = _write(by_split, out, fmt, bool(split))
+    if fmt == "hf":
+        summary = summarise(db, job, min_confidence=min_confidence)
+        (out / "README.md").write_text(
+            dataset_card(job.id, summary, {k: len(v) for k, v in by_split.items()}, kind),
+            encoding="utf-8",
+        )
+        paths.append(str(out / "README.md"))
+    if push_to_hub:
+        _dataset_dict(by_split).push_to_hub(push_to_hub)
+    return ExportReport(
+        job_id=job.id,
+        format=fmt,
+        kind=kind,
+        paths=paths,
+        rows={k: len(v) for k, v in by_split.items()},
+        excluded=excluded,
+    )
+
+
+def _write(
+    by_split: dict[str, list[dict[str, Any]]], out: Path, fmt: Format, has_splits: bool
+) -> list[str]:
+    if fmt == "hf":
+        if out.exists() and any(out.iterdir()):
+            raise ExportError(f"{out}: directory exists and is not empty")
+        _dataset_dict(by_split).save_to_disk(str(out))
+        return [str(out)]
+    suffix = ".jsonl" if fmt == "jsonl" else ".parquet"
+    if has_splits:
+        out.mkdir(parents=True, exist_ok=True)
+        targets = {name: out / f"{name}{suffix}" for name in by_split}
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        targets = {"train": out}
+    for name, path in targets.items():
+        rows = by_split[name]
+        tmp = path.with_name(path.name + ".tmp")
+        if fmt == "jsonl":
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        tmp.replace(path)
+    return [str(p) for p in targets.values()]
+
+
+def _dataset_dict(by_split: dict[str, list[dict[str, Any]]]) -> Any:
+    from datasets import Dataset, DatasetDict
+
+    return DatasetDict({name: Dataset.from_list(rows) for name, rows in by_split.items() if rows})
+
+
+def dataset_card(job_id: str, summary: dict[str, Any], rows: dict[str, int], kind: Kind) -> str:
+    consistency = summary.get("position_consistency")
+    consistency_text = f"{consistency:.1%}" if consistency is not None else "n/a"
+    lines = [
+        "---",
+        "tags: [charter, rlaif, constitutional-ai, "
+        + ("dpo" if kind == "preference" else "sft")
+        + "]",
+        "---",
+        "",
+        f"# charter {kind} dataset ({job_id})",
+        "",
+        "AI-labelled data made by charter under a written constitution.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| constitution | {summary['constitution']['version']} "
+        f"(`{summary['constitution']['digest'][:12]}`) |",
+        f"| judge | `{summary['judge']}` |",
+        f"| policy | `{summary['policy']}` |",
+        f"| mode | {summary['mode']} |",
+        f"| rows | {', '.join(f'{k}: {v}' for k, v in rows.items())} |",
+        f"| prompts | {summary['prompts']['total']} ({summary['prompts']['failed']} failed) |",
+        f"| preferences stored / exported | {summary['preferences']} / {sum(rows.values())} |",
+        f"| min confidence (p_chosen) | {summary['min_confidence']} |",
+        f"| judge position consistency | {consistency_text} |",
+        f"| parse failures | {summary['parse_failures']} of {summary['judgments']} judgments |",
+        "",
+        "Columns: `prompt`, "
+        + ("`chosen`, `rejected`" if kind == "preference" else "`completion`")
+        + ", then provenance: "
+        + ", ".join(f"`{c}`" for c in PROVENANCE)
+        + ".",
+        "",
+        "Load with `datasets.load_from_disk(PATH)`; the train split works with "
+        + ("`trl.DPOTrainer`" if kind == "preference" else "`trl.SFTTrainer`")
+        + " unchanged.",
+        "",
+    ]
+    return "\n".join(lines)

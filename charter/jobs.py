@@ -1,0 +1,327 @@
+"""Generation jobs in the store: what a job is, which prompts it has finished, what it made.
+
+A job's id is a hash of its spec (prompts, mode, models, sampling, constitution digest), so
+running the same command again finds the same job and carries on where it stopped. Each
+prompt is the unit of commit: its preferences and its `done` mark are written in one
+transaction, so a killed job never leaves half a prompt's rows, and a resumed one never
+writes a row twice (every preference row is also keyed by a hash of its content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlite_utils
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.constitution import Constitution
+from charter.inputs import PromptRecord
+
+JOBS = "jobs"
+JOB_PROMPTS = "job_prompts"
+PREFERENCES = "preferences"
+
+Mode = Literal["compare", "revise"]
+JobStatus = Literal["running", "done", "failed", "cancelled"]
+PromptStatus = Literal["pending", "done", "failed"]
+
+
+class JobError(Exception):
+    """A job that cannot be found, started or resumed as asked."""
+
+
+class JobSpec(BaseModel):
+    """Everything that determines a job's output. Equal specs make the same job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode = "compare"
+    policy: str = "smollm2"
+    judge: str = "smollm2"
+    n: int = Field(default=2, ge=1, description="Candidates per prompt (sampled when not given).")
+    temperature: float = Field(default=0.8, ge=0)
+    max_tokens: int = Field(default=128, ge=1)
+    seed: int = 0
+    principles: int | None = Field(default=None, ge=1, description="K per comparison.")
+    revisions: int | None = Field(default=None, ge=1, description="Rounds per revision chain.")
+    cot: bool = False
+    pairs: Literal["best_worst", "margin"] = "best_worst"
+    prompts_digest: str
+    constitution_digest: str
+
+    @property
+    def job_id(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return "job-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class Preference(BaseModel):
+    """One preference triple with its provenance: the row every export is made of."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    position: int = Field(description="The prompt's index in the job's input.")
+    prompt_key: str
+    prompt: str | list[dict[str, str]]
+    chosen: str
+    rejected: str
+    source: Literal["comparison", "revision"]
+    p_chosen: float | None = None
+    margin: float | None = None
+    position_consistent: bool | None = None
+    principles: list[str] = []
+    critique: str | None = None
+    judge: str
+    policy: str
+    constitution_digest: str
+    constitution_version: str
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(
+            [self.job_id, self.prompt_key, self.chosen, self.rejected, self.source],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class JobRecord(BaseModel):
+    id: str
+    spec: JobSpec
+    constitution: Constitution
+    status: JobStatus
+    prompts_source: str
+    created_at: str
+    updated_at: str
+    summary: dict[str, Any] = {}
+    error: str | None = None
+
+
+def ensure_tables(db: sqlite_utils.Database) -> None:
+    names = set(db.table_names())
+    if JOBS not in names:
+        db[JOBS].create(  # type: ignore[union-attr]
+            {
+                "id": str,
+                "spec": str,
+                "constitution": str,
+                "constitution_digest": str,
+                "constitution_version": str,
+                "status": str,
+                "prompts_source": str,
+                "created_at": str,
+                "updated_at": str,
+                "summary": str,
+                "error": str,
+            },
+            pk="id",
+        )
+    if JOB_PROMPTS not in names:
+        db[JOB_PROMPTS].create(  # type: ignore[union-attr]
+            {
+                "job_id": str,
+                "position": int,
+                "prompt_key": str,
+                "record": str,
+                "status": str,
+                "error": str,
+                "result": str,
+            },
+            pk=("job_id", "position"),
+        )
+    if PREFERENCES not in names:
+        columns: dict[str, Any] = {"key": str}
+        columns.update({name: str for name in Preference.model_fields})
+        columns.update(position=int, p_chosen=float, margin=float, position_consistent=int)
+        db[PREFERENCES].create(columns, pk="key")  # type: ignore[union-attr]
+        db[PREFERENCES].create_index(["job_id", "position"])  # type: ignore[union-attr]
+
+
+def prompts_digest(records: list[PromptRecord]) -> str:
+    """Identity of a job's input: every prompt and any given responses, in order."""
+    payload = [[r.key, list(r.responses) if r.responses is not None else None] for r in records]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+def create_or_get_job(
+    db: sqlite_utils.Database,
+    spec: JobSpec,
+    constitution: Constitution,
+    records: list[PromptRecord],
+    prompts_source: str,
+) -> tuple[JobRecord, bool]:
+    """The job for `spec`: created with its prompts if new, else the stored one."""
+    ensure_tables(db)
+    if spec.constitution_digest != constitution.digest:
+        raise JobError("spec and constitution disagree on the constitution digest")
+    try:
+        return get_job(db, spec.job_id), False
+    except JobError:
+        pass
+    now = datetime.now(UTC).isoformat()
+    with db.conn:
+        db[JOBS].insert(  # type: ignore[union-attr]
+            {
+                "id": spec.job_id,
+                "spec": spec.model_dump_json(),
+                "constitution": constitution.model_dump_json(),
+                "constitution_digest": constitution.digest,
+                "constitution_version": constitution.version,
+                "status": "running",
+                "prompts_source": prompts_source,
+                "created_at": now,
+                "updated_at": now,
+                "summary": "{}",
+                "error": None,
+            }
+        )
+        db[JOB_PROMPTS].insert_all(  # type: ignore[union-attr]
+            {
+                "job_id": spec.job_id,
+                "position": i,
+                "prompt_key": r.key,
+                "record": r.model_dump_json(),
+                "status": "pending",
+                "error": None,
+                "result": None,
+            }
+            for i, r in enumerate(records)
+        )
+    return get_job(db, spec.job_id), True
+
+
+def get_job(db: sqlite_utils.Database, job_id: str) -> JobRecord:
+    if JOBS in db.table_names():
+        rows = list(db[JOBS].rows_where("id = ?", [job_id]))
+        if not rows:
+            rows = list(db[JOBS].rows_where("id like ?", [job_id + "%"]))
+            if len(rows) > 1:
+                raise JobError(f"job id prefix {job_id!r} is ambiguous")
+        if rows:
+            return _job_from_row(rows[0])
+    raise JobError(f"no job {job_id!r} in this store (see 'charter jobs list')")
+
+
+def list_jobs(db: sqlite_utils.Database) -> list[JobRecord]:
+    if JOBS not in db.table_names():
+        return []
+    return [_job_from_row(r) for r in db[JOBS].rows_where(order_by="created_at desc")]
+
+
+def job_prompts(
+    db: sqlite_utils.Database, job_id: str, status: PromptStatus | None = None
+) -> list[tuple[int, PromptRecord]]:
+    where = "job_id = ?" + (" and status = ?" if status else "")
+    args = [job_id, status] if status else [job_id]
+    return [
+        (r["position"], PromptRecord.model_validate_json(r["record"]))
+        for r in db[JOB_PROMPTS].rows_where(where, args, order_by="position")
+    ]
+
+
+def prompt_counts(db: sqlite_utils.Database, job_id: str) -> dict[str, int]:
+    rows = db.execute(
+        f"SELECT status, count(*) FROM {JOB_PROMPTS} WHERE job_id = ? GROUP BY status", [job_id]
+    ).fetchall()
+    return {status: count for status, count in rows}
+
+
+def prompt_results(db: sqlite_utils.Database, job_id: str) -> list[dict[str, Any]]:
+    """The stored per-prompt results (rankings or revision chains) of finished prompts."""
+    return [
+        json.loads(r["result"])
+        for r in db[JOB_PROMPTS].rows_where(
+            "job_id = ? and result is not null", [job_id], order_by="position"
+        )
+    ]
+
+
+def finish_prompt(
+    db: sqlite_utils.Database,
+    job_id: str,
+    position: int,
+    preferences: list[Preference],
+    result: dict[str, Any],
+    error: str | None = None,
+) -> None:
+    """Write a prompt's preferences and mark it finished, in one transaction."""
+    status: PromptStatus = "failed" if error else "done"
+    with db.conn:
+        db.execute(
+            f"UPDATE {JOB_PROMPTS} SET status = ?, error = ?, result = ? "
+            "WHERE job_id = ? AND position = ?",
+            [status, error, json.dumps(result, ensure_ascii=False), job_id, position],
+        )
+        for pref in preferences:
+            row = pref.model_dump(mode="json")
+            row["prompt"] = json.dumps(row["prompt"], ensure_ascii=False)
+            row["principles"] = json.dumps(row["principles"])
+            db.execute(
+                f"INSERT OR IGNORE INTO {PREFERENCES} ({', '.join(['key', *row])}) "
+                f"VALUES ({', '.join('?' * (len(row) + 1))})",
+                [pref.key, *row.values()],
+            )
+
+
+def reset_failed(db: sqlite_utils.Database, job_id: str) -> int:
+    """Put failed prompts back to pending so a resumed job tries them again."""
+    with db.conn:
+        cursor = db.execute(
+            f"UPDATE {JOB_PROMPTS} SET status = 'pending', error = NULL "
+            "WHERE job_id = ? AND status = 'failed'",
+            [job_id],
+        )
+    return cursor.rowcount
+
+
+def set_status(
+    db: sqlite_utils.Database,
+    job_id: str,
+    status: JobStatus,
+    *,
+    summary: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    updates: dict[str, Any] = {
+        "status": status,
+        "updated_at": datetime.now(UTC).isoformat(),
+        "error": error,
+    }
+    if summary is not None:
+        updates["summary"] = json.dumps(summary)
+    with db.conn:
+        db[JOBS].update(job_id, updates)  # type: ignore[union-attr]
+
+
+def load_preferences(db: sqlite_utils.Database, job_id: str) -> list[Preference]:
+    if PREFERENCES not in db.table_names():
+        return []
+    out = []
+    for row in db[PREFERENCES].rows_where("job_id = ?", [job_id], order_by="position, key"):
+        row = dict(row)
+        row.pop("key")
+        row["prompt"] = json.loads(row["prompt"])
+        row["principles"] = json.loads(row["principles"])
+        if row["position_consistent"] is not None:
+            row["position_consistent"] = bool(row["position_consistent"])
+        out.append(Preference.model_validate(row))
+    return out
+
+
+def _job_from_row(row: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        constitution=Constitution.model_validate_json(row["constitution"]),
+        status=row["status"],
+        prompts_source=row["prompts_source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        summary=json.loads(row["summary"] or "{}"),
+        error=row["error"],
+    )

@@ -1,0 +1,418 @@
+"""`ChatModel` over any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp, TGI).
+
+One retry policy, ours: the SDK's own retries are off (`max_retries=0`) and `tenacity` retries
+rate limits (429, honouring `Retry-After`), server errors (5xx), timeouts, dropped connections and
+malformed replies (truncated JSON, an empty choice list), with exponential backoff and jitter.
+Client errors (400, 401, 403, 404, 422) fail at once: asking again cannot help and wastes money.
+A semaphore bounds requests in flight, so a judge run cannot flood a small local server.
+
+The API key is read from the environment variable `BackendOptions.api_key_env` when the client
+is built; this object never keeps it, and error messages and logs are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import openai
+import pydantic
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from .base import BackendError, Completion, GenerationRequest, Message, Usage
+from .options import BackendOptions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OpenAIChatModel", "RetryPolicy"]
+
+_PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, llama.cpp, Ollama) ignore the key
+_RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+_MAYBE_LOGPROBS_REJECTED = frozenset({400, 422})
+
+
+class RetryPolicy(BaseModel):
+    """How long to wait between attempts; the number of attempts is `BackendOptions.max_retries`.
+
+    Tests shrink these so fault scenarios run in milliseconds.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    initial_wait_s: float = Field(default=0.5, ge=0, description="First backoff before jitter.")
+    max_wait_s: float = Field(default=20.0, ge=0, description="Cap on the exponential backoff.")
+    jitter_s: float = Field(default=0.5, ge=0, description="Uniform random extra wait.")
+    max_retry_after_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Cap on a server's Retry-After: a bad header must not stall a run.",
+    )
+
+
+class _CallFailed(BackendError):
+    """A `BackendError` keeping the HTTP status, so `choose` can spot a rejected parameter."""
+
+    def __init__(self, message: str, status: int | None, detail: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class _MalformedReply(Exception):
+    """The server answered 200 with something that is not a usable completion (a server fault)."""
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _retry_after_seconds(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, `Retry-After` seconds or date)."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
+    return isinstance(
+        exc,
+        openai.APIConnectionError  # includes APITimeoutError
+        | TimeoutError
+        | _MalformedReply
+        | json.JSONDecodeError
+        | openai.APIResponseValidationError
+        | pydantic.ValidationError,
+    )
+
+
+def extract_option_logprobs(
+    choice_logprobs: Any, options: Sequence[str]
+) -> dict[str, float] | None:
+    """Each option's logprob as the first non-blank generated token, from `top_logprobs`.
+
+    Tokens are compared after stripping whitespace ("A", " A", "A\\n" all count for "A"); the
+    variants are different tokens, so their probabilities add (logsumexp). The sampled token
+    counts too when a server leaves it out of its own top list. None when there are no logprobs.
+    """
+    content = getattr(choice_logprobs, "content", None) if choice_logprobs is not None else None
+    if not content:
+        return None
+    position = next((p for p in content if str(getattr(p, "token", "")).strip()), content[0])
+    entries: list[tuple[str, float]] = [
+        (str(t.token), float(t.logprob)) for t in (getattr(position, "top_logprobs", None) or [])
+    ]
+    sampled = getattr(position, "token", None)
+    if sampled is not None and all(tok != sampled for tok, _ in entries):
+        entries.append((str(sampled), float(position.logprob)))
+    wanted = {opt.strip(): opt for opt in options}
+    found: dict[str, list[float]] = {}
+    for token, logprob in entries:
+        option = wanted.get(token.strip())
+        if option is not None and not math.isnan(logprob):
+            found.setdefault(option, []).append(logprob)
+    return {option: _logsumexp(lps) for option, lps in found.items()}
+
+
+class OpenAIChatModel:
+    """A `ChatModel` for one model name on one OpenAI-compatible endpoint."""
+
+    def __init__(
+        self,
+        model: str,
+        options: BackendOptions | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        top_logprobs: int = 20,
+        choose_max_tokens: int = 1,
+        transport: Literal["auto", "httpx", "aiohttp"] = "auto",
+    ) -> None:
+        if not model.strip():
+            raise ValueError("model name must not be empty")
+        self.model = model
+        self.options = options or BackendOptions()
+        self.retry = retry or RetryPolicy()
+        self.top_logprobs = top_logprobs
+        self.choose_max_tokens = choose_max_tokens
+        self.base_url = self.options.resolved_base_url()
+        self.transport = _resolve_transport(transport)
+        self._logprobs_supported: bool | None = None  # None: not known yet
+        # Both are tied to an event loop; built lazily and rebuilt if the loop changes.
+        self._client: AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def spec(self) -> str:
+        return f"openai:{self.model}"
+
+    @property
+    def logprobs_supported(self) -> bool | None:
+        """False once the server rejected the logprobs parameter; None until it is known."""
+        return self._logprobs_supported
+
+    # ------------------------------------------------------------------ protocol
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": _wire_messages(request.messages),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        response, latency = await self._create(kwargs)
+        return self._completion(response, latency, option_logprobs=None)
+
+    async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
+        """The next token among `options`, with each option's logprob where the server gives it.
+
+        A server that rejects the logprobs parameter (400/422) is asked again without it; if that
+        works, later calls no longer ask, and only the text comes back for the judge to parse.
+        """
+        if not options:
+            raise ValueError("choose needs at least one option")
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": _wire_messages(messages),
+            "max_tokens": self.choose_max_tokens,
+            "temperature": 0.0,
+        }
+        if self._logprobs_supported is False:
+            response, latency = await self._create(kwargs)
+            return self._completion(response, latency, option_logprobs=None)
+        asking = {**kwargs, "logprobs": True, "top_logprobs": self.top_logprobs}
+        try:
+            response, latency = await self._create(asking)
+        except _CallFailed as first:
+            if first.status not in _MAYBE_LOGPROBS_REJECTED:
+                raise
+            # The logprobs parameter, or the request itself? Ask once without it to tell.
+            try:
+                response, latency = await self._create(kwargs)
+            except _CallFailed as second:
+                if second.status in _MAYBE_LOGPROBS_REJECTED:
+                    raise first from None  # the request itself is bad
+                raise
+            self._logprobs_supported = False
+            logger.warning(
+                "%s at %s rejected the logprobs parameter (%s); verdicts will be parsed "
+                "from text only",
+                self.spec,
+                self.base_url,
+                first.detail,
+            )
+            return self._completion(response, latency, option_logprobs=None)
+        choice = response.choices[0]
+        option_logprobs = extract_option_logprobs(getattr(choice, "logprobs", None), options)
+        if option_logprobs is not None:
+            self._logprobs_supported = True
+        return self._completion(response, latency, option_logprobs=option_logprobs)
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._loop
+        self._client, self._semaphore, self._loop = None, None, None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.close()
+        # A client from another (finished) loop cannot be closed here; its sockets die with it.
+
+    async def __aenter__(self) -> OpenAIChatModel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    def _bind(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._semaphore is None or self._loop is not loop:
+            # A client from a finished loop holds dead connections; it cannot be closed from here.
+            http_client = (
+                openai.DefaultAioHttpClient(timeout=self.options.timeout_s)
+                if self.transport == "aiohttp"
+                else None
+            )
+            self._client = AsyncOpenAI(
+                api_key=os.environ.get(self.options.api_key_env) or _PLACEHOLDER_KEY,
+                base_url=self.base_url,
+                timeout=self.options.timeout_s,
+                max_retries=0,
+                http_client=http_client,
+            )
+            self._semaphore = asyncio.Semaphore(self.options.max_concurrency)
+            self._loop = loop
+        return self._client, self._semaphore
+
+    async def _create(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
+        """One chat completion with retries: (response, latency of the successful attempt)."""
+        client, semaphore = self._bind()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.options.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with semaphore:
+                        started = time.perf_counter()
+                        async with asyncio.timeout(self.options.timeout_s):
+                            # `post` rather than the typed `create`: our params are already in
+                            # wire form, and create's per-call param transform costs ~1 ms of CPU,
+                            # the client's bottleneck at high concurrency.
+                            response = await client.post(
+                                "/chat/completions", body=kwargs, cast_to=ChatCompletion
+                            )
+                        latency = time.perf_counter() - started
+                    _check_reply(response)
+                    return response, latency
+        except Exception as exc:
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            detail = self._scrub(_short_error(exc))
+            where = f"{self.spec} at {self.base_url or 'the default OpenAI endpoint'}"
+            plural = "s" if attempts != 1 else ""
+            status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+            raise _CallFailed(
+                f"{where} failed after {attempts} attempt{plural}: {detail}", status, detail
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        retry_after = _retry_after_seconds(exc) if exc is not None else None
+        if retry_after is not None:
+            return min(retry_after, self.retry.max_retry_after_s)
+        exponent = min(state.attempt_number - 1, 30)
+        backoff = min(self.retry.max_wait_s, self.retry.initial_wait_s * 2.0**exponent)
+        return backoff + random.uniform(0.0, self.retry.jitter_s)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.info(
+            "%s: attempt %d failed (%s); retrying in %.2fs",
+            self.spec,
+            state.attempt_number,
+            self._scrub(_short_error(exc)) if exc is not None else "?",
+            wait,
+        )
+
+    def _completion(
+        self, response: Any, latency: float, option_logprobs: dict[str, float] | None
+    ) -> Completion:
+        message = response.choices[0].message
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=str(getattr(message, "content", None) or ""),
+            option_logprobs=option_logprobs,
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            ),
+            latency_s=latency,
+            model=str(getattr(response, "model", None) or self.model),
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Remove the API key from text bound for users or logs (servers sometimes echo it)."""
+        key = os.environ.get(self.options.api_key_env)
+        if key and len(key) >= 4:
+            text = text.replace(key, "[redacted]")
+        return text
+
+
+def _resolve_transport(transport: str) -> Literal["httpx", "aiohttp"]:
+    """aiohttp when installed (`openai[aiohttp]`): its connection pool costs far less CPU per
+    request than httpx's at 64+ connections, which decides throughput at high concurrency."""
+    has_aiohttp = importlib.util.find_spec("aiohttp") is not None and hasattr(
+        openai, "DefaultAioHttpClient"
+    )
+    if transport == "aiohttp":
+        if not has_aiohttp:
+            raise ValueError("transport='aiohttp' needs aiohttp: pip install 'openai[aiohttp]'")
+        return "aiohttp"
+    if transport == "httpx":
+        return "httpx"
+    if transport != "auto":
+        raise ValueError(f"unknown transport {transport!r}; expected auto, httpx or aiohttp")
+    return "aiohttp" if has_aiohttp else "httpx"
+
+
+def _wire_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _check_reply(response: Any) -> None:
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise _MalformedReply("the server returned no choices")
+    if getattr(choices[0], "message", None) is None:
+        raise _MalformedReply("the server returned a choice without a message")
+
+
+def _short_error(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        detail = exc.message
+        if isinstance(exc.body, dict):
+            inner = exc.body.get("message") or exc.body.get("error")
+            if isinstance(inner, dict):
+                inner = inner.get("message")
+            if isinstance(inner, str) and inner:
+                detail = inner
+        return f"HTTP {exc.status_code}: {detail}"
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return "request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return f"connection error ({type(cause).__name__})" if cause else "connection error"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON in the reply ({exc.msg})"
+    if isinstance(exc, _MalformedReply):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

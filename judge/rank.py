@@ -1,0 +1,224 @@
+"""Rank N completions of one prompt by all-pairs comparison, and pick preference pairs.
+
+Every pair is compared (both orders, K principles, see `compare`); the soft `p_a` values feed a
+Bradley–Terry fit (see `bradley_terry`) and a soft win rate. Comparisons with no successful
+judgment are left out of both, never counted as ties. Preference pairs come out as best vs
+worst by default, or as every pair whose own comparison cleared a margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.constitution import Constitution
+
+from ._sync import synced
+from .backends.base import ChatModel, Usage
+from .bradley_terry import DEFAULT_PRIOR, bradley_terry
+from .compare import compare
+from .prompts import RANDOM_NONCES, NonceSource
+from .results import Comparison
+
+log = logging.getLogger(__name__)
+
+PairStrategy = Literal["best_worst", "margin"]
+
+
+class RankedPair(BaseModel):
+    """A preference to train on, taken from one direct comparison."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chosen_index: int
+    rejected_index: int
+    chosen: str
+    rejected: str
+    p_chosen: float = Field(description="The comparison's debiased P(chosen is better).")
+    margin: float = Field(description="p_chosen - 0.5, the distance from a coin flip (0-0.5).")
+    score_gap: float = Field(description="Bradley–Terry score of chosen minus rejected.")
+    position_consistent: bool | None
+    principle_ids: list[str]
+    comparison_index: int
+
+
+class Ranking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    responses: list[str]
+    order: list[int] = Field(description="Response indices, best first.")
+    scores: list[float] = Field(description="Bradley–Terry log-strength per response.")
+    win_rates: list[float | None] = Field(
+        description="Mean soft win probability over successful comparisons; None if none."
+    )
+    pairs: list[RankedPair]
+    comparisons: list[Comparison]
+    failed_comparisons: int
+    constitution_digest: str
+    constitution_version: str
+    judge: str
+    seed: int
+    usage: Usage = Usage()
+    latency_s: float = 0.0
+
+
+def select_pairs(
+    responses: list[str],
+    index_pairs: list[tuple[int, int]],
+    comparisons: list[Comparison],
+    scores: list[float],
+    order: list[int],
+    *,
+    strategy: PairStrategy = "best_worst",
+    min_margin: float | None = None,
+) -> list[RankedPair]:
+    """Preference pairs from the comparisons.
+
+    `best_worst`: the top-ranked vs the bottom-ranked response, only if their direct comparison
+    decided (not a tie, not failed) in favour of the top one. `margin`: every pair whose
+    comparison was decided with margin |p_a - 0.5| > `min_margin` (default: the comparison's
+    own tie margin), oriented by its winner, largest margin first.
+    """
+    by_pair = {pair: n for n, pair in enumerate(index_pairs)}
+
+    def make(n: int, chosen: int, rejected: int) -> RankedPair:
+        c = comparisons[n]
+        if c.p_a is None:  # only decided comparisons reach here
+            raise ValueError(f"comparison {n} has no verdict")
+        p_chosen = c.p_a if index_pairs[n][0] == chosen else 1.0 - c.p_a
+        return RankedPair(
+            chosen_index=chosen,
+            rejected_index=rejected,
+            chosen=responses[chosen],
+            rejected=responses[rejected],
+            p_chosen=p_chosen,
+            margin=p_chosen - 0.5,
+            score_gap=scores[chosen] - scores[rejected],
+            position_consistent=c.position_consistent,
+            principle_ids=c.principle_ids,
+            comparison_index=n,
+        )
+
+    pairs: list[RankedPair] = []
+    if strategy == "best_worst":
+        if len(order) < 2:
+            return []
+        best, worst = order[0], order[-1]
+        n = by_pair.get((min(best, worst), max(best, worst)))
+        if n is None:
+            return []
+        c = comparisons[n]
+        side = "a" if index_pairs[n][0] == best else "b"
+        if c.winner == side:
+            pairs.append(make(n, best, worst))
+        return pairs
+    for n, (i, j) in enumerate(index_pairs):
+        c = comparisons[n]
+        if c.winner not in ("a", "b") or c.margin is None:
+            continue
+        threshold = c.tie_margin if min_margin is None else min_margin
+        if c.margin > threshold:
+            chosen, rejected = (i, j) if c.winner == "a" else (j, i)
+            pairs.append(make(n, chosen, rejected))
+    pairs.sort(key=lambda p: (-p.margin, p.chosen_index, p.rejected_index))
+    return pairs
+
+
+async def rank(
+    model: ChatModel,
+    constitution: Constitution,
+    prompt: str,
+    responses: list[str],
+    *,
+    k: int | None = None,
+    seed: int = 0,
+    cot: bool = False,
+    tie_margin: float | None = None,
+    parse_retries: int = 1,
+    strategy: PairStrategy = "best_worst",
+    min_margin: float | None = None,
+    prior: float = DEFAULT_PRIOR,
+    max_concurrency: int = 8,
+    nonces: NonceSource = RANDOM_NONCES,
+) -> Ranking:
+    """Compare all pairs of `responses` and rank them (at most `max_concurrency` comparisons
+    in flight; the backend bounds its own request concurrency too)."""
+    if len(responses) < 2:
+        raise ValueError("ranking needs at least two responses")
+    if max_concurrency < 1:
+        raise ValueError("max_concurrency must be at least 1")
+    index_pairs = list(itertools.combinations(range(len(responses)), 2))
+    gate = asyncio.Semaphore(max_concurrency)
+    started = time.perf_counter()
+
+    async def one(i: int, j: int) -> Comparison:
+        async with gate:
+            return await compare(
+                model,
+                constitution,
+                prompt,
+                responses[i],
+                responses[j],
+                k=k,
+                seed=seed,
+                cot=cot,
+                tie_margin=tie_margin,
+                parse_retries=parse_retries,
+                nonces=nonces,
+            )
+
+    comparisons = list(await asyncio.gather(*(one(i, j) for i, j in index_pairs)))
+    outcomes: list[tuple[int, int, float]] = []
+    for (i, j), c in zip(index_pairs, comparisons, strict=True):
+        if c.p_a is not None:
+            outcomes.append((i, j, c.p_a))
+    failed = len(index_pairs) - len(outcomes)
+    if failed:
+        log.warning("%d of %d comparisons failed and are excluded", failed, len(index_pairs))
+    n = len(responses)
+    scores = bradley_terry(n, outcomes, prior=prior)
+    totals = [0.0] * n
+    counts = [0] * n
+    for i, j, p in outcomes:
+        totals[i] += p
+        totals[j] += 1.0 - p
+        counts[i] += 1
+        counts[j] += 1
+    win_rates = [totals[i] / counts[i] if counts[i] else None for i in range(n)]
+    order = sorted(range(n), key=lambda i: (-scores[i], i))
+    usage = Usage()
+    for c in comparisons:
+        usage = usage + c.usage
+    return Ranking(
+        prompt=prompt,
+        responses=list(responses),
+        order=order,
+        scores=scores,
+        win_rates=win_rates,
+        pairs=select_pairs(
+            list(responses),
+            index_pairs,
+            comparisons,
+            scores,
+            order,
+            strategy=strategy,
+            min_margin=min_margin,
+        ),
+        comparisons=comparisons,
+        failed_comparisons=failed,
+        constitution_digest=constitution.digest,
+        constitution_version=constitution.version,
+        judge=model.spec,
+        seed=seed,
+        usage=usage,
+        latency_s=time.perf_counter() - started,
+    )
+
+
+rank_sync = synced(rank)

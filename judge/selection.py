@@ -1,0 +1,74 @@
+"""Which principles a judgment uses: rendezvous (highest-random-weight) hashing.
+
+Each enabled principle gets a score `sha256(seed, prompt, texts..., principle.id)` and the top
+K win. A principle's score depends only on its own id and the item, so adding, removing or
+editing one principle changes only the selections that involve it (design §6): every other
+pair keeps its principles, and its cached judgments stay valid. Selection is by id, not
+content, so editing a principle's wording re-asks only that principle's judgments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from charter.constitution import Constitution, Principle
+
+
+def _score(seed: int, parts: Sequence[str], principle_id: str) -> bytes:
+    """A length-prefixed hash, so no two different inputs can concatenate to the same bytes."""
+    h = hashlib.sha256()
+    for field in (str(seed), *parts, principle_id):
+        data = field.encode("utf-8")
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.digest()
+
+
+def rendezvous_order(
+    principles: Sequence[Principle], seed: int, parts: Sequence[str]
+) -> list[Principle]:
+    """All principles, highest rendezvous score first (ties impossible in practice)."""
+    return sorted(principles, key=lambda p: (_score(seed, parts, p.id), p.id), reverse=True)
+
+
+def select_for_pair(
+    constitution: Constitution, prompt: str, a: str, b: str, k: int, seed: int = 0
+) -> list[Principle]:
+    """The K principles for comparing `a` and `b` on `prompt`.
+
+    The two texts are sorted before hashing, so comparing (a, b) and (b, a) asks the same
+    principles: a swapped call mirrors the original instead of sampling a different subset.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    enabled = constitution.enabled
+    if not enabled:
+        raise ValueError("the constitution has no enabled principles")
+    first, second = sorted((a, b))
+    return rendezvous_order(enabled, seed, ("pair", prompt, first, second))[:k]
+
+
+def revision_schedule(
+    constitution: Constitution, prompt: str, response: str, rounds: int, seed: int = 0
+) -> list[Principle]:
+    """One principle per critique→revision round: no repeats until every principle has been used.
+
+    Each pass through the principles is its own rendezvous ordering (the pass number is part
+    of the key), so later passes are reshuffled rather than repeating the first; a pass that
+    would start with the principle that ended the previous one rotates it to its end.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds must be non-negative, got {rounds}")
+    enabled = constitution.enabled
+    if not enabled:
+        raise ValueError("the constitution has no enabled principles")
+    schedule: list[Principle] = []
+    epoch = 0
+    while len(schedule) < rounds:
+        block = rendezvous_order(enabled, seed, ("revise", prompt, response, str(epoch)))
+        if schedule and len(block) > 1 and block[0].id == schedule[-1].id:
+            block.append(block.pop(0))  # never the same principle twice in a row
+        schedule.extend(block)
+        epoch += 1
+    return schedule[:rounds]
