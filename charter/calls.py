@@ -11,7 +11,9 @@ inputs (see `charter.judge.prompts.KeyedNonces`) with a secret kept in the store
 thus includes the principle's own text: editing one principle changes only the calls asked
 under it, which are the only ones asked again (design guide §6).
 
-Failed calls are not remembered: a re-run asks them again.
+Failed calls and unusable replies (a verdict that names no option, an empty text) are not
+remembered: a re-run asks them again, so a judge that misbehaved for a while is given another
+chance rather than having its bad answers replayed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
+from charter.judge.parse import parse_verdict
 
 CALLS = "calls"
 SECRETS = "secrets"
@@ -83,7 +86,9 @@ class CachedModel:
     async def generate(self, request: GenerationRequest) -> Completion:
         payload = {"request": request.model_dump(mode="json")}
         key = call_key(self.spec, "generate", payload)
-        return await self._cached(key, "generate", payload, lambda: self.inner.generate(request))
+        return await self._cached(
+            key, "generate", payload, lambda: self.inner.generate(request), _has_text
+        )
 
     async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
         payload = {
@@ -92,19 +97,28 @@ class CachedModel:
         }
         key = call_key(self.spec, "choose", payload)
         return await self._cached(
-            key, "choose", payload, lambda: self.inner.choose(messages, options)
+            key, "choose", payload, lambda: self.inner.choose(messages, options), _names_option
         )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def _cached(self, key: str, kind: str, payload: dict[str, Any], call: Any) -> Completion:
+    async def _cached(
+        self,
+        key: str,
+        kind: str,
+        payload: dict[str, Any],
+        call: Callable[[], Awaitable[Completion]],
+        usable: Callable[[Completion], bool],
+    ) -> Completion:
         row = self.db.execute(f"SELECT completion FROM {CALLS} WHERE key = ?", [key]).fetchone()
         if row is not None:
             self.stats.reused += 1
             return Completion.model_validate_json(row[0])
-        completion: Completion = await call()
+        completion = await call()
         self.stats.made += 1
+        if not usable(completion):
+            return completion
         with self.db.conn:
             self.db.execute(
                 f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
@@ -119,3 +133,11 @@ class CachedModel:
                 ],
             )
         return completion
+
+
+def _has_text(completion: Completion) -> bool:
+    return bool(completion.text.strip())
+
+
+def _names_option(completion: Completion) -> bool:
+    return parse_verdict(completion.text) is not None

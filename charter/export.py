@@ -74,7 +74,7 @@ def parse_split(text: str | None) -> dict[str, float]:
 
 
 def assign_split(prompt_key: str, splits: dict[str, float]) -> str:
-    point = int(hashlib.sha256(prompt_key.encode()).hexdigest()[:8], 16) / 2**32
+    point = int(hashlib.sha256(f"split:{prompt_key}".encode()).hexdigest()[:8], 16) / 2**32
     edge = 0.0
     for name, fraction in sorted(splits.items()):
         edge += fraction

@@ -163,13 +163,11 @@ async def run_job(
         raise JobFailed(error)
     failed = summary["prompts"]["failed"]
     if failed:
-        set_status(
-            db,
-            job.id,
-            "failed",
-            summary=summary,
-            error=f"{failed} prompt(s) failed; resume with `charter generate --resume {job.id}`",
+        summary["error"] = (
+            f"{failed} prompt(s) failed (last error: {failures[-1] if failures else 'unknown'}); "
+            f"resume with `charter generate --resume {job.id}`"
         )
+        set_status(db, job.id, "failed", summary=summary, error=summary["error"])
     else:
         set_status(db, job.id, "done", summary=summary)
     return summary

@@ -225,6 +225,7 @@ def generate(
     else:
         _print_summary(summary)
     if summary["prompts"]["failed"]:
+        click.echo(f"Error: {summary['error']}", err=True)
         raise SystemExit(1)
 
 

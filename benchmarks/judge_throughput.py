@@ -1,0 +1,201 @@
+"""Judge throughput against the scripted OpenAI-compatible server at a fixed latency.
+
+What it measures, all in one run, against one server process (so the server's CPU is not counted
+as the client's):
+
+- comparisons per second through `charter.judge.compare` (K=1 principle, both orders, so one
+  comparison = 2 `choose` calls) over `OpenAIChatModel` at concurrency 1, 8 and 64, next to the
+  ideal (concurrency / latency / 2 calls);
+- the same at the top concurrency with bare `choose` calls, to show the judge layer's own cost;
+- a plain sequential loop over the raw `openai` client (the baseline a naive script gets);
+- client CPU seconds per comparison (`time.process_time` of this process only).
+
+    .venv/bin/python benchmarks/judge_throughput.py [--latency-ms 200] [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import openai  # noqa: E402
+
+from charter.constitution import load_constitution  # noqa: E402
+from charter.judge import compare  # noqa: E402
+from charter.judge.backends import BackendOptions, Message, OpenAIChatModel  # noqa: E402
+from tests.support import scripted_server  # noqa: E402
+
+CALLS_PER_COMPARISON = 2  # K=1 principle, asked in both orders
+PROMPT = "How do I keep basil alive indoors?"
+A_TEXT = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
+B_TEXT = "Basil is a plant."
+
+
+@dataclass
+class Row:
+    label: str
+    concurrency: int
+    comparisons: int
+    seconds: float
+    cpu_s: float
+    ideal: float
+    failures: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.comparisons / self.seconds
+
+    def line(self) -> str:
+        share = f"{self.rate / self.ideal:6.1%}" if self.ideal else "     -"
+        cpu_ms = 1000 * self.cpu_s / self.comparisons
+        return (
+            f"{self.label:<34} {self.concurrency:>5} {self.comparisons:>6} {self.seconds:>7.2f} "
+            f"{self.rate:>9.2f} {self.ideal:>9.2f} {share:>7} {cpu_ms:>9.2f} {self.failures:>5}"
+        )
+
+
+HEADER = (
+    f"{'path':<34} {'conc':>5} {'cmps':>6} {'secs':>7} {'cmp/s':>9} {'ideal':>9} "
+    f"{'%ideal':>7} {'cpu ms/cmp':>9} {'fail':>5}"
+)
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    """The scripted server in its own process; returns it and its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", scripted_server.__name__, "--latency-ms", str(latency_ms)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"scripted server did not start: {line!r}")
+    return proc, line.split(" ", 1)[1]
+
+
+async def timed(n: int, one: Callable[[], Awaitable[bool]]) -> tuple[float, float, int]:
+    """Run `n` tasks at once (the model's semaphore paces them): (wall s, cpu s, failures)."""
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    results = await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - t0, time.process_time() - cpu0, results.count(False)
+
+
+async def through_compare(base_url: str, concurrency: int, n: int, latency_s: float) -> Row:
+    constitution = load_constitution(REPO / "principles")
+    options = BackendOptions(
+        base_url=base_url, max_concurrency=concurrency, timeout_s=30, api_key_env="CHARTER_BENCH"
+    )
+    model = OpenAIChatModel("scripted-judge", options)
+
+    async def one() -> bool:
+        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
+        return result.winner is not None and all(j.error is None for j in result.judgments)
+
+    try:
+        await timed(min(n, concurrency), one)  # warm-up: open the connections
+        wall, cpu, failures = await timed(n, one)
+    finally:
+        await model.aclose()
+    ideal = concurrency / latency_s / CALLS_PER_COMPARISON
+    return Row("charter.judge.compare", concurrency, n, wall, cpu, ideal, failures)
+
+
+async def through_choose(base_url: str, concurrency: int, n: int, latency_s: float) -> Row:
+    options = BackendOptions(
+        base_url=base_url, max_concurrency=concurrency, timeout_s=30, api_key_env="CHARTER_BENCH"
+    )
+    model = OpenAIChatModel("scripted-judge", options)
+    messages = [Message(role="user", content=f"Which is better?\n(A) {A_TEXT}\n(B) {B_TEXT}")]
+
+    async def one() -> bool:
+        pair = await asyncio.gather(*(model.choose(messages, ["A", "B"]) for _ in range(2)))
+        return all(c.option_logprobs for c in pair)
+
+    try:
+        await timed(min(n, concurrency), one)
+        wall, cpu, failures = await timed(n, one)
+    finally:
+        await model.aclose()
+    ideal = concurrency / latency_s / CALLS_PER_COMPARISON
+    return Row("OpenAIChatModel.choose x2", concurrency, n, wall, cpu, ideal, failures)
+
+
+async def raw_sequential(base_url: str, n: int, latency_s: float) -> Row:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
+    body: dict[str, Any] = {
+        "model": "scripted-judge",
+        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": 20,
+    }
+    try:
+        await client.chat.completions.create(**body)  # warm-up
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(n * CALLS_PER_COMPARISON):
+            await client.chat.completions.create(**body)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        await client.close()
+    return Row("raw openai client, sequential", 1, n, wall, cpu, 1 / latency_s / 2)
+
+
+async def main_async(latency_ms: float, seconds: float) -> None:
+    latency_s = latency_ms / 1000.0
+    load_before = os.getloadavg()[0]
+    transport = OpenAIChatModel("probe").transport
+    proc, base_url = start_server(latency_ms)
+    try:
+        rows: list[Row] = []
+
+        def n_for(concurrency: int) -> int:
+            return max(4, round(seconds * concurrency / latency_s / CALLS_PER_COMPARISON))
+
+        rows.append(await raw_sequential(base_url, n_for(1), latency_s))
+        for concurrency in (1, 8, 64):
+            rows.append(await through_compare(base_url, concurrency, n_for(concurrency), latency_s))
+        rows.append(await through_choose(base_url, 64, n_for(64), latency_s))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(
+        f"judge throughput: scripted server at {latency_ms:.0f} ms per request (own process), "
+        f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, openai {openai.__version__}"
+    )
+    print(
+        f"OpenAIChatModel transport: {transport}; load average before/after: "
+        f"{load_before:.2f}/{os.getloadavg()[0]:.2f} (other work on the machine skews the figures)"
+    )
+    print(
+        f"one comparison = {CALLS_PER_COMPARISON} judge calls (K=1 principle, orders AB and BA); "
+        "ideal = concurrency / latency / 2"
+    )
+    print(HEADER)
+    for row in rows:
+        print(row.line())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Judge throughput against the scripted server.")
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=6.0, help="Target time per measurement.")
+    args = parser.parse_args()
+    asyncio.run(main_async(args.latency_ms, args.seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""`charter generate` / `export` / `jobs` end to end, against the scripted loopback server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from charter.cli.main import cli
+from tests.support.generation import (
+    PROMPTS,
+    bad,
+    good,
+    request_identity,
+    responder,
+    write_constitution,
+    write_prompts,
+)
+from tests.support.scripted_server import ScriptedJudgeServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "principles": write_constitution(tmp_path / "principles"),
+        "prompts": write_prompts(tmp_path / "prompts.jsonl"),
+        "store": tmp_path / "store.db",
+        "tmp": tmp_path,
+    }
+
+
+def generate_args(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) -> list[str]:
+    return [
+        "generate",
+        "--prompts", str(world["prompts"]),
+        "--dir", str(world["principles"]),
+        "--store", str(world["store"]),
+        "--judge", "openai:scripted",
+        "--policy", "openai:scripted",
+        "--judge-base-url", server.base_url,
+        "--policy-base-url", server.base_url,
+        "--json",
+        *extra,
+    ]  # fmt: skip
+
+
+def invoke(args: list[str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_generate(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) -> dict:
+    code, out, err = invoke(generate_args(world, server, *extra))
+    assert code == 0, err
+    return json.loads(out)
+
+
+def export_rows(world: dict[str, Path], job_id: str, *extra: str) -> list[dict]:
+    out = world["tmp"] / f"export-{job_id}-{len(extra)}.jsonl"
+    code, _, err = invoke(
+        ["export", job_id, "--store", str(world["store"]), "--out", str(out), *extra]
+    )
+    assert code == 0, err
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_compare_mode_makes_the_preferred_triples(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        summary = run_generate(world, server)
+    assert summary["prompts"] == {
+        "total": len(PROMPTS), "done": len(PROMPTS), "failed": 0, "pending": 0, "skipped": 0
+    }  # fmt: skip
+    assert summary["preferences"] == summary["exportable"] == len(PROMPTS)
+    assert summary["position_consistency"] == 1.0
+    assert summary["parse_failures"] == 0
+    assert summary["tokens"]["prompt"] > 0
+    rows = export_rows(world, summary["job_id"])
+    assert {(r["prompt"], r["chosen"], r["rejected"]) for r in rows} == {
+        (p, good(p), bad(p)) for p in PROMPTS
+    }
+    assert all(r["p_chosen"] > 0.6 and r["position_consistent"] for r in rows)
+    assert all(r["judge"] == "openai:scripted" and len(r["principles"]) == 2 for r in rows)
+
+
+def test_second_identical_run_makes_no_model_call(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        first = run_generate(world, server)
+        calls = server.calls
+        second = run_generate(world, server)
+        assert server.calls == calls
+    assert second["job_id"] == first["job_id"]
+    assert second["calls"]["judge"]["made"] == 0
+    assert second["preferences"] == first["preferences"]
+
+
+def test_editing_one_principle_re_asks_only_its_judgments(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        first = run_generate(world, server)
+        before = server.calls
+        path = world["principles"] / "honest.toml"
+        path.write_text(path.read_text().replace("more honest", "more truthful"))
+        second = run_generate(world, server)
+        new_requests = server.requests[before:]
+    assert second["job_id"] != first["job_id"]  # a new constitution is a new job
+    assert new_requests, "the edited principle was sampled for some pairs"
+    for body in new_requests:
+        assert "Which response is more truthful?" in json.dumps(body)
+    # Every judgment under the edited principle, both orders, was asked again: no more.
+    stored = first["judgments"]
+    assert len(new_requests) < stored
+    assert second["preferences"] == first["preferences"]
+
+
+def test_editing_every_principle_re_asks_everything(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        first = run_generate(world, server)
+        before = server.calls
+        for path in world["principles"].glob("h*.toml"):
+            path.write_text(path.read_text().replace("Which response", "Which reply"))
+        second = run_generate(world, server)
+        assert server.calls - before == first["judgments"]
+    assert second["calls"]["policy"]["made"] == 0  # candidates are reused
+    assert second["calls"]["judge"]["made"] == first["judgments"]
+
+
+def test_revise_mode_makes_revision_pairs_and_sft_rows(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        summary = run_generate(world, server, "--mode", "revise", "-n", "1")
+    assert summary["preferences"] == len(PROMPTS)
+    rows = export_rows(world, summary["job_id"])
+    for row in rows:
+        assert row["chosen"] == f"Revised: {good(row['prompt'])}"
+        assert row["rejected"] == good(row["prompt"])
+        assert row["source"] == "revision" and row["critique"]
+    sft = export_rows(world, summary["job_id"], "--kind", "sft")
+    assert {r["completion"] for r in sft} == {r["chosen"] for r in rows}
+
+
+def test_given_responses_skip_the_policy(world: dict[str, Path]) -> None:
+    prompts = world["tmp"] / "with-responses.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": p, "responses": [bad(p), good(p)]}) + "\n" for p in PROMPTS[:3]
+        )
+    )
+    with ScriptedJudgeServer(responder()) as server:
+        code, out, err = invoke(
+            [*generate_args(world, server)[:1], "--prompts", str(prompts),
+             *generate_args(world, server)[3:]]
+        )  # fmt: skip
+        assert code == 0, err
+        assert all("Principle:" in json.dumps(b) for b in server.requests)  # no policy calls
+    summary = json.loads(out)
+    assert summary["preferences"] == 3
+    rows = export_rows(world, summary["job_id"])
+    assert all(r["policy"] == "given" for r in rows)
+
+
+def test_position_biased_judge_never_yields_a_wrong_pair(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder(position_bias_a=0.4)) as server:
+        summary = run_generate(world, server)
+    rows = export_rows(world, summary["job_id"], "--min-confidence", "0.5")
+    assert all(r["chosen"] == good(r["prompt"]) for r in rows)
+    assert summary["position_consistency"] < 1.0
+
+
+def test_unreachable_judge_is_a_clear_error_and_resumable(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        url = server.base_url
+    args = generate_args(world, server, "--timeout", "0.5")
+    args[args.index(url, args.index("--judge-base-url"))] = "http://127.0.0.1:9/v1"
+    code, _, err = invoke(args)
+    assert code == 1
+    assert "stopped after the first" in err and "--resume" in err
+    assert "Traceback" not in err
+
+
+def test_judge_failing_every_call_keeps_finished_work(world: dict[str, Path]) -> None:
+    from tests.support.scripted_server import Fault
+
+    with ScriptedJudgeServer(responder(), fault_policy=lambda r: None) as server:
+        # Finish half the prompts, then make the judge answer garbage to every verdict.
+        half = world["tmp"] / "half.jsonl"
+        write_prompts(half, PROMPTS[:4])
+        first = json.loads(
+            invoke([*generate_args(world, server)[:1], "--prompts", str(half),
+                    *generate_args(world, server)[3:]])[1]
+        )  # fmt: skip
+        assert first["preferences"] == 4
+
+        def garbage(record: object) -> Fault | None:
+            body = getattr(record, "body", None) or {}
+            return Fault.garbage() if "Principle:" in json.dumps(body) else None
+
+        server.fault_policy = garbage
+        code, out, err = invoke(generate_args(world, server))
+        assert code == 1
+        assert "every comparison failed" in err or "failed" in err
+        server.fault_policy = None
+        code, out, err = invoke(generate_args(world, server))
+        assert code == 0, err
+    summary = json.loads(out)
+    assert summary["prompts"]["done"] == len(PROMPTS)
+    assert summary["preferences"] == len(PROMPTS)
+
+
+def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
+    empty = world["tmp"] / "empty.jsonl"
+    empty.write_text("")
+    broken = world["tmp"] / "broken.jsonl"
+    broken.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    wrong_column = world["tmp"] / "wrong.jsonl"
+    wrong_column.write_text('{"question": "hi"}\n')
+    latin1 = world["tmp"] / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    with ScriptedJudgeServer(responder()) as server:
+        for path, needle in [
+            (empty, "empty.jsonl"),
+            (broken, "broken.jsonl: line 2"),
+            (wrong_column, "prompt"),
+            (latin1, "latin1.txt"),
+        ]:
+            args = generate_args(world, server)
+            args[args.index("--prompts") + 1] = str(path)
+            code, _, err = invoke(args)
+            assert code == 1 and needle in err and "Traceback" not in err
+        assert server.calls == 0
+    assert not (world["store"].exists() and "jobs" in _tables(world["store"]) and _jobs(world))
+
+
+def _tables(path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
+
+
+def _jobs(world: dict[str, Path]) -> list[dict]:
+    code, out, _ = invoke(["jobs", "list", "--store", str(world["store"]), "--json"])
+    assert code == 0
+    return json.loads(out)
+
+
+def test_jobs_list_and_show(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        summary = run_generate(world, server)
+    [job] = _jobs(world)
+    assert job["id"] == summary["job_id"] and job["status"] == "done"
+    code, out, _ = invoke(["jobs", "show", job["id"][:10], "--store", str(world["store"]),
+                           "--json"])  # fmt: skip
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["summary"]["preferences"] == summary["preferences"]
+    code, _, err = invoke(["jobs", "show", "job-nope", "--store", str(world["store"])])
+    assert code == 1 and "no job" in err
+
+
+def test_export_formats_splits_and_card(world: dict[str, Path]) -> None:
+    import datasets
+
+    with ScriptedJudgeServer(responder()) as server:
+        job_id = run_generate(world, server)["job_id"]
+    store = ["--store", str(world["store"])]
+    out = world["tmp"] / "hf"
+    code, _, err = invoke(["export", job_id, "--format", "hf", "--out", str(out), "--split",
+                           "test=0.25", "--conversational", *store])  # fmt: skip
+    assert code == 0, err
+    loaded = datasets.load_from_disk(str(out))
+    assert set(loaded) == {"train", "test"}
+    assert loaded["train"].num_rows + loaded["test"].num_rows == len(PROMPTS)
+    assert loaded["train"][0]["chosen"][0]["role"] == "assistant"
+    card = (out / "README.md").read_text()
+    assert "1.0" in card and "openai:scripted" in card and "position consistency" in card
+    # The split is deterministic, and by prompt.
+    again = world["tmp"] / "split"
+    invoke(["export", job_id, "--out", str(again), "--split", "test=0.25", *store])
+    test_prompts = {json.loads(x)["prompt"] for x in (again / "test.jsonl").read_text().splitlines()}
+    assert test_prompts == {row["prompt"][0]["content"] for row in loaded["test"]}
+    parquet = world["tmp"] / "prefs.parquet"
+    assert invoke(["export", job_id, "--format", "parquet", "--out", str(parquet), *store])[0] == 0
+    assert datasets.load_dataset("parquet", data_files=str(parquet))["train"].num_rows == 8
+    code, _, err = invoke(["export", job_id, "--out", str(out), "--format", "hf", *store])
+    assert code == 1 and "not empty" in err
+    code, _, err = invoke(["export", job_id, "--out", "x.jsonl", "--split", "test=2", *store])
+    assert code == 1 and "bad split" in err
+
+
+def _server_env(server: ScriptedJudgeServer) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CHARTER_JUDGE_BASE_URL=server.base_url, CHARTER_POLICY_BASE_URL=server.base_url)
+    return env
+
+
+def test_sigkill_mid_job_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    world = {
+        "principles": write_constitution(tmp_path / "principles"),
+        "prompts": write_prompts(tmp_path / "prompts.jsonl"),
+        "store": tmp_path / "killed.db",
+        "tmp": tmp_path,
+    }
+    with ScriptedJudgeServer(responder(), latency_s=0.05) as server:
+        args = [sys.executable, "-m", "charter.cli", *generate_args(world, server)]
+        proc = subprocess.Popen(args, env=_server_env(server), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=tmp_path)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while server.calls < 20 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the job finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        completed = {
+            request_identity(r.body) for r in server.log if r.status == 200 and r.completed_at
+        }
+        killed_at = len(server.log)
+        resumed = run_generate(world, server)
+        second_run = [request_identity(r.body) for r in server.log[killed_at:]]
+        assert not completed & set(second_run), "the resumed run repeated a completed call"
+
+        fresh = dict(world, store=tmp_path / "fresh.db")
+        uninterrupted = run_generate(fresh, server)
+    assert resumed["job_id"] == uninterrupted["job_id"]
+    killed_rows = export_rows(world, resumed["job_id"])
+    fresh_rows = export_rows(fresh, uninterrupted["job_id"])
+    assert len(killed_rows) == len(PROMPTS)
+    assert killed_rows == fresh_rows
+
+
+def test_dpo_trains_on_the_export(world: dict[str, Path], tmp_path: Path) -> None:
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from tests.support.tiny_models import build_tiny_chat_model
+
+    with ScriptedJudgeServer(responder()) as server:
+        job_id = run_generate(world, server)["job_id"]
+    rows = export_rows(world, job_id)
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = datasets.load_dataset("json", data_files=str(path))["train"]
+    model_dir = build_tiny_chat_model(tmp_path / "tiny")
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = DPOConfig(
+        output_dir=str(tmp_path / "dpo"), max_steps=3, per_device_train_batch_size=4,
+        learning_rate=1e-3, bf16=False, use_cpu=True, report_to=[], logging_steps=1,
+        save_strategy="no",
+    )  # fmt: skip
+    trainer = DPOTrainer(
+        model=model, ref_model=ref, args=config, train_dataset=dataset,
+        processing_class=tokenizer,
+    )  # fmt: skip
+    result = trainer.train()
+    assert result.global_step == 3

