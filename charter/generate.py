@@ -95,12 +95,15 @@ async def run_job(
     judge: ChatModel,
     policy: ChatModel | None,
     *,
-    concurrency: int = 4,
+    concurrency: int = 8,
     on_progress: ProgressCallback | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     prices: Prices | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) `job` to the end and return its summary."""
+    """Run (or resume) `job` to the end and return its summary.
+
+    `concurrency` bounds the prompts in flight; the models bound their own requests.
+    """
     retried = reset_failed(db, job.id)
     if retried:
         log.info("retrying %d prompt(s) that failed before", retried)

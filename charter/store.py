@@ -29,6 +29,9 @@ def open_store(path: Path | str, *, create: bool = True) -> sqlite_utils.Databas
     try:
         db = sqlite_utils.Database(path)
         db.enable_wal()
+        # In WAL mode, NORMAL still survives a killed process (kill -9) intact; it only
+        # skips the fsync per commit, so a power cut could lose the last few commits.
+        db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA busy_timeout = 5000")
         db.table_names()  # touches the header: fails now on a file that is not SQLite
     except Exception as exc:  # sqlite3.DatabaseError and friends

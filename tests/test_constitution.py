@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from charter.constitution import (
     ConstitutionError,
     VersionError,
@@ -17,7 +18,6 @@ from charter.constitution import (
     resolve,
     scaffold_principle,
 )
-
 from charter.store import open_store
 
 from .conftest import DEFAULT_PRINCIPLES

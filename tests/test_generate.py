@@ -283,7 +283,9 @@ def test_export_formats_splits_and_card(world: dict[str, Path]) -> None:
     # The split is deterministic, and by prompt.
     again = world["tmp"] / "split"
     invoke(["export", job_id, "--out", str(again), "--split", "test=0.25", *store])
-    test_prompts = {json.loads(x)["prompt"] for x in (again / "test.jsonl").read_text().splitlines()}
+    test_prompts = {
+        json.loads(x)["prompt"] for x in (again / "test.jsonl").read_text().splitlines()
+    }
     assert test_prompts == {row["prompt"][0]["content"] for row in loaded["test"]}
     parquet = world["tmp"] / "prefs.parquet"
     assert invoke(["export", job_id, "--format", "parquet", "--out", str(parquet), *store])[0] == 0

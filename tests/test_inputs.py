@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from charter.judge.backends.base import Message
 
 from charter.inputs import PromptFileError, PromptRecord, PromptSet, load_prompts, prompt_key
+from charter.judge.backends.base import Message
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -204,6 +204,7 @@ def generate(
                     job,
                     judge,
                     policy,
+                    concurrency=concurrency,
                     on_progress=progress,
                     min_confidence=min_confidence,
                     prices=prices,
@@ -411,7 +412,7 @@ def list_jobs(store_path: Path, as_json: bool) -> None:
 
     db = open_store(store_path, create=False)
     found = stored_jobs(db)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": j.id,
             "status": j.status,
@@ -452,6 +453,7 @@ def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
 
     db = open_store(store_path, create=False)
     job = get_job(db, job_id)
+    summary = summarise(db, job)
     data = {
         "id": job.id,
         "status": job.status,
@@ -460,7 +462,7 @@ def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
         "source": job.prompts_source,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
-        "summary": summarise(db, job),
+        "summary": summary,
     }
     if as_json:
         echo_json(data)
@@ -472,7 +474,7 @@ def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
         click.echo(f"  {key:<20} {value}")
     _print_summary(
         {
-            **data["summary"],
+            **summary,
             "calls": job.summary.get("calls")
             or {"judge": {"made": 0, "reused": 0}, "policy": None},
         }

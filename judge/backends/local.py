@@ -202,12 +202,14 @@ class LocalTransformersModel:
         started = time.perf_counter()
         input_ids = self._encode_chat(request.messages)
         try:
-            text, n_new = await self._run(self._generate_sync, input_ids, request)
+            new_ids = await self._run(self._generate_sync, input_ids, request)
         except Exception as exc:
             raise _as_backend_error(exc, f"generation with {self._spec!r} failed") from exc
+        # Decoded here, not on the worker: the tokenizer is only ever used from one thread.
+        text = str(self._tokenizer.decode(new_ids, skip_special_tokens=True)).strip()
         return Completion(
             text=text,
-            usage=Usage(prompt_tokens=len(input_ids), completion_tokens=n_new),
+            usage=Usage(prompt_tokens=len(input_ids), completion_tokens=len(new_ids)),
             latency_s=time.perf_counter() - started,
             model=self._spec,
         )
@@ -335,7 +337,7 @@ class LocalTransformersModel:
             results.append(scores)
         return results
 
-    def _generate_sync(self, input_ids: list[int], request: GenerationRequest) -> tuple[str, int]:
+    def _generate_sync(self, input_ids: list[int], request: GenerationRequest) -> list[int]:
         import torch
         from transformers import GenerationConfig
 
@@ -363,9 +365,8 @@ class LocalTransformersModel:
                 out = self._model.generate(
                     input_ids=ids, attention_mask=mask, generation_config=config
                 )
-        new = out[0, len(input_ids) :].tolist()
-        text: str = self._tokenizer.decode(new, skip_special_tokens=True)
-        return text.strip(), len(new)
+        new: list[int] = out[0, len(input_ids) :].tolist()
+        return new
 
     def _eos_ids(self) -> list[int]:
         """Every token that ends a turn: the model's eos ids plus the tokenizer's eos."""

@@ -269,8 +269,8 @@ class ConstantResponder:
 
     def __call__(self, body: dict[str, Any]) -> Reply:
         max_tokens = int(body.get("max_tokens") or 16)
-        if max_tokens > 4:
-            return Reply(f"Scripted text. Answer: {self.answer}")
+        if max_tokens > 4:  # a generation: vary with the seed, as a sampling policy would
+            return Reply(f"Scripted text {body.get('seed')}. Answer: {self.answer}")
         if not self.logprobs:
             return Reply(self.answer)
         other = "B" if self.answer == "A" else "A"

@@ -1,0 +1,140 @@
+"""`charter judge compare|critique|rank|eval` against the scripted loopback judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from charter.cli.main import cli
+from tests.support.generation import bad, good, responder, write_constitution
+from tests.support.scripted_server import Fault, ScriptedJudgeServer
+
+PROMPT = "How do I reset my router?"
+
+
+@pytest.fixture
+def principles(tmp_path: Path) -> Path:
+    return write_constitution(tmp_path / "principles")
+
+
+def judge(server: ScriptedJudgeServer, principles: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "judge", *args, "--dir", str(principles), "--judge", "openai:scripted",
+            "--judge-base-url", server.base_url, "--timeout", "2",
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_compare_json_reports_debiased_verdict(principles: Path) -> None:
+    with ScriptedJudgeServer(responder([PROMPT])) as server:
+        code, out, err = judge(
+            server, principles, "compare", "--prompt", PROMPT, "--a", bad(PROMPT),
+            "--b", good(PROMPT), "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["winner"] == "b"
+    assert result["p_a"] < 0.2
+    assert result["position_consistent"] is True
+    assert {j["order"] for j in result["judgments"]} == {"AB", "BA"}
+    assert len(result["judgments"]) == 4  # K=2 principles x 2 orders
+    assert result["constitution_version"] == "1.0" and len(result["constitution_digest"]) == 64
+
+
+def test_compare_pairs_file_and_text_output(principles: Path, tmp_path: Path) -> None:
+    prompts = ["Q one?", "Q two?"]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"prompt": p, "a": good(p), "b": bad(p)}) + "\n" for p in prompts)
+    )
+    with ScriptedJudgeServer(responder(prompts)) as server:
+        code, out, err = judge(server, principles, "compare", "--pairs", str(pairs), "--json")
+        assert code == 0, err
+        assert [r["winner"] for r in json.loads(out)] == ["a", "a"]
+        code, out, _ = judge(server, principles, "compare", "--pairs", str(pairs))
+    assert code == 0 and out.count("winner a") == 2
+
+
+def test_compare_when_every_call_fails_reports_no_winner(principles: Path) -> None:
+    with ScriptedJudgeServer(responder([PROMPT]), fault_policy=lambda r: Fault.garbage()) as s:
+        code, out, err = judge(
+            s, principles, "compare", "--prompt", PROMPT, "--a", good(PROMPT), "--b",
+            bad(PROMPT), "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["winner"] is None and result["p_a"] is None
+    assert all(j["error_kind"] == "parse" for j in result["judgments"])
+
+
+def test_critique_runs_revision_rounds(principles: Path) -> None:
+    with ScriptedJudgeServer(responder([PROMPT])) as server:
+        code, out, err = judge(
+            server, principles, "critique", "--prompt", PROMPT, "--response", good(PROMPT),
+            "--revisions", "2", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    chain = json.loads(out)
+    assert len(chain["rounds"]) == 2
+    assert chain["rounds"][0]["critique"]["text"] == "The response could be more careful."
+    assert chain["final"] == f"Revised: {good(PROMPT)}"
+
+
+def test_rank_orders_responses(principles: Path) -> None:
+    scores = {f"answer {i}": float(i) for i in range(3)}
+    from tests.support.scripted_server import PreferenceResponder
+
+    with ScriptedJudgeServer(PreferenceResponder(scores)) as server:
+        code, out, err = judge(
+            server, principles, "rank", "--prompt", PROMPT, "--response", "answer 0",
+            "--response", "answer 2", "--response", "answer 1", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    ranking = json.loads(out)
+    assert ranking["order"] == [1, 2, 0]
+    [pair] = ranking["pairs"]
+    assert (pair["chosen"], pair["rejected"]) == ("answer 2", "answer 0")
+
+
+def test_eval_reports_agreement_and_biases(principles: Path, tmp_path: Path) -> None:
+    prompts = [f"Question {i}?" for i in range(6)]
+    pairs = tmp_path / "labelled.jsonl"
+    rows = []
+    for i, p in enumerate(prompts):
+        a, b = (good(p), bad(p)) if i % 2 else (bad(p), good(p))
+        rows.append({"prompt": p, "a": a, "b": b, "preferred": "a" if i % 2 else "b"})
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with ScriptedJudgeServer(responder(prompts)) as server:
+        code, out, err = judge(server, principles, "eval", "--pairs", str(pairs), "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        code, text, _ = judge(server, principles, "eval", "--pairs", str(pairs))
+    assert report["agreement"] == 1.0
+    assert report["position_consistency"] == 1.0
+    assert report["p_first"] == 0.5
+    assert report["parse_failure_rate"] == 0.0
+    assert "p_longer" in report and report["total_tokens"] > 0
+    assert code == 0 and "agreement             100.0%" in text
+
+
+def test_bad_inputs_are_clean_errors(principles: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "p", "a": "x", "b": "y", "preferred": "c"}\n')
+    with ScriptedJudgeServer(responder([PROMPT])) as server:
+        code, _, err = judge(server, principles, "eval", "--pairs", str(broken))
+        assert code == 1 and "broken.jsonl:1: preferred" in err
+        code, _, err = judge(server, principles, "compare", "--prompt", PROMPT)
+        assert code == 2 and "--a" in err
+        result = CliRunner().invoke(
+            cli, ["judge", "compare", "--prompt", "p", "--a", "x", "--b", "y", "--dir",
+                  str(principles), "--judge", "nonsense:model"],
+        )  # fmt: skip
+        assert result.exit_code == 1 and "unknown model spec" in result.stderr
+        assert server.calls == 0
