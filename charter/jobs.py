@@ -210,7 +210,7 @@ def get_job(db: sqlite_utils.Database, job_id: str) -> JobRecord:
 def list_jobs(db: sqlite_utils.Database) -> list[JobRecord]:
     if JOBS not in db.table_names():
         return []
-    return [_job_from_row(r) for r in db[JOBS].rows_where(order_by="created_at desc")]
+    return [_job_from_row(r) for r in db[JOBS].rows_where(order_by="updated_at desc")]
 
 
 def job_prompts(

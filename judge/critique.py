@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 512
 
-# A reply that merely wraps its text in our marker style (`<<<RESPONSE tag>>> ... <<<END_...>>>`).
-_ECHOED_FENCE = re.compile(
-    r"\A<<<(?P<name>[A-Z_]+) [0-9a-f]+>>>\n(?P<body>.*)\n<<<END_(?P=name) [0-9a-f]+>>>\Z", re.S
+# Our fence markers as a small model may echo them (sometimes with a `>` or two missing).
+_MARKER = r"<<<\s*(?:END_)?{name} [0-9a-f]{{6,}}\s*>{{1,3}}"
+# Inputs fenced in our prompts that a reply should never repeat: dropped whole, up to their
+# closing marker or, if the model never closed them, the next blank line.
+_ECHOED_INPUT = re.compile(
+    _MARKER.format(name="(?P<name>PROMPT|CRITIQUE|REASONING)")
+    + r".*?(?:<<<\s*END_(?P=name) [0-9a-f]{6,}\s*>{1,3}|\n\s*\n|\Z)",
+    re.S,
 )
+_ANY_MARKER = re.compile(_MARKER.format(name="[A-Z_]+"))
 
 
 class Step(BaseModel):
@@ -97,10 +103,14 @@ class RevisionChain(BaseModel):
 
 
 def clean_reply(text: str) -> str:
-    """Strip whitespace and an echoed marker pair wrapping the whole reply."""
-    text = text.strip()
-    match = _ECHOED_FENCE.match(text)
-    return match.group("body").strip() if match else text
+    """The reply without echoes of our prompt: fenced inputs it repeated, and stray markers.
+
+    Small models often copy the prompt's fenced blocks into their answer; a revision that
+    starts with the question it answers would poison an SFT or preference row.
+    """
+    text = _ECHOED_INPUT.sub("", text)
+    text = _ANY_MARKER.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 async def _step(

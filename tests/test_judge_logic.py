@@ -234,10 +234,21 @@ def test_critique_and_revision_prompts_fence_every_text() -> None:
     assert "Revision request: Rewrite the response so it satisfies x." in rev[-1].content
 
 
-def test_clean_reply_unwraps_only_an_echoed_fence() -> None:
-    assert clean_reply("<<<RESPONSE 1a2b>>>\nBetter text\n<<<END_RESPONSE 1a2b>>>") == "Better text"
+def test_clean_reply_drops_echoed_inputs_and_markers() -> None:
+    assert clean_reply("<<<RESPONSE 1a2b3c>>>\nBetter text\n<<<END_RESPONSE 1a2b3c>>>") == (
+        "Better text"
+    )
     assert clean_reply("  plain  ") == "plain"
-    assert clean_reply("<<<RESPONSE 1a>>>\nx\n<<<END_CRITIQUE 1a>>>").startswith("<<<")
+    # An echoed prompt block (closed, or unclosed up to a blank line) is not part of the answer.
+    echoed = (
+        "<<<PROMPT 994085f26674>>\nHow do I boil an egg?\n<<<END_PROMPT 994085f26674>>\n\nBoil it."
+    )
+    assert clean_reply(echoed) == "Boil it."
+    assert clean_reply("<<<CRITIQUE 994085f26674>>>\nToo vague.\n\nBoil it 7 minutes.") == (
+        "Boil it 7 minutes."
+    )
+    # Text that only looks like a marker (no hex tag) is kept.
+    assert clean_reply("Use <<<ARROWS>>> for emphasis.") == "Use <<<ARROWS>>> for emphasis."
 
 
 # ---------------------------------------------------------------- aggregation

@@ -141,6 +141,36 @@ def test_concurrent_choose_calls_are_batched_and_match_sequential(
     assert len({round(c.option_logprobs["A"], 5) for c in seq if c.option_logprobs}) > 1
 
 
+def test_model_work_never_blocks_the_event_loop(
+    backend: LocalTransformersModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = backend._score_batch
+
+    def slow_score(batch: Any) -> Any:
+        time.sleep(0.3)  # a slow forward pass, as on a big model
+        return real(batch)
+
+    monkeypatch.setattr(backend, "_score_batch", slow_score)
+
+    async def scenario() -> int:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.gather(*(backend.choose(_messages(i), ["A", "B"]) for i in range(6)))
+        done.set()
+        await task
+        return ticks
+
+    assert asyncio.run(scenario()) >= 10  # the loop kept running through ~0.6 s of model work
+
+
 def test_generate_greedy_is_argmax_decoding(backend: LocalTransformersModel) -> None:
     import torch
 
@@ -285,10 +315,14 @@ def test_smollm2_never_trusts_a_half_written_cache(fake_gguf: list[str], tmp_pat
     partial = cache / smollm2.CACHE_NAME
     partial.mkdir(parents=True)
     (partial / "config.json").write_text("{}")  # e.g. copied by hand and interrupted
+    killed = cache / ".smollm2-135m-instruct.tmp-killed"  # a conversion killed mid-write
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
     result = smollm2.smollm2_model_dir(cache)
     assert fake_gguf == ["model"]
     assert (result / smollm2.MARKER_NAME).is_file()
     assert (result / "model.safetensors").is_file()
+    assert not killed.exists()  # cleaned up under the conversion lock
 
 
 def test_smollm2_failed_conversion_leaves_nothing(

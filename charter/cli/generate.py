@@ -405,7 +405,7 @@ def jobs() -> None:
 @json_option
 @friendly_errors
 def list_jobs(store_path: Path, as_json: bool) -> None:
-    """List jobs, newest first."""
+    """List jobs, most recently run first."""
     from charter.jobs import list_jobs as stored_jobs
     from charter.jobs import prompt_counts
     from charter.store import open_store

@@ -89,6 +89,11 @@ def open_model(
     from charter.judge import BackendError, BackendOptions
     from charter.judge.backends.registry import load_model
 
+    if not spec.startswith("openai:"):
+        # Our own progress bar owns the terminal; transformers' per-load bars are noise.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     url = base_url or os.environ.get(env_name) or os.environ.get("OPENAI_BASE_URL")
     options = BackendOptions(base_url=url, timeout_s=timeout, max_concurrency=concurrency)
     try:

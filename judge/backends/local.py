@@ -152,6 +152,8 @@ class LocalTransformersModel:
             raise ModelNotFoundError(
                 f"cannot load a transformers model from {source!r}: {exc}"
             ) from exc
+        except Exception as exc:  # e.g. an architecture this transformers does not know
+            raise BackendError(f"cannot load a transformers model from {source!r}: {exc}") from exc
         model.eval()  # type: ignore[no-untyped-call]
         logger.info("loaded %s in %.1f s", spec, time.perf_counter() - started)
         return cls(model, tokenizer, spec=spec, options=options)
@@ -341,22 +343,22 @@ class LocalTransformersModel:
         import torch
         from transformers import GenerationConfig
 
-        eos = self._eos_ids()
         sample = request.temperature > 0
-        config = GenerationConfig(  # type: ignore[no-untyped-call]
-            max_new_tokens=request.max_tokens,
-            do_sample=sample,
-            temperature=request.temperature if sample else None,
-            top_p=1.0 if sample else None,
-            top_k=0 if sample else None,
-            eos_token_id=eos or None,
-            pad_token_id=self._pad_id,
-        )
         ids = torch.tensor([input_ids], dtype=torch.long)
         mask = torch.ones_like(ids)
         with self._lock:
             if self._model is None:
                 raise BackendError(f"model {self._spec!r} is closed")
+            config = GenerationConfig(  # type: ignore[no-untyped-call]
+                max_new_tokens=request.max_tokens,
+                do_sample=sample,
+                # Plain temperature sampling, as an OpenAI-style API means it; no top-k/top-p.
+                temperature=request.temperature if sample else None,
+                top_p=1.0 if sample else None,
+                top_k=0 if sample else None,
+                eos_token_id=self._eos_ids() or None,
+                pad_token_id=self._pad_id,
+            )
             with torch.random.fork_rng(devices=[]), torch.inference_mode():
                 if sample and request.seed is not None:
                     torch.manual_seed(request.seed)

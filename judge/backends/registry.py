@@ -35,8 +35,7 @@ def load_model(spec: str, options: BackendOptions | None = None) -> ChatModel:
 
         return LocalTransformersModel.load(rest, options)
     if kind == "smollm2" and not sep:
-        from .local import LocalTransformersModel
-        from .smollm2 import smollm2_model_dir
+        from .smollm2 import load_smollm2
 
-        return LocalTransformersModel.load(str(smollm2_model_dir(options.cache_dir)), options)
+        return load_smollm2(options)
     raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(SPEC_FORMS)}")

@@ -81,30 +81,34 @@ def _is_valid_cache(directory: Path, fingerprint: dict[str, object]) -> bool:
 
 
 @contextlib.contextmanager
-def _conversion_lock(cache_dir: Path) -> Iterator[None]:
+def _conversion_lock(cache_dir: Path) -> Iterator[bool]:
     """Serialise conversions across processes where possible (saves a duplicate ~30 s of CPU).
 
     Correctness does not depend on it: the atomic rename alone keeps the cache consistent.
+    Yields whether the lock is real (POSIX `flock`).
     """
     try:
         import fcntl
     except ImportError:  # not POSIX
-        yield
+        yield False
         return
     with open(cache_dir / f".{CACHE_NAME}.lock", "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _remove_stale_temporaries(cache_dir: Path) -> None:
-    """Delete temp dirs left by killed conversions (old enough that none can still be running)."""
+def _remove_stale_temporaries(cache_dir: Path, *, locked: bool) -> None:
+    """Delete temp dirs left by killed conversions.
+
+    Holding the lock, every temp dir is stale; without one, only those too old to be in use.
+    """
     now = time.time()
     for entry in cache_dir.glob(f"{_TMP_PREFIX}*"):
         with contextlib.suppress(OSError):
-            if now - entry.stat().st_mtime > _STALE_TMP_S:
+            if locked or now - entry.stat().st_mtime > _STALE_TMP_S:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -114,7 +118,7 @@ def _convert(gguf: Path, target: Path, fingerprint: dict[str, object]) -> None:
 
     logger.info(
         "converting the embedded judge SmolLM2-135M-Instruct from %s into %s "
-        "(one-time dequantisation, ~40 s; later loads take about a second)",
+        "(one-time dequantisation, about half a minute; later loads take about a second)",
         gguf,
         target,
     )
@@ -137,10 +141,25 @@ def _convert(gguf: Path, target: Path, fingerprint: dict[str, object]) -> None:
         tokenizer.save_pretrained(tmp)
         marker = {"source": fingerprint, "converted_s": round(time.perf_counter() - started, 1)}
         (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        _fsync_tree(tmp)
         _publish(tmp, target, fingerprint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("converted SmolLM2 in %.1f s", time.perf_counter() - started)
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file to disk before the rename, so even a power cut cannot publish a stub."""
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _publish(tmp: Path, target: Path, fingerprint: dict[str, object]) -> None:
@@ -170,10 +189,10 @@ def smollm2_model_dir(cache_dir: Path) -> Path:
     if _is_valid_cache(target, fingerprint):
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _conversion_lock(cache_dir):
+    with _conversion_lock(cache_dir) as locked:
         if _is_valid_cache(target, fingerprint):  # converted while we waited for the lock
             return target
-        _remove_stale_temporaries(cache_dir)
+        _remove_stale_temporaries(cache_dir, locked=locked)
         try:
             _convert(gguf, target, fingerprint)
         except BackendError:
@@ -186,7 +205,7 @@ def smollm2_model_dir(cache_dir: Path) -> Path:
 def load_smollm2(options: BackendOptions | None = None) -> LocalTransformersModel:
     """The embedded default judge as a `LocalTransformersModel` with spec `smollm2`.
 
-    Blocking (about a second once cached, ~40 s the first time).
+    Blocking (about a second once cached, about half a minute the first time).
     """
     options = options or BackendOptions()
     directory = smollm2_model_dir(options.cache_dir)
