@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +23,45 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class JudgeSetup:
+    """The options every `charter judge` command shares, gathered into one value."""
+
+    k: int | None
+    seed: int
+    judge_spec: str
+    judge_base_url: str | None
+    timeout: float
+    concurrency: int
+    directory: Path
+
+    def run(self, work: Callable[[ChatModel, Constitution], Awaitable[T]]) -> T:
+        """Load the constitution and the judge, run `work`, always close the judge."""
+        from charter.constitution import load_constitution
+
+        constitution = load_constitution(self.directory)
+        model = open_model(
+            self.judge_spec, self.judge_base_url, self.timeout, self.concurrency, JUDGE_BASE_URL_ENV
+        )
+
+        async def go() -> T:
+            try:
+                return await work(model, constitution)
+            finally:
+                await model.aclose()
+
+        return asyncio.run(go())
+
+
 def _judging_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared options, handing them to `func` as one `setup: JudgeSetup`."""
+
+    @functools.wraps(func)
+    def gather(**kwargs: Any) -> Any:
+        shared = {name: kwargs.pop(name) for name in JudgeSetup.__dataclass_fields__}
+        return func(setup=JudgeSetup(**shared), **kwargs)
+
+    wrapped: Callable[..., Any] = gather
     for decorator in reversed(
         [
             click.option(
@@ -43,31 +83,8 @@ def _judging_options(func: Callable[..., Any]) -> Callable[..., Any]:
             json_option,
         ]
     ):
-        func = decorator(func)
-    return func
-
-
-def _run(
-    directory: Path,
-    judge_spec: str,
-    judge_base_url: str | None,
-    timeout: float,
-    concurrency: int,
-    work: Callable[[ChatModel, Constitution], Awaitable[T]],
-) -> T:
-    """Load the constitution and the judge, run `work`, always close the judge."""
-    from charter.constitution import load_constitution
-
-    constitution = load_constitution(directory)
-    model = open_model(judge_spec, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
-
-    async def go() -> T:
-        try:
-            return await work(model, constitution)
-        finally:
-            await model.aclose()
-
-    return asyncio.run(go())
+        wrapped = decorator(wrapped)
+    return wrapped
 
 
 @click.group()
@@ -94,13 +111,7 @@ def compare(
     b: str | None,
     pairs_path: Path | None,
     cot: bool,
-    k: int | None,
-    seed: int,
-    judge_spec: str,
-    judge_base_url: str | None,
-    timeout: float,
-    concurrency: int,
-    directory: Path,
+    setup: JudgeSetup,
     as_json: bool,
 ) -> None:
     """Which of two responses does the constitution prefer?
@@ -125,13 +136,13 @@ def compare(
         return list(
             await asyncio.gather(
                 *(
-                    compare_pair(model, constitution, p, x, y, k=k, seed=seed, cot=cot)
+                    compare_pair(model, constitution, p, x, y, k=setup.k, seed=setup.seed, cot=cot)
                     for p, x, y in rows
                 )
             )
         )
 
-    results = _run(directory, judge_spec, judge_base_url, timeout, concurrency, work)
+    results = setup.run(work)
     if as_json:
         echo_json(results[0] if pairs_path is None else results)
         return
@@ -169,13 +180,7 @@ def critique(
     response: str,
     revisions: int | None,
     max_tokens: int,
-    k: int | None,
-    seed: int,
-    judge_spec: str,
-    judge_base_url: str | None,
-    timeout: float,
-    concurrency: int,
-    directory: Path,
+    setup: JudgeSetup,
     as_json: bool,
 ) -> None:
     """Critique a response under sampled principles and revise it, N rounds (SL-CAI)."""
@@ -188,11 +193,11 @@ def critique(
             prompt,
             response,
             revisions=revisions,
-            seed=seed,
+            seed=setup.seed,
             max_tokens=max_tokens,
         )
 
-    chain = _run(directory, judge_spec, judge_base_url, timeout, concurrency, work)
+    chain = setup.run(work)
     if as_json:
         echo_json(chain)
         return
@@ -221,13 +226,7 @@ def critique(
 def rank(
     prompt: str,
     responses: tuple[str, ...],
-    k: int | None,
-    seed: int,
-    judge_spec: str,
-    judge_base_url: str | None,
-    timeout: float,
-    concurrency: int,
-    directory: Path,
+    setup: JudgeSetup,
     as_json: bool,
 ) -> None:
     """Rank responses by pairwise comparisons (Bradley–Terry scores)."""
@@ -238,9 +237,11 @@ def rank(
         raise click.UsageError("give at least two --response options")
 
     async def work(model: ChatModel, constitution: Constitution) -> Ranking:
-        return await rank_responses(model, constitution, prompt, list(responses), k=k, seed=seed)
+        return await rank_responses(
+            model, constitution, prompt, list(responses), k=setup.k, seed=setup.seed
+        )
 
-    ranking = _run(directory, judge_spec, judge_base_url, timeout, concurrency, work)
+    ranking = setup.run(work)
     if as_json:
         echo_json(ranking)
         return
@@ -273,13 +274,7 @@ def rank(
 def eval_judge(
     pairs_path: Path,
     cot: bool,
-    k: int | None,
-    seed: int,
-    judge_spec: str,
-    judge_base_url: str | None,
-    timeout: float,
-    concurrency: int,
-    directory: Path,
+    setup: JudgeSetup,
     as_json: bool,
 ) -> None:
     """Measure a judge against human labels before trusting it with real work.
@@ -292,9 +287,9 @@ def eval_judge(
     pairs = load_pairs(pairs_path)
 
     async def work(model: ChatModel, constitution: Constitution) -> EvalReport:
-        return await evaluate(model, constitution, pairs, k=k, seed=seed, cot=cot)
+        return await evaluate(model, constitution, pairs, k=setup.k, seed=setup.seed, cot=cot)
 
-    report = _run(directory, judge_spec, judge_base_url, timeout, concurrency, work)
+    report = setup.run(work)
     if as_json:
         echo_json(
             report.model_dump(mode="json", exclude={"outcomes"})
