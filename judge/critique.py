@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -25,16 +26,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 512
 
-# Our fence markers as a small model may echo them (sometimes with a `>` or two missing).
-_MARKER = r"<<<\s*(?:END_)?{name} [0-9a-f]{{6,}}\s*>{{1,3}}"
-# Inputs fenced in our prompts that a reply should never repeat: dropped whole, up to their
-# closing marker or, if the model never closed them, the next blank line.
-_ECHOED_INPUT = re.compile(
-    _MARKER.format(name="(?P<name>PROMPT|CRITIQUE|REASONING)")
-    + r".*?(?:<<<\s*END_(?P=name) [0-9a-f]{6,}\s*>{1,3}|\n\s*\n|\Z)",
-    re.S,
-)
-_ANY_MARKER = re.compile(_MARKER.format(name="[A-Z_]+"))
+# Our fence markers as a small model may echo them (with a `>` too many or too few).
+_MARKER = re.compile(r"<<<\s*(?:END_)?[A-Z_]+ [0-9a-f]{6,}\s*>{1,4}")
+RETRY_TEMPERATURE = 0.7
 
 
 class Step(BaseModel):
@@ -102,39 +96,63 @@ class RevisionChain(BaseModel):
         return [r.principle_id for r in self.rounds]
 
 
-def clean_reply(text: str) -> str:
-    """The reply without echoes of our prompt: fenced inputs it repeated, and stray markers.
+def clean_reply(text: str, echoes: Sequence[str] = ()) -> str:
+    """The reply without our markers and without a leading copy of the inputs in `echoes`.
 
-    Small models often copy the prompt's fenced blocks into their answer; a revision that
-    starts with the question it answers would poison an SFT or preference row.
+    Small models often copy the prompt's fenced blocks (or just their markers) into their
+    answer; a revision that starts with the question it answers would poison a training row.
     """
-    text = _ECHOED_INPUT.sub("", text)
-    text = _ANY_MARKER.sub("", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    text = _MARKER.sub("", text).strip()
+    changed = True
+    while changed:
+        changed = False
+        for echo in echoes:
+            echo = echo.strip()
+            if echo and text.startswith(echo):
+                text = text[len(echo) :].strip()
+                changed = True
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 async def _step(
-    model: ChatModel, messages: tuple[Message, ...], max_tokens: int, temperature: float, seed: int
+    model: ChatModel,
+    messages: tuple[Message, ...],
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    echoes: Sequence[str],
 ) -> Step:
+    """One critique or revision call. A reply that is empty once cleaned is asked once more,
+    sampled with the next seed (a new request, so a store never replays the empty one)."""
     started = time.perf_counter()
-    try:
-        reply = await model.generate(
-            GenerationRequest(
-                messages=messages, max_tokens=max_tokens, temperature=temperature, seed=seed
+    usage = Usage()
+    attempts = ((temperature, seed), (max(temperature, RETRY_TEMPERATURE), seed + 1))
+    for attempt_temperature, attempt_seed in attempts:
+        try:
+            reply = await model.generate(
+                GenerationRequest(
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=attempt_temperature,
+                    seed=attempt_seed,
+                )
             )
-        )
-    except BackendError as exc:
-        log.warning("critique/revision call failed: %s", exc)
-        return Step(
-            messages=messages,
-            latency_s=time.perf_counter() - started,
-            error=str(exc) or type(exc).__name__,
-        )
-    text = clean_reply(reply.text)
+        except BackendError as exc:
+            log.warning("critique/revision call failed: %s", exc)
+            return Step(
+                messages=messages,
+                usage=usage,
+                latency_s=time.perf_counter() - started,
+                error=str(exc) or type(exc).__name__,
+            )
+        usage = usage + reply.usage
+        text = clean_reply(reply.text, echoes)
+        if text:
+            break
     return Step(
         messages=messages,
         text=text,
-        usage=reply.usage,
+        usage=usage,
         latency_s=time.perf_counter() - started,
         error=None if text else "empty reply",
     )
@@ -166,6 +184,7 @@ async def critique_and_revise(
             max_tokens,
             temperature,
             seed,
+            echoes=(prompt,),
         )
         usage = usage + critique.usage
         record = RevisionRound(
@@ -184,6 +203,7 @@ async def critique_and_revise(
             max_tokens,
             temperature,
             seed,
+            echoes=(prompt, critique.text),
         )
         usage = usage + revision.usage
         record.revision = revision

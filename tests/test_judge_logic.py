@@ -234,21 +234,21 @@ def test_critique_and_revision_prompts_fence_every_text() -> None:
     assert "Revision request: Rewrite the response so it satisfies x." in rev[-1].content
 
 
-def test_clean_reply_drops_echoed_inputs_and_markers() -> None:
+def test_clean_reply_drops_markers_and_echoed_inputs() -> None:
     assert clean_reply("<<<RESPONSE 1a2b3c>>>\nBetter text\n<<<END_RESPONSE 1a2b3c>>>") == (
         "Better text"
     )
     assert clean_reply("  plain  ") == "plain"
-    # An echoed prompt block (closed, or unclosed up to a blank line) is not part of the answer.
-    echoed = (
-        "<<<PROMPT 994085f26674>>\nHow do I boil an egg?\n<<<END_PROMPT 994085f26674>>\n\nBoil it."
+    question = "How do I boil an egg?"
+    echoed = f"<<<PROMPT 994085f26674>>\n{question}\n<<<END_PROMPT 994085f26674>>\n\nBoil it."
+    assert clean_reply(echoed, echoes=[question]) == "Boil it."
+    # A model that labels its own answer with our marker keeps the answer.
+    assert clean_reply("<<<PROMPT 29abd2483f05126d>>>>\nSimmer it.", echoes=[question]) == (
+        "Simmer it."
     )
-    assert clean_reply(echoed) == "Boil it."
-    assert clean_reply("<<<CRITIQUE 994085f26674>>>\nToo vague.\n\nBoil it 7 minutes.") == (
-        "Boil it 7 minutes."
-    )
-    # Text that only looks like a marker (no hex tag) is kept.
-    assert clean_reply("Use <<<ARROWS>>> for emphasis.") == "Use <<<ARROWS>>> for emphasis."
+    # Text that only looks like a marker (no hex tag) is kept; an input quoted later is kept.
+    assert clean_reply("Use <<<ARROWS>>> here.") == "Use <<<ARROWS>>> here."
+    assert clean_reply(f"You asked: {question}", echoes=[question]) == f"You asked: {question}"
 
 
 # ---------------------------------------------------------------- aggregation
