@@ -1,5 +1,6 @@
-"""Judge logic without a server: parsing, selection, prompts, aggregation, BT, and orchestration
-against an in-process fake model."""
+"""Judge logic: parsing, selection, prompts, aggregation and BT as pure functions, and the
+orchestration (compare, critique, rank, summarise) driving the real OpenAI backend against the
+scripted loopback server, the judge's one test fake."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from charter.constitution import Constitution
 from charter.judge import (
-    BackendError,
     Comparison,
-    Completion,
     Judgment,
     LabelledPair,
     Message,
@@ -39,11 +39,24 @@ from charter.judge import (
     summarise,
     win_probability,
 )
+from charter.judge._sync import run_sync
 from charter.judge.aggregate import principle_verdicts, slot_probabilities, weighted_p_a
+from charter.judge.backends.openai_http import OpenAIChatModel
+from charter.judge.compare import DEFAULT_COT_MAX_TOKENS
 from charter.judge.critique import clean_reply
 from charter.judge.prompts import critique_messages, revision_messages
 
-from .support.judge_helpers import FakeJudge, constitution, prefers, principle, slots
+from .support.judge_helpers import (
+    MODEL,
+    Loopback,
+    billed,
+    constitution,
+    letter,
+    prefers,
+    principle,
+    slots,
+)
+from .support.scripted_server import ConstantResponder, Fault, Reply, ScriptedJudgeServer
 
 # ---------------------------------------------------------------- parsing
 
@@ -301,117 +314,174 @@ def test_weighted_average_and_consistency() -> None:
     assert weighted_p_a(ps, [_j("x", "AB", None)]) is None
 
 
-# ---------------------------------------------------------------- compare (fake model)
+# ---------------------------------------------------------------- the scripted loopback judge
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedJudgeServer]:
+    with ScriptedJudgeServer() as s:
+        yield s
+
+
+@pytest.fixture
+def loopback(server: ScriptedJudgeServer) -> Iterator[Loopback]:
+    """`loopback(verdict, text)`: script the shared server, get the real backend talking to it."""
+    server.reset()
+    handle = Loopback(server)
+    yield handle
+    server.responder, server.fault_policy = ConstantResponder(), None
+    handle.check()
+
+
+T = TypeVar("T")
+
+
+def run(model: OpenAIChatModel, coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a fresh loop and close the model's client on that loop."""
+
+    async def go() -> T:
+        try:
+            return await coro
+        finally:
+            await model.aclose()
+
+    return asyncio.run(go())
+
+
+# ---------------------------------------------------------------- compare
 
 GOOD, BAD = "Paris is the capital of France.", "London, probably."
 
 
-def test_compare_debiases_a_first_slot_judge_and_maps_orders_back() -> None:
-    always_a = FakeJudge(lambda a, b, m: Completion(text="A"))
-    result = asyncio.run(compare(always_a, constitution(k=3), "Capital?", GOOD, BAD))
+def test_compare_debiases_a_first_slot_judge_and_maps_orders_back(loopback: Loopback) -> None:
+    always_a = loopback(lambda a, b, m: "A")
+    result = run(always_a, compare(always_a, constitution(k=3), "Capital?", GOOD, BAD))
     assert result.winner == "tie" and result.p_a == 0.5
     assert result.position_consistent is False
     assert {(j.order, j.slot, j.choice) for j in result.judgments} == {
         ("AB", "A", "a"),
         ("BA", "A", "b"),
     }
-    assert len(result.judgments) == 6 and len(always_a.choose_calls) == 6
+    assert len(result.judgments) == 6 and len(loopback.server.requests) == 6
+    for body in loopback.server.requests:
+        assert (body["model"], body["max_tokens"], body["temperature"]) == (MODEL, 1, 0.0)
+        assert body["logprobs"] is True
 
-    fair = FakeJudge(prefers({GOOD}))
+    fair = loopback(prefers({GOOD}))
     for a, b, winner, p_a in ((GOOD, BAD, "a", 1.0), (BAD, GOOD, "b", 0.0)):
-        r = asyncio.run(compare(fair, constitution(k=2), "Capital?", a, b))
+        r = run(fair, compare(fair, constitution(k=2), "Capital?", a, b))
         assert (r.winner, r.p_a, r.position_consistent) == (winner, p_a, True)
 
 
-def test_compare_json_carries_provenance() -> None:
+def test_compare_json_carries_provenance(loopback: Loopback) -> None:
     c = constitution(k=2)
-    r = compare_sync(FakeJudge(prefers({GOOD})), c, "Capital?", GOOD, BAD, seed=7)
+    model = loopback(prefers({GOOD}))
+    r = compare_sync(model, c, "Capital?", GOOD, BAD, seed=7)
+    run_sync(model.aclose())
     data = json.loads(r.model_dump_json())
     for key in ("p_a", "winner", "position_consistent", "judgments", "judge"):
         assert key in data
     assert data["constitution_digest"] == c.digest
     assert data["constitution_version"] == "0.0.1"
-    assert data["judge"] == "fake:judge"
+    assert data["judge"] == f"openai:{MODEL}" == model.spec
     assert data["principle_ids"] == [p.id for p in select_for_pair(c, "Capital?", GOOD, BAD, 2, 7)]
     j = data["judgments"][0]
     assert j["principle_digest"] == c.principle(j["principle_id"]).digest
     assert j["messages"][0]["role"] == "system" and j["raw"] in ("A", "B")
-    assert j["usage"] == {"prompt_tokens": 10, "completion_tokens": 1}
-    assert data["usage"]["prompt_tokens"] == 40
+    # Each judgment records the exact messages sent and the usage the server reported for them.
+    bodies = loopback.server.requests
+    assert len(bodies) == 4
+    for judgment in data["judgments"]:
+        (body,) = [b for b in bodies if b["messages"] == judgment["messages"]]
+        assert judgment["usage"] == billed(body, judgment["raw"]).model_dump()
+        assert judgment["usage"]["completion_tokens"] == 1
+    assert data["usage"] == loopback.script.billed().model_dump()
+    assert data["usage"]["prompt_tokens"] == sum(
+        j["usage"]["prompt_tokens"] for j in data["judgments"]
+    )
     assert Comparison.model_validate(data).p_a == r.p_a
 
 
-def test_compare_uses_logprobs_when_present() -> None:
-    def verdict(a: str, b: str, m: Sequence[Message]) -> Completion:
+def test_compare_uses_logprobs_when_present(loopback: Loopback) -> None:
+    def verdict(a: str, b: str, m: Sequence[Message]) -> Reply:
         p = 0.8 if a == GOOD else 0.3
-        letter = "A" if p > 0.5 else "B"
-        return Completion(text=letter, option_logprobs={"A": math.log(p), "B": math.log(1 - p)})
+        return letter("A" if p > 0.5 else "B", {"A": math.log(p), "B": math.log(1 - p)})
 
-    r = asyncio.run(compare(FakeJudge(verdict), constitution(k=1), "q", GOOD, BAD))
+    model = loopback(verdict)
+    r = run(model, compare(model, constitution(k=1), "q", GOOD, BAD))
     assert r.p_a == pytest.approx((0.8 + 0.7) / 2)
     assert r.winner == "a"
     assert r.judgments[0].option_probs == pytest.approx({"A": 0.8, "B": 0.2})
+    assert all(b["top_logprobs"] == 20 for b in loopback.server.requests)
+    assert model.logprobs_supported is True
 
 
-def test_unparseable_replies_are_retried_then_recorded_never_counted() -> None:
+def test_unparseable_replies_are_retried_then_recorded_never_counted(loopback: Loopback) -> None:
     replies: dict[str, list[str]] = {}
 
-    def flaky(a: str, b: str, m: Sequence[Message]) -> Completion:
+    def flaky(a: str, b: str, m: Sequence[Message]) -> str:
         seen = replies.setdefault(a, [])
         seen.append("x")
         if a == GOOD:
-            return Completion(text="Both are good.")  # AB order: never parses
-        return Completion(text="Hmm" if len(seen) == 1 else "B")  # BA: parses on the retry
+            return "Both are good."  # AB order: never parses
+        return "Hmm" if len(seen) == 1 else "B"  # BA: parses on the retry
 
-    judge = FakeJudge(flaky)
-    r = asyncio.run(compare(judge, constitution(k=1), "q", GOOD, BAD, parse_retries=2))
+    judge = loopback(flaky)
+    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, parse_retries=2))
     ab, ba = sorted(r.judgments, key=lambda j: j.order)
     assert ab.error_kind == "parse" and not ab.ok and ab.p_a is None and ab.choice is None
     assert ab.attempts == 3 and ab.parse_failures == 3 and ab.raw == "Both are good."
     assert ba.ok and ba.choice == "a" and ba.attempts == 2 and ba.parse_failures == 1
+    # Every attempt reached the server, each retry with a fresh nonce (new messages).
+    bodies = loopback.server.requests
+    assert len(bodies) == 5 and len({json.dumps(b["messages"]) for b in bodies}) == 5
     # One order alone is not debiased: no verdict unless the caller accepts single orders.
     assert r.winner is None and r.p_a is None and r.position_consistent is None
-    lenient = asyncio.run(
-        compare(judge, constitution(k=1), "q", GOOD, BAD, require_both_orders=False)
+    lenient = run(
+        judge, compare(judge, constitution(k=1), "q", GOOD, BAD, require_both_orders=False)
     )
     assert lenient.winner == "a"
 
 
-def test_backend_errors_are_recorded_as_failures() -> None:
-    def down(a: str, b: str, m: Sequence[Message]) -> Exception:
-        return BackendError("openai:x at http://h failed after 3 attempts: HTTP 500")
-
-    r = asyncio.run(compare(FakeJudge(down), constitution(k=2), "q", GOOD, BAD))
+def test_backend_errors_are_recorded_as_failures(loopback: Loopback) -> None:
+    down = loopback(lambda a, b, m: Fault.http(500, message="upstream down"), max_retries=2)
+    r = run(down, compare(down, constitution(k=2), "q", GOOD, BAD))
     assert r.winner is None and r.p_a is None and r.failed == 4
-    assert all(j.error_kind == "backend" and "HTTP 500" in (j.error or "") for j in r.judgments)
+    for j in r.judgments:
+        assert j.error_kind == "backend" and "HTTP 500" in (j.error or "")
+        assert (j.error or "").startswith(f"{down.spec} at {loopback.server.base_url} failed")
+        assert "after 3 attempts" in (j.error or "")
+    assert len(loopback.server.requests) == 4 * 3  # every judgment retried, then gave up
 
 
-def test_cot_reasons_first_then_clamps_the_verdict() -> None:
-    def verdict(a: str, b: str, m: Sequence[Message]) -> Completion:
+def test_cot_reasons_first_then_clamps_the_verdict(loopback: Loopback) -> None:
+    def verdict(a: str, b: str, m: Sequence[Message]) -> Reply:
         assert "<<<REASONING" in m[-1].content  # the reasoning is fenced as data
-        return Completion(text="A" if a == GOOD else "B", option_logprobs={"A": 0.0, "B": -9.0})
+        return letter("A" if a == GOOD else "B", {"A": 0.0, "B": -9.0})
 
-    judge = FakeJudge(verdict, text=lambda m: "Weighing.\nAnswer: A")
-    r = asyncio.run(compare(judge, constitution(k=1), "q", GOOD, BAD, cot=True))
-    assert len(judge.generate_calls) == 2
-    assert "Answer: A" in judge.generate_calls[0].messages[-1].content
+    judge = loopback(verdict, text=lambda m: "Weighing.\nAnswer: A")
+    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, cot=True))
+    generations = loopback.generation_requests
+    assert len(generations) == 2 and len(loopback.verdict_requests) == 2
+    for body in generations:
+        assert "Answer: A" in body["messages"][-1]["content"]
+        assert body["max_tokens"] == DEFAULT_COT_MAX_TOKENS and "logprobs" not in body
     assert {j.reasoning for j in r.judgments} == {"Weighing.\nAnswer: A"}
     # AB: P(slot A) ~ 1 clamped to 0.6. BA: logprobs favour slot A (=b) but the text says B,
     # and the probabilities are the judge's: 0.4 for a after clamping.
     assert sorted(j.p_a for j in r.judgments if j.p_a is not None) == pytest.approx([0.4, 0.6])
     assert r.p_a == pytest.approx(0.5)
     # With a narrower band the clamp holds; with no logprobs the letter is clamped.
-    hard = FakeJudge(prefers({GOOD}), text=lambda m: "Answer: A")
-    r2 = asyncio.run(
-        compare(hard, constitution(k=1), "q", GOOD, BAD, cot=True, cot_clamp=(0.3, 0.7))
-    )
+    hard = loopback(prefers({GOOD}), text=lambda m: "Answer: A")
+    r2 = run(hard, compare(hard, constitution(k=1), "q", GOOD, BAD, cot=True, cot_clamp=(0.3, 0.7)))
     assert [j.p_a for j in r2.judgments] == pytest.approx([0.7, 0.7])
+    assert all(j.option_probs is None for j in r2.judgments)
     assert r2.winner == "a"
 
 
-def test_cot_falls_back_to_the_reasonings_final_answer() -> None:
-    judge = FakeJudge(
-        lambda a, b, m: Completion(text="Well..."),
+def test_cot_falls_back_to_the_reasonings_final_answer(loopback: Loopback) -> None:
+    judge = loopback(
+        lambda a, b, m: "Well...",
         text=lambda m: (
             "GOOD is slot "
             + ("A" if slots([m[-1]])["A"] == GOOD else "B")
@@ -419,24 +489,25 @@ def test_cot_falls_back_to_the_reasonings_final_answer() -> None:
             + ("A" if slots([m[-1]])["A"] == GOOD else "B")
         ),
     )
-    r = asyncio.run(compare(judge, constitution(k=1), "q", GOOD, BAD, cot=True))
+    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, cot=True))
     assert r.winner == "a" and r.p_a == pytest.approx(0.6)
     assert all(j.parse_failures == 1 and j.attempts == 1 for j in r.judgments)
+    assert len(loopback.generation_requests) == 2 and len(loopback.verdict_requests) == 2
 
 
-def test_compare_validates_settings() -> None:
-    judge = FakeJudge()
+def test_compare_validates_settings(loopback: Loopback) -> None:
+    judge = loopback()
     with pytest.raises(ValueError):
-        asyncio.run(compare(judge, constitution(), "q", "a", "b", tie_margin=0.5))
+        run(judge, compare(judge, constitution(), "q", "a", "b", tie_margin=0.5))
     with pytest.raises(ValueError):
-        asyncio.run(compare(judge, constitution(), "q", "a", "b", cot=True, cot_clamp=(0.7, 0.9)))
-    assert judge.choose_calls == []
+        run(judge, compare(judge, constitution(), "q", "a", "b", cot=True, cot_clamp=(0.7, 0.9)))
+    assert loopback.server.calls == 0
 
 
 # ---------------------------------------------------------------- critique -> revision
 
 
-def test_critique_revision_chain_feeds_each_revision_forward() -> None:
+def test_critique_revision_chain_feeds_each_revision_forward(loopback: Loopback) -> None:
     def text(m: Sequence[Message]) -> str:
         body = m[-1].content
         response = body.split("<<<RESPONSE ")[1].split(">>>\n", 1)[1].split("\n<<<END_RESPONSE")[0]
@@ -445,38 +516,50 @@ def test_critique_revision_chain_feeds_each_revision_forward() -> None:
         return f"{response}+"
 
     c = constitution(("p1", "p2"), revisions=3)
-    chain = critique_and_revise_sync(FakeJudge(text=text), c, "q", "draft")
+    model = loopback(text=text)
+    chain = critique_and_revise_sync(model, c, "q", "draft")
+    run_sync(model.aclose())
     assert chain.completed == 3 and chain.error is None
     assert [r.response for r in chain.rounds] == ["draft", "draft+", "draft++"]
     assert chain.final == "draft+++"
     assert chain.rounds[1].critique.text == "critique of [draft+]"
     assert chain.principle_ids[0] != chain.principle_ids[1]
     assert chain.principle_ids[1] != chain.principle_ids[2]
-    assert chain.usage.prompt_tokens == 60
+    assert len(loopback.generation_requests) == 6 and loopback.verdict_requests == []
+    assert chain.usage == loopback.script.billed() and chain.usage.prompt_tokens > 0
+    assert chain.judge == model.spec
     assert chain.rounds[0].principle_digest == c.principle(chain.principle_ids[0]).digest
 
 
-def test_critique_chain_records_errors_and_stops() -> None:
+def test_critique_chain_records_errors_and_stops(loopback: Loopback) -> None:
     calls = {"n": 0}
 
-    def text(m: Sequence[Message]) -> str | Exception:
+    def text(m: Sequence[Message]) -> str | Fault:
         calls["n"] += 1
         if calls["n"] == 4:
-            return BackendError("HTTP 400: context length exceeded")
+            return Fault.http(400, message="context length exceeded")
         return "" if calls["n"] == 99 else f"out{calls['n']}"
 
     c = constitution(("p1", "p2", "p3"))
-    chain = asyncio.run(critique_and_revise(FakeJudge(text=text), c, "q", "draft", revisions=3))
+    model = loopback(text=text)
+    chain = run(model, critique_and_revise(model, c, "q", "draft", revisions=3))
     assert chain.completed == 1 and len(chain.rounds) == 2
     assert chain.final == "out2"
     assert chain.rounds[1].revision is not None and not chain.rounds[1].ok
-    assert chain.error == "round 1: HTTP 400: context length exceeded"
-
-    empty = asyncio.run(
-        critique_and_revise(FakeJudge(text=lambda m: "  "), c, "q", "draft", revisions=2)
+    where = f"{model.spec} at {loopback.server.base_url}"
+    assert chain.error == (
+        f"round 1: {where} failed after 1 attempt: HTTP 400: context length exceeded"
     )
+    assert loopback.server.calls == 4  # a client error is not retried, and the chain stops
+
+    blank = loopback(text=lambda m: "  ")
+    empty = run(blank, critique_and_revise(blank, c, "q", "draft", revisions=2))
     assert empty.completed == 0 and empty.final == "draft"
     assert empty.rounds[0].critique.error == "empty reply" and empty.rounds[0].revision is None
+    # The blank critique was asked once more, with the next seed, then the chain stopped.
+    retried = loopback.server.requests[4:]
+    assert [b["seed"] for b in retried] == [0, 1]
+    assert retried[0]["messages"] == retried[1]["messages"]
 
 
 # ---------------------------------------------------------------- Bradley–Terry and ranking
@@ -503,41 +586,46 @@ def test_bradley_terry_stays_finite_for_undefeated_and_unconnected_items() -> No
         bradley_terry(2, [(0, 0, 1.0)])
 
 
-def test_rank_orders_by_quality_and_emits_best_vs_worst() -> None:
+def test_rank_orders_by_quality_and_emits_best_vs_worst(loopback: Loopback) -> None:
     quality = {"best": 3, "good": 2, "ok": 1, "bad": 0}
 
-    def verdict(a: str, b: str, m: Sequence[Message]) -> Completion:
-        return Completion(text="A" if quality[a] > quality[b] else "B")
+    def verdict(a: str, b: str, m: Sequence[Message]) -> str:
+        return "A" if quality[a] > quality[b] else "B"
 
     responses = ["ok", "best", "bad", "good"]
-    ranking = asyncio.run(rank(FakeJudge(verdict), constitution(k=1), "q", responses))
+    judge = loopback(verdict)
+    ranking = run(judge, rank(judge, constitution(k=1), "q", responses))
     assert [responses[i] for i in ranking.order] == ["best", "good", "ok", "bad"]
     assert ranking.win_rates[1] == 1.0 and ranking.win_rates[2] == 0.0
     assert len(ranking.comparisons) == 6 and ranking.failed_comparisons == 0
+    assert len(loopback.server.requests) == 6 * 2  # every pair, in both orders
     (pair,) = ranking.pairs
     assert (pair.chosen, pair.rejected, pair.p_chosen, pair.margin) == ("best", "bad", 1.0, 0.5)
     assert pair.score_gap > 0 and pair.position_consistent is True
 
-    every = asyncio.run(
-        rank(FakeJudge(verdict), constitution(k=1), "q", responses, strategy="margin")
-    )
+    again = loopback(verdict)
+    every = run(again, rank(again, constitution(k=1), "q", responses, strategy="margin"))
     assert len(every.pairs) == 6
     assert all(quality[p.chosen] > quality[p.rejected] for p in every.pairs)
 
 
-def test_rank_excludes_failed_comparisons_instead_of_counting_ties() -> None:
-    def verdict(a: str, b: str, m: Sequence[Message]) -> Completion | Exception:
+def test_rank_excludes_failed_comparisons_instead_of_counting_ties(loopback: Loopback) -> None:
+    def verdict(a: str, b: str, m: Sequence[Message]) -> str | Fault:
         if {a, b} == {"x", "z"}:
-            return BackendError("down")
-        return Completion(text="A" if a < b else "B")  # x > y > z alphabetically
+            return Fault.http(500, message="down")
+        return "A" if a < b else "B"  # x > y > z alphabetically
 
-    ranking = asyncio.run(rank(FakeJudge(verdict), constitution(k=1), "q", ["x", "y", "z"]))
+    judge = loopback(verdict, max_retries=0)
+    ranking = run(judge, rank(judge, constitution(k=1), "q", ["x", "y", "z"]))
     assert ranking.failed_comparisons == 1
     assert ranking.order == [0, 1, 2]
     assert ranking.win_rates == [1.0, 0.5, 0.0]
     assert ranking.pairs == []  # best vs worst were never successfully compared
+    statuses = sorted(r.status for r in loopback.server.log)
+    assert statuses == [200, 200, 200, 200, 500, 500]
     with pytest.raises(ValueError):
-        asyncio.run(rank(FakeJudge(verdict), constitution(k=1), "q", ["only"]))
+        run(judge, rank(judge, constitution(k=1), "q", ["only"]))
+    assert loopback.server.calls == 6
 
 
 # ---------------------------------------------------------------- evaluation
@@ -570,7 +658,7 @@ def test_load_pairs_names_file_and_line_for_bad_rows(tmp_path: Path) -> None:
         load_pairs(tmp_path / "missing.jsonl")
 
 
-def test_summarise_reports_agreement_and_biases() -> None:
+def test_summarise_reports_agreement_and_biases(loopback: Loopback) -> None:
     c = constitution(k=1)
     long_good = "A thorough, correct and careful answer."
     pairs = [
@@ -580,14 +668,14 @@ def test_summarise_reports_agreement_and_biases() -> None:
     ]
 
     # A judge that prefers the longer text, except it always says A for the q3 pair.
-    def verdict(a: str, b: str, m: Sequence[Message]) -> Completion:
+    def verdict(a: str, b: str, m: Sequence[Message]) -> str:
         if {a, b} == {"meh", "fine"}:
-            return Completion(text="A")
-        return Completion(text="A" if len(a) > len(b) else "B")
+            return "A"
+        return "A" if len(a) > len(b) else "B"
 
-    judge = FakeJudge(verdict)
-    comparisons = [asyncio.run(compare(judge, c, p.prompt, p.a, p.b)) for p in pairs]
-    report = summarise(pairs, comparisons, judge="fake:judge", constitution=c)
+    judge = loopback(verdict)
+    comparisons = [run(judge, compare(judge, c, p.prompt, p.a, p.b)) for p in pairs]
+    report = summarise(pairs, comparisons, judge=judge.spec, constitution=c)
     assert (report.pairs, report.decided, report.correct, report.ties, report.failures) == (
         3,
         2,
@@ -600,7 +688,8 @@ def test_summarise_reports_agreement_and_biases() -> None:
     assert report.p_first == pytest.approx(4 / 6)
     assert report.p_longer == pytest.approx(5 / 6)
     assert report.parse_failure_rate == 0.0 and report.failed_judgment_rate == 0.0
-    assert report.total_tokens == 6 * 11
+    assert len(loopback.server.requests) == 6
+    assert report.total_tokens == loopback.script.billed().total_tokens > 0
     assert [o.correct for o in report.outcomes] == [True, False, None]
 
 
