@@ -93,7 +93,7 @@ def open_model(
         # Our own progress bar owns the terminal; transformers' per-load bars are noise.
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     url = base_url or os.environ.get(env_name) or os.environ.get("OPENAI_BASE_URL")
     options = BackendOptions(base_url=url, timeout_s=timeout, max_concurrency=concurrency)
     try:
