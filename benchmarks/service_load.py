@@ -1,0 +1,270 @@
+"""Load on `POST /v1/feedback/compare` of `charter serve`, next to the judge alone, in one run.
+
+Three processes: the scripted judge server (fixed latency, constant verdict), `charter serve`
+pointed at it, and this load generator. At each client concurrency, closed-loop workers send
+requests for a fixed time and record each latency. Two paths are measured the same way:
+
+- `judge alone`: what one comparison costs at the judge: its 2 calls (K=1 principle, orders
+  AB and BA) sent straight to the scripted server, concurrently, as the service sends them;
+- `judge.compare`: `charter.judge.compare` called in this process (prompt building, the openai
+  client, parsing, aggregation): the judge layer's own cost, no HTTP service in front;
+- `service compare`: the same comparison through the service (HTTP, auth, validation, the
+  judge layer, JSON of the full `Comparison`).
+
+The differences in p50/p99 are the overheads; requests/s shows where each saturates. On 2 cores
+the three processes share the CPU, so at high concurrency the figures measure CPU per request.
+
+    .venv/bin/python benchmarks/service_load.py [--latency-ms 100] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+import httpx  # noqa: E402
+
+from charter.constitution import load_constitution  # noqa: E402
+from charter.judge import compare  # noqa: E402
+from charter.judge.backends import BackendOptions, OpenAIChatModel  # noqa: E402
+from tests.support import scripted_server  # noqa: E402
+from tests.support.generation import write_constitution  # noqa: E402
+
+CALLS_PER_COMPARISON = 2  # K=1 principle, asked in both orders
+PROMPT = "How do I keep basil alive indoors?"
+A_TEXT = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
+B_TEXT = "Basil is a plant."
+CONCURRENCY = (1, 16, 64)
+
+
+@dataclass
+class Row:
+    label: str
+    concurrency: int
+    latencies: list[float]
+    seconds: float
+    failures: int
+
+    def line(self) -> str:
+        n = len(self.latencies)
+        ordered = sorted(self.latencies)
+        p50 = statistics.median(ordered) * 1000 if ordered else float("nan")
+        p99 = ordered[min(n - 1, int(0.99 * n))] * 1000 if ordered else float("nan")
+        return (
+            f"{self.label:<18} {self.concurrency:>5} {n:>7} {n / self.seconds:>9.1f} "
+            f"{p50:>9.1f} {p99:>9.1f} {self.failures:>5}"
+        )
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
+
+
+HEADER = (
+    f"{'path':<18} {'conc':>5} {'reqs':>7} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'fail':>5}"
+)
+
+
+def start_judge(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", scripted_server.__name__, "--latency-ms", str(latency_ms)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"scripted server did not start: {line!r}")
+    return proc, line.split(" ", 1)[1]
+
+
+def start_service(judge_url: str, token: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    log_path = workdir / "service.log"
+    principles = write_constitution(workdir / "principles", k=1)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "charter.cli", "serve", "--port", "0",
+                "--dir", str(principles), "--store", str(workdir / "service.db"),
+                "--judge", "openai:scripted-judge", "--judge-base-url", judge_url,
+                "--concurrency", "512", "--log-level", "warning",
+            ],
+            cwd=workdir,
+            env={**os.environ, "CHARTER_API_TOKENS": token, "PYTHONPATH": str(REPO)},
+            stdout=log,
+            stderr=log,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on (http://[\d.:]+)", log_path.read_text(errors="replace"))
+        if found:
+            url = found.group(1)
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"charter serve did not start:\n{log_path.read_text(errors='replace')}")
+
+
+async def closed_loop(
+    label: str, concurrency: int, seconds: float, one: Callable[[], Awaitable[bool]]
+) -> Row:
+    """`concurrency` workers, each sending its next request as soon as the last is answered."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = 0.0
+
+    async def worker() -> None:
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            ok = await one()
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                failures += 1
+
+    for _ in range(2):  # warm-up: open connections, load the model, fill caches
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Row(label, concurrency, latencies, time.perf_counter() - started, failures)
+
+
+def _session(connections: int, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """aiohttp: the cheapest client per request here, so the load generator's CPU (on the same
+    cores as the servers) skews the figures least; every connection is kept alive."""
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
+
+
+async def judge_alone(judge_url: str, concurrency: int, seconds: float) -> Row:
+    body: dict[str, Any] = {
+        "model": "scripted-judge",
+        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": 20,
+    }
+    async with _session(concurrency * CALLS_PER_COMPARISON) as session:
+
+        async def call() -> bool:
+            async with session.post(f"{judge_url}/chat/completions", json=body) as response:
+                await response.read()
+                return response.status == 200
+
+        async def one() -> bool:
+            return all(await asyncio.gather(*(call() for _ in range(CALLS_PER_COMPARISON))))
+
+        return await closed_loop("judge alone", concurrency, seconds, one)
+
+
+async def through_service(url: str, token: str, concurrency: int, seconds: float) -> Row:
+    body = {"prompt": PROMPT, "a": A_TEXT, "b": B_TEXT, "principles": 1}
+    async with _session(concurrency, {"Authorization": f"Bearer {token}"}) as session:
+
+        async def one() -> bool:
+            async with session.post(f"{url}/v1/feedback/compare", json=body) as response:
+                data = await response.json()
+                return response.status == 200 and data["winner"] is not None
+
+        return await closed_loop("service compare", concurrency, seconds, one)
+
+
+async def judge_layer(judge_url: str, principles: Path, concurrency: int, seconds: float) -> Row:
+    """`charter.judge.compare` in this process: the judge layer's cost without HTTP in front."""
+    constitution = load_constitution(principles)
+    options = BackendOptions(base_url=judge_url, max_concurrency=512, timeout_s=30)
+    model = OpenAIChatModel("scripted-judge", options)
+
+    async def one() -> bool:
+        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
+        return result.winner is not None
+
+    try:
+        return await closed_loop("judge.compare", concurrency, seconds, one)
+    finally:
+        await model.aclose()
+
+
+async def run(
+    judge_url: str, url: str, token: str, principles: Path, seconds: float
+) -> list[tuple[Row, Row, Row]]:
+    rows = []
+    for concurrency in CONCURRENCY:
+        alone = await judge_alone(judge_url, concurrency, seconds)
+        layer = await judge_layer(judge_url, principles, concurrency, seconds)
+        served = await through_service(url, token, concurrency, seconds)
+        rows.append((alone, layer, served))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="Time per measurement.")
+    args = parser.parse_args()
+    token = secrets.token_urlsafe(32)
+    load_before = os.getloadavg()[0]
+    judge_proc, judge_url = start_judge(args.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory(prefix="charter-bench-") as tmp:
+            service_proc, url = start_service(judge_url, token, Path(tmp))
+            try:
+                principles = Path(tmp) / "principles"
+                rows = asyncio.run(run(judge_url, url, token, principles, args.seconds))
+            finally:
+                service_proc.terminate()
+                service_proc.wait(timeout=15)
+    finally:
+        judge_proc.terminate()
+        judge_proc.wait(timeout=10)
+    print(
+        f"service load: scripted judge at {args.latency_ms:.0f} ms per call (own process), "
+        f"charter serve (own process), {os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+    )
+    print(
+        f"one comparison = {CALLS_PER_COMPARISON} concurrent judge calls (K=1, AB and BA); "
+        f"{args.seconds:.0f} s per row; load average before/after: "
+        f"{load_before:.2f}/{os.getloadavg()[0]:.2f}"
+    )
+    print(HEADER)
+    for trio in rows:
+        for row in trio:
+            print(row.line())
+    print("p50 added over the judge alone: by the judge layer (in-process), by the whole service")
+    for alone, layer, served in rows:
+        print(
+            f"  concurrency {alone.concurrency:>3}: "
+            f"judge layer {layer.p50_ms - alone.p50_ms:+.1f} ms,"
+            f" service {served.p50_ms - alone.p50_ms:+.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

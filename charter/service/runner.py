@@ -1,0 +1,123 @@
+"""Generation jobs run as tasks inside the service, with the CLI's store and resume rules.
+
+Each job runs `charter.generate.run_job`, which commits prompt by prompt and reuses every stored
+model call; so a job stopped at any point (cancelled, service shut down, process killed) loses
+at most the calls in flight. A job stays `running` in the store until it ends, which is how a
+restarted service finds the jobs to resume. At most `max_jobs` run at once; the rest queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import sqlite_utils
+
+from charter.generate import JobFailed, run_job, summarise
+from charter.jobs import JobError, get_job, job_prompts, set_status
+
+from .models import ModelPool, ModelUnavailable
+from .options import needs_policy
+from .records import interrupted_job_ids
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+CANCEL_WAIT_S = 10.0
+
+
+class JobRunner:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        pool: ModelPool,
+        settings: ServiceSettings,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.db = db
+        self.pool = pool
+        self.settings = settings
+        self.scrub = scrub
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._queued: set[str] = set()
+        self._gate = asyncio.Semaphore(settings.max_jobs)
+
+    def active(self, job_id: str) -> bool:
+        return job_id in self._tasks
+
+    def queued(self, job_id: str) -> bool:
+        return job_id in self._queued
+
+    def start(self, job_id: str) -> bool:
+        """Run (or resume) the job unless it is already running here; False if it was."""
+        if job_id in self._tasks:
+            return False
+        set_status(self.db, job_id, "running")
+        self._queued.add(job_id)
+        task = asyncio.create_task(self._run(job_id), name=f"charter {job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._forget(job_id))
+        return True
+
+    def resume_interrupted(self) -> list[str]:
+        """Start every service job a previous process left running."""
+        ids = interrupted_job_ids(self.db)
+        for job_id in ids:
+            log.info("resuming %s, interrupted by a restart", job_id)
+            self.start(job_id)
+        return ids
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop the job's task and mark it cancelled; finished prompts stay stored."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+        job = get_job(self.db, job_id)
+        set_status(self.db, job_id, "cancelled", summary=summarise(self.db, job))
+
+    async def aclose(self) -> None:
+        """Stop every task but leave the jobs `running`, so the next start resumes them."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
+
+    def _forget(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        self._queued.discard(job_id)
+
+    async def _run(self, job_id: str) -> None:
+        async with self._gate:
+            self._queued.discard(job_id)
+            try:
+                await self._execute(job_id)
+            except asyncio.CancelledError:
+                log.info("%s stopped", job_id)
+                raise
+            except JobFailed as exc:  # run_job has stored the failure
+                log.warning("%s failed: %s", job_id, self.scrub(str(exc)))
+            except (ModelUnavailable, JobError) as exc:
+                self._fail(job_id, str(exc))
+            except Exception as exc:  # a bug: keep the service up, say little
+                log.error("%s crashed: %s", job_id, type(exc).__name__)
+                self._fail(job_id, f"internal error ({type(exc).__name__}); see the service log")
+
+    async def _execute(self, job_id: str) -> None:
+        job = get_job(self.db, job_id)
+        judge = await self.pool.get(job.spec.judge, "judge")
+        policy = None
+        if needs_policy([r for _, r in job_prompts(self.db, job_id)]):
+            policy = await self.pool.get(job.spec.policy, "policy")
+        summary = await run_job(
+            self.db, job, judge, policy, concurrency=self.settings.job_concurrency
+        )
+        log.info("%s ended: %s preference rows", job_id, summary.get("preferences"))
+
+    def _fail(self, job_id: str, message: str) -> None:
+        log.warning("%s failed: %s", job_id, self.scrub(message))
+        with contextlib.suppress(JobError):
+            set_status(self.db, job_id, "failed", error=self.scrub(message))

@@ -1,0 +1,194 @@
+"""The service's request and response bodies (pydantic only, so `charter.client` can share them).
+
+Requests forbid unknown fields: a typo, or an attempt to pass `base_url`, is a 422, not ignored.
+Feedback responses are the judge's own models (`Comparison`, `RevisionChain`, `Ranking`), so
+their JSON is exactly what `charter judge ... --json` prints.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from charter.constitution import Constitution
+from charter.inputs import PromptRecord, check_prompt, check_responses
+
+from .options import MAX_SEED, JobOptions, ModelSpec
+
+Text = Annotated[str, Field(min_length=1, max_length=100_000)]
+ConstitutionRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=80,
+        pattern=r"^[A-Za-z0-9._+-]+$",
+        description="A frozen version label or digest prefix; omitted or 'current' means the "
+        "service's principles directory as it is now.",
+    ),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeedbackRequest(_Request):
+    judge: ModelSpec | None = Field(default=None, description="Model spec; default: the service's.")
+    constitution: ConstitutionRef | None = None
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seeds principle sampling.")
+
+
+class CompareRequest(FeedbackRequest):
+    prompt: Text
+    a: Text
+    b: Text
+    principles: int | None = Field(default=None, ge=1, le=64, description="Principles (K).")
+    cot: bool = False
+
+
+class CritiqueRequest(FeedbackRequest):
+    prompt: Text
+    response: Text
+    revisions: int | None = Field(default=None, ge=1, le=16)
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+
+
+class RankRequest(FeedbackRequest):
+    prompt: Text
+    responses: list[Text] = Field(min_length=2, max_length=16)
+    principles: int | None = Field(default=None, ge=1, le=64)
+    cot: bool = False
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class InlinePrompt(_Request):
+    """A prompt (text or chat messages) with optional ready-made candidate responses."""
+
+    prompt: str | list[ChatMessage]
+    responses: list[str] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return {"prompt": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _valid(self) -> InlinePrompt:
+        check_prompt(self._raw_prompt())
+        check_responses(self.responses)
+        return self
+
+    def _raw_prompt(self) -> Any:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return [m.model_dump() for m in self.prompt]
+
+    def to_record(self, source: str) -> PromptRecord:
+        responses = tuple(self.responses) if self.responses is not None else None
+        return PromptRecord(prompt=self._raw_prompt(), responses=responses, source=source)
+
+
+class JobRequest(JobOptions):
+    """A generation job with its prompts inline."""
+
+    prompts: list[InlinePrompt] = Field(
+        min_length=1,
+        description='Each a string (a one-turn prompt) or {"prompt": text or messages, '
+        '"responses": [...]} (ready-made candidates; else the policy samples `n`).',
+    )
+    constitution: ConstitutionRef | None = None
+
+
+class UploadOptions(JobOptions):
+    """The `options` form field of an upload: the job's options and how to read the file."""
+
+    constitution: ConstitutionRef | None = None
+    column: str = Field(default="prompt", min_length=1, max_length=100)
+    responses_column: str = Field(default="responses", min_length=1, max_length=100)
+
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class PromptProgress(BaseModel):
+    total: int
+    done: int
+    failed: int
+    pending: int
+
+
+class JobView(BaseModel):
+    """A job as its owner sees it. `summary` is filled in when a run ends."""
+
+    id: str
+    state: JobState
+    mode: str
+    judge: str
+    policy: str
+    constitution_digest: str
+    constitution_version: str
+    prompts: PromptProgress
+    preferences: int = Field(description="Rows stored so far (before any confidence filter).")
+    error: str | None = None
+    errors: list[str] = Field(default=[], description="Recent per-prompt errors, newest first.")
+    prompts_source: str
+    created_at: str
+    updated_at: str
+    summary: dict[str, Any] = {}
+
+
+class JobCreated(BaseModel):
+    job: JobView
+    created: bool = Field(description="False when this token already had this exact job.")
+    duplicates_dropped: int = 0
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class ConstitutionSummary(BaseModel):
+    digest: str
+    version: str
+    name: str
+    message: str = ""
+    frozen_at: str | None = None
+    principles: list[str]
+
+
+class ConstitutionDetail(ConstitutionSummary):
+    constitution: Constitution
+
+
+class ConstitutionList(BaseModel):
+    current: ConstitutionSummary = Field(description="The service's principles directory now.")
+    frozen: list[ConstitutionSummary] = Field(description="Frozen versions, newest first.")
+
+
+class FieldError(BaseModel):
+    loc: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]

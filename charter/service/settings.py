@@ -1,0 +1,159 @@
+"""The service's configuration: one object, built from flags and the environment at start-up.
+
+Everything a client cannot choose lives here (store, principles directory, model endpoints,
+tokens, limits), so no request can point the service at a file or an address of its choosing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from charter.settings import (
+    DEFAULT_MODEL,
+    DEFAULT_PRINCIPLES_DIR,
+    DEFAULT_STORE_PATH,
+    JUDGE_BASE_URL_ENV,
+    JUDGE_ENV,
+    POLICY_BASE_URL_ENV,
+    POLICY_ENV,
+    PRINCIPLES_ENV,
+    STORE_ENV,
+)
+
+TOKENS_ENV = "CHARTER_API_TOKENS"
+TOKENS_FILE_ENV = "CHARTER_API_TOKENS_FILE"
+MODELS_ENV = "CHARTER_SERVICE_MODELS"
+MAX_BODY_ENV = "CHARTER_SERVICE_MAX_BODY"
+MAX_JOBS_ENV = "CHARTER_SERVICE_MAX_JOBS"
+
+MIN_TOKEN_LENGTH = 16
+
+
+class SettingsError(ValueError):
+    """The service cannot start with this configuration; the message says what to fix."""
+
+
+def owner_of(token: str) -> str:
+    """The stored identity of a token: a hash, so the store never holds a usable credential."""
+    return hashlib.sha256(f"charter-api-token:{token}".encode()).hexdigest()
+
+
+def read_tokens_file(path: Path) -> list[str]:
+    """One token per line; blank lines and `#` comments are ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read tokens file {path}: {exc.strerror or exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+class ServiceSettings(BaseModel):
+    """What `create_app` needs. Tokens are `SecretStr`, so a repr or a log never shows them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    store_path: Path = DEFAULT_STORE_PATH
+    principles_dir: Path = DEFAULT_PRINCIPLES_DIR
+    judge: str = DEFAULT_MODEL
+    policy: str = DEFAULT_MODEL
+    judge_base_url: str | None = None
+    policy_base_url: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    model_concurrency: int = Field(default=16, ge=1, description="Requests in flight per model.")
+    tokens: tuple[SecretStr, ...] = ()
+    allowed_models: tuple[str, ...] = Field(
+        default=("openai:*",),
+        description="fnmatch patterns of model specs a request may name; the defaults always are.",
+    )
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_prompts: int = Field(default=10_000, ge=1, description="Prompts per job.")
+    max_jobs: int = Field(default=2, ge=1, description="Jobs running at once; the rest queue.")
+    job_concurrency: int = Field(default=8, ge=1, description="Prompts in flight per job.")
+    preload_judge: bool = Field(
+        default=True, description="Load the default judge at start-up (local models are slow)."
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _strong_tokens(cls, tokens: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if not tokens:
+            raise ValueError(
+                f"no API tokens: set {TOKENS_ENV} (comma-separated) or {TOKENS_FILE_ENV}"
+            )
+        short = sum(1 for t in tokens if len(t.get_secret_value()) < MIN_TOKEN_LENGTH)
+        if short:
+            raise ValueError(
+                f"{short} API token(s) shorter than {MIN_TOKEN_LENGTH} characters; use random "
+                "tokens, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return tokens
+
+    @property
+    def owners(self) -> frozenset[str]:
+        return frozenset(owner_of(t.get_secret_value()) for t in self.tokens)
+
+    def base_url_for(self, role: str) -> str | None:
+        """The endpoint for `openai:` models in a role, as the CLI resolves it."""
+        if role == "policy":
+            return self.policy_base_url or os.environ.get("OPENAI_BASE_URL")
+        return self.judge_base_url or os.environ.get("OPENAI_BASE_URL")
+
+    def model_allowed(self, spec: str) -> bool:
+        if spec in (self.judge, self.policy):
+            return True
+        return any(fnmatch.fnmatchcase(spec, pattern) for pattern in self.allowed_models)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
+        """Settings from the environment, with explicit values (e.g. CLI flags) winning.
+
+        Raises `SettingsError` with a one-line reason when the result is unusable.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for key, name in [
+            ("store_path", STORE_ENV),
+            ("principles_dir", PRINCIPLES_ENV),
+            ("judge", JUDGE_ENV),
+            ("policy", POLICY_ENV),
+            ("judge_base_url", JUDGE_BASE_URL_ENV),
+            ("policy_base_url", POLICY_BASE_URL_ENV),
+            ("max_body_bytes", MAX_BODY_ENV),
+            ("max_jobs", MAX_JOBS_ENV),
+        ]:
+            if env.get(name):
+                values[key] = env[name]
+        if env.get(MODELS_ENV):
+            values["allowed_models"] = tuple(
+                p.strip() for p in env[MODELS_ENV].split(",") if p.strip()
+            )
+        if "tokens" not in overrides:
+            tokens = [t.strip() for t in env.get(TOKENS_ENV, "").split(",") if t.strip()]
+            tokens_file = overrides.pop("tokens_file", None) or env.get(TOKENS_FILE_ENV)
+            if tokens_file:
+                tokens += read_tokens_file(Path(tokens_file))
+            values["tokens"] = tuple(dict.fromkeys(tokens))
+        else:
+            overrides.pop("tokens_file", None)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise SettingsError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", exc)).removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+    return str(exc)
