@@ -140,7 +140,8 @@ def generate(
     from charter.constitution import load_constitution
     from charter.generate import JobFailed, Prices, run_job
     from charter.inputs import load_prompts
-    from charter.jobs import JobSpec, create_or_get_job, get_job, job_prompts, prompts_digest
+    from charter.jobs import create_or_get_job, get_job, job_prompts
+    from charter.service.options import JobOptions, needs_policy
     from charter.store import open_store
 
     db = open_store(store_path)
@@ -158,7 +159,7 @@ def generate(
         prompt_set = load_prompts(prompts_path, column=column, responses_column=responses_column)
         records = list(prompt_set)
         constitution = load_constitution(directory)
-        spec = JobSpec(
+        spec = JobOptions(
             mode=mode,  # type: ignore[arg-type]
             policy=policy_spec,
             judge=judge_spec,
@@ -170,9 +171,7 @@ def generate(
             revisions=revisions,
             cot=cot,
             pairs=pairs,  # type: ignore[arg-type]
-            prompts_digest=prompts_digest(records),
-            constitution_digest=constitution.digest,
-        )
+        ).to_spec(records, constitution, default_judge=judge_spec, default_policy=policy_spec)
         job, created = create_or_get_job(db, spec, constitution, records, str(prompts_path))
         _note(
             as_json,
@@ -180,9 +179,8 @@ def generate(
             f"mode {mode}, constitution {constitution.version}",
         )
 
-    needs_policy = any(r.responses is None for r in records)
     judge = open_model(job.spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
-    if not needs_policy:
+    if not needs_policy(records):
         policy = None
     elif job.spec.policy == job.spec.judge and policy_base_url in (None, judge_base_url):
         policy = judge  # one local model in memory, not two
