@@ -1,0 +1,87 @@
+"""Training on charter's preferences with TRL: DPO, reward model, PPO and GRPO (judge as reward).
+
+Everything TRL-specific lives in this package (TRL is pinned at 1.12.0, the last release with
+PPO; design §7), so moving TRL versions is this package's work alone. One run config and one
+function per method:
+
+    from charter.trainer import DPORunConfig, train_dpo
+    result = train_dpo(DPORunConfig(data="prefs.jsonl", model="base", output_dir="runs/dpo",
+                                    trl={"beta": 0.1, "learning_rate": 5e-6}))
+
+`trl` holds fields of the method's TRL config by their TRL names. Names are imported lazily:
+importing this package does not import torch or TRL.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import TrainError
+
+if TYPE_CHECKING:
+    from .card import read_training_facts, write_model_card
+    from .config import RunConfig, read_config_file, split_settings
+    from .data import PreferenceData, Provenance, load_preference_data
+    from .dpo import DPORunConfig, train_dpo
+    from .grpo import ConstitutionReward, GRPORunConfig, train_grpo
+    from .ppo import PPORunConfig, train_ppo
+    from .reward import RewardRunConfig, train_reward
+    from .runtime import Precision, TrainResult, resolve_precision
+
+_LAZY = {
+    "RunConfig": "config",
+    "read_config_file": "config",
+    "split_settings": "config",
+    "PreferenceData": "data",
+    "Provenance": "data",
+    "load_preference_data": "data",
+    "DPORunConfig": "dpo",
+    "train_dpo": "dpo",
+    "RewardRunConfig": "reward",
+    "train_reward": "reward",
+    "PPORunConfig": "ppo",
+    "train_ppo": "ppo",
+    "GRPORunConfig": "grpo",
+    "ConstitutionReward": "grpo",
+    "train_grpo": "grpo",
+    "Precision": "runtime",
+    "TrainResult": "runtime",
+    "resolve_precision": "runtime",
+    "read_training_facts": "card",
+    "write_model_card": "card",
+}
+
+METHODS = ("dpo", "reward", "ppo", "grpo")
+
+__all__ = [
+    "METHODS",
+    "ConstitutionReward",
+    "DPORunConfig",
+    "GRPORunConfig",
+    "PPORunConfig",
+    "Precision",
+    "PreferenceData",
+    "Provenance",
+    "RewardRunConfig",
+    "RunConfig",
+    "TrainError",
+    "TrainResult",
+    "load_preference_data",
+    "read_config_file",
+    "read_training_facts",
+    "resolve_precision",
+    "split_settings",
+    "train_dpo",
+    "train_grpo",
+    "train_ppo",
+    "train_reward",
+    "write_model_card",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

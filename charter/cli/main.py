@@ -9,9 +9,12 @@ import click
 from charter import __version__
 
 from .constitution import constitution
+from .evaluate import eval_models
 from .generate import export, generate, jobs
 from .judge import judge
 from .principles import principles
+from .serve import serve
+from .train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +42,9 @@ cli.add_command(judge)
 cli.add_command(generate)
 cli.add_command(export)
 cli.add_command(jobs)
+cli.add_command(serve)
+cli.add_command(eval_models)
+cli.add_command(train)
 
 
 def main() -> None:

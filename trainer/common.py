@@ -1,0 +1,164 @@
+"""The steps every method shares: check inputs, build TRL args, train, save, write the card."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .card import card_facts, write_model_card
+from .config import RunConfig
+from .data import Kind, PreferenceData, load_preference_data
+from .errors import TrainError
+from .models import lora_config
+from .runtime import (
+    Precision,
+    TrainResult,
+    build_trl_args,
+    install_progress_logging,
+    is_main_process,
+    resolve_resume,
+)
+
+log = logging.getLogger("charter.trainer")
+
+
+class Prepared:
+    """A run's checked inputs: data, TRL args, precision and the checkpoint to resume from."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        data: PreferenceData,
+        args: Any,
+        precision: Precision,
+        resume_from: str | None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.args = args
+        self.precision = precision
+        self.resume_from = resume_from
+
+
+def prepare(
+    config: RunConfig,
+    *,
+    trl_cls: type[Any],
+    kind: Kind,
+    defaults: dict[str, Any] | None = None,
+) -> Prepared:
+    """Everything that can fail cheaply, before a model is loaded: data, settings, output dir."""
+    if not config.model:
+        raise TrainError("no model given (--model, or `model` in the config file)")
+    if not config.output_dir:
+        raise TrainError("no output directory given (--out, or `output_dir` in the config file)")
+    settings = dict(config.trl)
+    resume = config.resume
+    if not resume and settings.get("resume_from_checkpoint"):
+        resume = str(settings["resume_from_checkpoint"])
+    settings.pop("resume_from_checkpoint", None)
+    settings.pop("output_dir", None)
+    settings.pop("model_init_kwargs", None)  # charter loads the models (models.model_kwargs)
+    data = load_preference_data(config.data, kind=kind, conversational=config.conversational)
+    resume_from = resolve_resume(config.output_dir, resume, config.overwrite)
+    args, precision = build_trl_args(trl_cls, config.output_dir, settings, defaults)
+    if is_main_process():
+        log.info(
+            "data: %d rows from %s (%s format), precision %s on %s",
+            len(data.train),
+            data.source,
+            "conversational" if data.conversational else "standard",
+            precision.name,
+            precision.device,
+        )
+    return Prepared(config, data, args, precision, resume_from)
+
+
+def peft_config(config: RunConfig, task_type: str) -> Any:
+    if not config.use_peft:
+        return None
+    return lora_config(
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type=task_type,
+    )
+
+
+def hyperparameters(prepared: Prepared, names: list[str]) -> dict[str, Any]:
+    """The key settings for the card: the named TRL fields, precision and LoRA."""
+    args = prepared.args
+    out: dict[str, Any] = {name: getattr(args, name, None) for name in names}
+    out["precision"] = prepared.precision.name
+    out["device"] = prepared.precision.device
+    if prepared.config.use_peft:
+        out.update(
+            lora_r=prepared.config.lora_r,
+            lora_alpha=prepared.config.lora_alpha,
+            lora_dropout=prepared.config.lora_dropout,
+            lora_target_modules=prepared.config.lora_target_modules,
+        )
+    return out
+
+
+def run_and_save(
+    trainer: Any,
+    prepared: Prepared,
+    *,
+    method: str,
+    train_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Train (resuming if asked), then save the final model and tokenizer to the output dir."""
+    install_progress_logging(trainer, method)
+    if prepared.resume_from:
+        log.info("%s: resuming from %s", method, prepared.resume_from)
+    # TRL prints some progress (PPO's banner, sample tables) to stdout, which --json owns.
+    with contextlib.redirect_stdout(sys.stderr):
+        output = trainer.train(**(train_kwargs or {}))
+    trainer.save_model(str(prepared.config.output_dir))
+    return output
+
+
+def finish(
+    trainer: Any,
+    prepared: Prepared,
+    *,
+    method: str,
+    hyper: dict[str, Any],
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Write the model card (main process only) and build the result."""
+    out = Path(prepared.config.output_dir)
+    epoch = getattr(trainer.state, "epoch", None)
+    metrics = {**metrics, "epoch": round(float(epoch), 4) if epoch is not None else None}
+    card: Path | None = None
+    is_main = getattr(trainer, "is_world_process_zero", lambda: True)()
+    if is_main:
+        processing_class = getattr(trainer, "processing_class", None)
+        if processing_class is not None and not (out / "tokenizer_config.json").exists():
+            processing_class.save_pretrained(str(out))
+        facts = card_facts(
+            method=method,
+            base_model=prepared.config.model,
+            data=prepared.data,
+            hyperparameters=hyper,
+            metrics=metrics,
+            extra=extra,
+        )
+        card = write_model_card(out, facts)
+    history = list(getattr(trainer.state, "log_history", []))
+    return TrainResult(
+        method=method,
+        output_dir=str(out),
+        global_step=int(trainer.state.global_step),
+        metrics=metrics,
+        precision=prepared.precision.name,
+        resumed_from=prepared.resume_from,
+        card=str(card) if card else None,
+        history=history,
+    )

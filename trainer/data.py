@@ -1,0 +1,343 @@
+"""Training data: load preference rows, check them, normalise their format, keep their provenance.
+
+Rows are TRL's preference format (`prompt`, `chosen`, `rejected`, each a string or, in the
+conversational format, a message list) plus whatever provenance columns `charter export` wrote.
+Unusable rows (a missing or empty field, `chosen == rejected`) are dropped and counted; a
+dataset with none left is an error before any model is loaded. Prompt-only data (`prompt`
+alone) feeds the online methods (PPO, GRPO).
+
+Job ids are resolved by the `charter` layer (it owns the store) into `PreferenceData.from_rows`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import TrainError
+
+log = logging.getLogger("charter.trainer")
+
+Kind = Literal["preference", "prompt"]
+Messages = list[dict[str, str]]
+
+PROVENANCE_COLUMNS = ("job_id", "constitution_digest", "constitution_version", "judge", "policy")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where preference rows came from, read off their provenance columns (distinct values)."""
+
+    jobs: tuple[str, ...] = ()
+    constitution_digests: tuple[str, ...] = ()
+    constitution_versions: tuple[str, ...] = ()
+    judges: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()
+    sources: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> Provenance:
+        seen: dict[str, dict[str, None]] = {name: {} for name in PROVENANCE_COLUMNS}
+        sources: Counter[str] = Counter()
+        for row in rows:
+            for name in PROVENANCE_COLUMNS:
+                value = row.get(name)
+                if value not in (None, ""):
+                    seen[name][str(value)] = None
+            if row.get("source"):
+                sources[str(row["source"])] += 1
+        return cls(
+            jobs=tuple(seen["job_id"]),
+            constitution_digests=tuple(seen["constitution_digest"]),
+            constitution_versions=tuple(seen["constitution_version"]),
+            judges=tuple(seen["judge"]),
+            policies=tuple(seen["policy"]),
+            sources=tuple(sorted(sources.items())),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": list(self.jobs),
+            "constitution_digests": list(self.constitution_digests),
+            "constitution_versions": list(self.constitution_versions),
+            "judges": list(self.judges),
+            "policies": list(self.policies),
+            "sources": dict(self.sources),
+        }
+
+
+@dataclass
+class PreferenceData:
+    """Checked rows ready for a trainer, with where they came from.
+
+    `source` says how the data was named (a path, or a job in a store); `test` is a held-out
+    split when the data came with one (an export made with `--split test=...`).
+    """
+
+    source: str
+    kind: Kind
+    conversational: bool
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]] | None = None
+    dropped: int = 0
+    provenance: Provenance = field(default_factory=Provenance)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        source: str,
+        kind: Kind = "preference",
+        conversational: bool | None = None,
+        test: Sequence[Mapping[str, Any]] | None = None,
+    ) -> PreferenceData:
+        """Check and normalise rows; `TrainError` when none is usable."""
+        fmt = conversational if conversational is not None else _detect_format(rows, test)
+        train, dropped, reasons = _clean(rows, kind, fmt)
+        held: list[dict[str, Any]] | None = None
+        if test:
+            held, test_dropped, test_reasons = _clean(test, kind, fmt)
+            dropped += test_dropped
+            reasons.update(test_reasons)
+        if not train:
+            what = "preference pairs" if kind == "preference" else "prompts"
+            why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "it is empty"
+            raise TrainError(f"{source}: no usable {what} ({len(rows)} rows: {why})")
+        if dropped:
+            log.warning("%s: dropped %d unusable rows (%s)", source, dropped, dict(reasons))
+        return cls(
+            source=source,
+            kind=kind,
+            conversational=fmt,
+            train=train,
+            test=held or None,
+            dropped=dropped,
+            provenance=Provenance.from_rows([*train, *(held or [])]),
+        )
+
+    @property
+    def job_id(self) -> str | None:
+        return self.provenance.jobs[0] if len(self.provenance.jobs) == 1 else None
+
+    def prompts(self) -> list[str | Messages]:
+        """Distinct prompts, first occurrence order (online methods sample their own answers)."""
+        seen: dict[str, str | Messages] = {}
+        for row in self.train:
+            seen.setdefault(json.dumps(row["prompt"], sort_keys=True), row["prompt"])
+        return list(seen.values())
+
+    def dataset(self, rows: list[dict[str, Any]] | None = None, columns: Iterable[str] = ()) -> Any:
+        """A `datasets.Dataset` of `rows` (default: train) with only `columns` kept."""
+        from datasets import Dataset
+
+        keep = list(columns)
+        chosen = self.train if rows is None else rows
+        return Dataset.from_list([{c: row.get(c) for c in keep} for row in chosen])
+
+
+def load_preference_data(
+    source: str | Path | PreferenceData,
+    *,
+    kind: Kind = "preference",
+    conversational: bool | None = None,
+) -> PreferenceData:
+    """Load and check data from a path (or pass loaded data through, re-formatted if asked)."""
+    if isinstance(source, PreferenceData):
+        same_format = conversational is None or conversational == source.conversational
+        if same_format and (source.kind == kind or kind == "prompt"):
+            return source
+        return PreferenceData.from_rows(
+            source.train,
+            source=source.source,
+            kind=kind,
+            conversational=conversational,
+            test=source.test,
+        )
+    path = Path(source).expanduser()
+    train, test = read_rows(path)
+    return PreferenceData.from_rows(
+        train, source=str(path), kind=kind, conversational=conversational, test=test
+    )
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(train rows, test rows or None) from a file, a saved `datasets` dir, or an export dir."""
+    if not path.exists():
+        raise TrainError(
+            f"--data {path}: no such file or directory (and not a job id in the store)"
+        )
+    if path.is_dir():
+        if any((path / name).exists() for name in ("dataset_dict.json", "dataset_info.json")):
+            return _read_saved_dataset(path)
+        for suffix in FILE_SUFFIXES:
+            if (path / f"train{suffix}").is_file():
+                test = path / f"test{suffix}"
+                return _read_file(path / f"train{suffix}"), (
+                    _read_file(test) if test.is_file() else None
+                )
+        raise TrainError(
+            f"{path} is a directory but neither a saved datasets directory nor an export with "
+            f"train.jsonl / train.parquet"
+        )
+    return _read_file(path), None
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_table(path).to_pylist())
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise TrainError(f"{path}: cannot read parquet: {exc}") from None
+    if suffix not in (".jsonl", ".json"):
+        raise TrainError(f"{path}: unsupported data file; use .jsonl, .json or .parquet")
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TrainError(f"{path}: invalid JSON: {exc}") from None
+        rows = [r for r in data if isinstance(r, dict)]
+        if len(rows) != len(data):
+            raise TrainError(f"{path}: expected a list of objects")
+        return rows
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TrainError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+        if not isinstance(value, dict):
+            raise TrainError(f"{path}:{number}: expected a JSON object per line")
+        rows.append(value)
+    return rows
+
+
+def _read_saved_dataset(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    loaded = load_from_disk(str(path))
+    if isinstance(loaded, Dataset):
+        return list(loaded), None
+    if isinstance(loaded, DatasetDict):
+        if "train" not in loaded:
+            raise TrainError(f"{path}: saved dataset has no 'train' split ({', '.join(loaded)})")
+        test = next((loaded[s] for s in ("test", "validation", "eval") if s in loaded), None)
+        return list(loaded["train"]), (list(test) if test is not None else None)
+    raise TrainError(f"{path}: not a saved Dataset or DatasetDict")
+
+
+def is_messages(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    )
+
+
+def _detect_format(
+    rows: Sequence[Mapping[str, Any]], test: Sequence[Mapping[str, Any]] | None
+) -> bool:
+    for row in [*rows, *(test or [])]:
+        prompt = row.get("prompt")
+        if is_messages(prompt):
+            return True
+        if isinstance(prompt, str) and prompt.strip():
+            return False
+    return False
+
+
+def as_text(value: Any) -> str | None:
+    """A prompt or completion as plain text (message contents joined), None if unusable."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if is_messages(value):
+        text = "\n\n".join(str(m["content"]) for m in value)
+        return text if text.strip() else None
+    return None
+
+
+def _as_messages(value: Any, role: str) -> Messages | None:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}] if value.strip() else None
+    if is_messages(value) and any(str(m["content"]).strip() for m in value):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    return None
+
+
+def _convert(value: Any, role: str, conversational: bool) -> Any:
+    return _as_messages(value, role) if conversational else as_text(value)
+
+
+def _clean(
+    rows: Iterable[Mapping[str, Any]], kind: Kind, conversational: bool
+) -> tuple[list[dict[str, Any]], int, Counter[str]]:
+    """Usable rows in the target format; unusable ones counted by reason."""
+    out: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    fields = ("prompt", "chosen", "rejected") if kind == "preference" else ("prompt",)
+    for row in rows:
+        missing = [name for name in fields if row.get(name) in (None, "", [])]
+        if missing:
+            reasons[f"missing {'/'.join(missing)}"] += 1
+            continue
+        clean = dict(row)
+        bad = False
+        for name in fields:
+            role = "user" if name == "prompt" else "assistant"
+            clean[name] = _convert(row[name], role, conversational)
+            if clean[name] is None:
+                reasons[f"empty or malformed {name}"] += 1
+                bad = True
+                break
+        if bad:
+            continue
+        if kind == "preference" and as_text(clean["chosen"]) == as_text(clean["rejected"]):
+            reasons["chosen == rejected"] += 1
+            continue
+        out.append(clean)
+    return out, sum(reasons.values()), reasons
+
+
+def prompt_key(row: Mapping[str, Any]) -> str:
+    """Identity of a row's prompt (charter's own key when the export wrote one)."""
+    key = row.get("prompt_key")
+    return str(key) if key else json.dumps(row.get("prompt"), sort_keys=True)
+
+
+def split_holdout(
+    rows: list[dict[str, Any]], fraction: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, held-out) by a hash of the prompt, so a prompt never straddles the two.
+
+    Deterministic. With at least two distinct prompts, each side gets at least one prompt,
+    so a small dataset still has a held-out figure.
+    """
+    if not 0 < fraction < 1:
+        raise TrainError(f"held-out fraction must be in (0, 1), got {fraction}")
+
+    def point(key: str) -> float:
+        digest = hashlib.sha256(f"holdout:{key}".encode()).hexdigest()[:8]
+        return int(digest, 16) / 2**32
+
+    keys = sorted({prompt_key(r) for r in rows}, key=point)
+    if len(keys) < 2:
+        raise TrainError("a held-out split needs at least two distinct prompts")
+    held = {k for k in keys if point(k) < fraction} or {keys[0]}
+    if len(held) == len(keys):
+        held.discard(keys[-1])
+    train = [r for r in rows if prompt_key(r) not in held]
+    test = [r for r in rows if prompt_key(r) in held]
+    return train, test

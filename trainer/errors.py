@@ -1,0 +1,10 @@
+"""The one error type the trainers raise for input a user can fix."""
+
+from __future__ import annotations
+
+
+class TrainError(Exception):
+    """Bad input found before training starts: data, model paths, tokenizer, config keys.
+
+    The message is one line, safe to show as is; the CLI prints it without a traceback.
+    """
