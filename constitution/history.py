@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from pydantic import BaseModel
 
 from .errors import VersionError
 from .loader import load_constitution
 from .models import Constitution
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 TABLE = "constitutions"
 MIN_PREFIX = 4

@@ -62,29 +62,30 @@ def _json_default(value: Any) -> Any:
 
 
 def friendly_errors(func: F) -> F:
-    """Turn the errors a user can cause into one-line messages and exit code 1, no traceback."""
+    """Turn the errors a user can cause into one-line messages and exit code 1, no traceback.
+
+    The error types are imported only when something was raised, so commands stay fast.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from charter.constitution import ConstitutionError, VersionError
-        from charter.jobs import JobError
-        from charter.store import StoreError
-
         try:
             return func(*args, **kwargs)
-        except ConstitutionError as exc:
-            for finding in exc.findings:
-                click.echo(f"Error: {finding}", err=True)
-            raise SystemExit(1) from None
-        except (
-            VersionError,
-            JobError,
-            StoreError,
-            FileExistsError,
-            FileNotFoundError,
-            ValueError,
-        ) as exc:
-            click.echo(f"Error: {exc}", err=True)
-            raise SystemExit(1) from None
+        except Exception as exc:
+            from charter.constitution import ConstitutionError, VersionError
+            from charter.jobs import JobError
+            from charter.store import StoreError
+
+            if isinstance(exc, ConstitutionError):
+                for finding in exc.findings:
+                    click.echo(f"Error: {finding}", err=True)
+                raise SystemExit(1) from None
+            user_errors = (
+                VersionError, JobError, StoreError, FileExistsError, FileNotFoundError, ValueError
+            )  # fmt: skip
+            if isinstance(exc, user_errors):
+                click.echo(f"Error: {exc}", err=True)
+                raise SystemExit(1) from None
+            raise
 
     return wrapper  # type: ignore[return-value]
