@@ -154,7 +154,32 @@ async def raw_sequential(base_url: str, n: int, latency_s: float) -> Row:
     return Row("raw openai client, sequential", 1, n, wall, cpu, 1 / latency_s / 2)
 
 
-async def main_async(latency_ms: float, seconds: float) -> None:
+async def embedded_default(concurrency: int, n: int) -> Row:
+    """The offline default judge (SmolLM2-135M, local, batched forward passes) on this CPU."""
+    from charter.judge.backends.smollm2 import load_smollm2
+
+    constitution = load_constitution(REPO / "principles")
+    model = load_smollm2(BackendOptions(batch_size=max(1, concurrency * CALLS_PER_COMPARISON)))
+
+    async def one() -> bool:
+        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
+        return all(j.error is None for j in result.judgments)
+
+    gate = asyncio.Semaphore(concurrency)
+
+    async def paced() -> bool:
+        async with gate:
+            return await one()
+
+    try:
+        await one()  # warm-up
+        wall, cpu, failures = await timed(n, paced)
+    finally:
+        await model.aclose()
+    return Row("embedded smollm2 (local, batched)", concurrency, n, wall, cpu, 0.0, failures)
+
+
+async def main_async(latency_ms: float, seconds: float, embedded: bool) -> None:
     latency_s = latency_ms / 1000.0
     load_before = os.getloadavg()[0]
     transport = OpenAIChatModel("probe").transport
@@ -169,6 +194,9 @@ async def main_async(latency_ms: float, seconds: float) -> None:
         for concurrency in (1, 8, 64):
             rows.append(await through_compare(base_url, concurrency, n_for(concurrency), latency_s))
         rows.append(await through_choose(base_url, 64, n_for(64), latency_s))
+        if embedded:
+            for concurrency in (1, 4):
+                rows.append(await embedded_default(concurrency, 8))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -193,8 +221,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Judge throughput against the scripted server.")
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=6.0, help="Target time per measurement.")
+    parser.add_argument(
+        "--no-embedded", action="store_true", help="Skip the embedded SmolLM2 measurement."
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args.latency_ms, args.seconds))
+    asyncio.run(main_async(args.latency_ms, args.seconds, not args.no_embedded))
 
 
 if __name__ == "__main__":
