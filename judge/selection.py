@@ -11,25 +11,42 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from charter.constitution import Constitution, Principle
 
 
-def _score(seed: int, parts: Sequence[str], principle_id: str) -> bytes:
-    """A length-prefixed hash, so no two different inputs can concatenate to the same bytes."""
-    h = hashlib.sha256()
-    for field in (str(seed), *parts, principle_id):
+def _length_prefixed(h: Any, fields: Sequence[str]) -> None:
+    """Feed fields length-prefixed, so no two different inputs concatenate to the same bytes."""
+    for field in fields:
         data = field.encode("utf-8")
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
+
+
+def _score(seed: int, parts: Sequence[str], principle_id: str) -> bytes:
+    """A principle's rendezvous score for these inputs."""
+    h = hashlib.sha256()
+    _length_prefixed(h, (str(seed), *parts, principle_id))
     return h.digest()
 
 
 def rendezvous_order(
     principles: Sequence[Principle], seed: int, parts: Sequence[str]
 ) -> list[Principle]:
-    """All principles, highest rendezvous score first (ties impossible in practice)."""
-    return sorted(principles, key=lambda p: (_score(seed, parts, p.id), p.id), reverse=True)
+    """All principles, highest rendezvous score first (ties impossible in practice).
+
+    The (long) shared inputs are hashed once; each principle continues from a copy.
+    """
+    shared = hashlib.sha256()
+    _length_prefixed(shared, (str(seed), *parts))
+
+    def score(principle: Principle) -> tuple[bytes, str]:
+        h = shared.copy()
+        _length_prefixed(h, (principle.id,))
+        return h.digest(), principle.id
+
+    return sorted(principles, key=score, reverse=True)
 
 
 def select_for_pair(
