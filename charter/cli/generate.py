@@ -312,7 +312,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     )
     if "cost_usd" in s:
         lines.append(f"  cost         ${s['cost_usd']:.4f}")
-    lines.append(f"export with: charter export {s['job_id']} --format jsonl --out prefs.jsonl")
+    if s["exportable"]:
+        lines.append(f"export with: charter export {s['job_id']} --format jsonl --out prefs.jsonl")
+    else:
+        lines.append("nothing to export yet: no preference reached the minimum confidence")
     click.echo("\n".join(lines))
 
 
@@ -371,6 +374,11 @@ def export(
     """Write a job's preferences as a dataset for datasets / TRL."""
     from charter.export import ExportError, export_job, parse_split
     from charter.store import open_store
+
+    if fmt == "hf" or push_to_hub:
+        import datasets
+
+        datasets.disable_progress_bars()  # the CLI reports the result in one line
 
     try:
         report = export_job(
