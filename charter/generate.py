@@ -292,10 +292,8 @@ def summarise(
     counts = prompt_counts(db, job.id)
     results = prompt_results(db, job.id)
     preferences = load_preferences(db, job.id)
-    judgments = [
-        j for r in results for c in r.get("comparisons", []) for j in c.get("judgments", [])
-    ]
     comparisons = [c for r in results for c in r.get("comparisons", [])]
+    judgments = [j for c in comparisons for j in c.get("judgments", [])]
     consistency = [
         c["position_consistent"] for c in comparisons if c.get("position_consistent") is not None
     ]
@@ -308,7 +306,6 @@ def summarise(
         if step
     ]
     usage = [j.get("usage", {}) for j in judgments] + [s.get("usage", {}) for s in steps]
-    usage += [c.get("usage", {}) for c in comparisons if not c.get("judgments")]
     prompt_tokens = sum(u.get("prompt_tokens", 0) for u in usage)
     completion_tokens = sum(u.get("completion_tokens", 0) for u in usage)
     exportable = [p for p in preferences if is_exportable(p, min_confidence)]

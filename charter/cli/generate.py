@@ -308,7 +308,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     lines.append(f"  model calls  {made} made, {reused} reused from the store")
     lines.append(
-        f"  tokens       {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"
+        f"  judge tokens {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"
     )
     if "cost_usd" in s:
         lines.append(f"  cost         ${s['cost_usd']:.4f}")
