@@ -87,11 +87,24 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split(" ", 1)[1]
 
 
-async def timed(n: int, one: Callable[[], Awaitable[bool]]) -> tuple[float, float, int]:
-    """Run `n` tasks at once (the model's semaphore paces them): (wall s, cpu s, failures)."""
+async def timed(
+    n: int, one: Callable[[], Awaitable[bool]], workers: int
+) -> tuple[float, float, int]:
+    """`n` runs of `one` by `workers` closed-loop workers (each starts its next run when the
+    last ends), so exactly `workers` are in flight: (wall s, cpu s, failures)."""
+    remaining = n
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal remaining, failures
+        while remaining > 0:
+            remaining -= 1
+            if not await one():
+                failures += 1
+
     cpu0, t0 = time.process_time(), time.perf_counter()
-    results = await asyncio.gather(*(one() for _ in range(n)))
-    return time.perf_counter() - t0, time.process_time() - cpu0, results.count(False)
+    await asyncio.gather(*(worker() for _ in range(min(workers, n))))
+    return time.perf_counter() - t0, time.process_time() - cpu0, failures
 
 
 async def through_compare(base_url: str, concurrency: int, n: int, latency_s: float) -> Row:
@@ -106,8 +119,8 @@ async def through_compare(base_url: str, concurrency: int, n: int, latency_s: fl
         return result.winner is not None and all(j.error is None for j in result.judgments)
 
     try:
-        await timed(min(n, concurrency), one)  # warm-up: open the connections
-        wall, cpu, failures = await timed(n, one)
+        await timed(concurrency, one, concurrency)  # warm-up: open the connections
+        wall, cpu, failures = await timed(n, one, concurrency)
     finally:
         await model.aclose()
     ideal = concurrency / latency_s / CALLS_PER_COMPARISON
@@ -126,8 +139,8 @@ async def through_choose(base_url: str, concurrency: int, n: int, latency_s: flo
         return all(c.option_logprobs for c in pair)
 
     try:
-        await timed(min(n, concurrency), one)
-        wall, cpu, failures = await timed(n, one)
+        await timed(concurrency, one, concurrency)
+        wall, cpu, failures = await timed(n, one, concurrency)
     finally:
         await model.aclose()
     ideal = concurrency / latency_s / CALLS_PER_COMPARISON
@@ -154,6 +167,31 @@ async def raw_sequential(base_url: str, n: int, latency_s: float) -> Row:
     return Row("raw openai client, sequential", 1, n, wall, cpu, 1 / latency_s / 2)
 
 
+async def raw_concurrent(base_url: str, concurrency: int, n: int, latency_s: float) -> Row:
+    """The raw `openai` client, `concurrency` closed-loop workers, 2 calls per "comparison":
+    what the SDK alone reaches on this machine, the baseline for charter at the same load."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
+    body: dict[str, Any] = {
+        "model": "scripted-judge",
+        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": 20,
+    }
+
+    async def one() -> bool:
+        await asyncio.gather(*(client.chat.completions.create(**body) for _ in range(2)))
+        return True
+
+    try:
+        await timed(concurrency // 2, one, concurrency // 2)
+        wall, cpu, failures = await timed(n, one, concurrency // 2)
+    finally:
+        await client.close()
+    ideal = concurrency / latency_s / CALLS_PER_COMPARISON
+    return Row("raw openai client, concurrent", concurrency, n, wall, cpu, ideal, failures)
+
+
 async def embedded_default(concurrency: int, n: int) -> Row:
     """The offline default judge (SmolLM2-135M, local, batched forward passes) on this CPU."""
     from charter.judge.backends.smollm2 import load_smollm2
@@ -165,15 +203,9 @@ async def embedded_default(concurrency: int, n: int) -> Row:
         result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
         return all(j.error is None for j in result.judgments)
 
-    gate = asyncio.Semaphore(concurrency)
-
-    async def paced() -> bool:
-        async with gate:
-            return await one()
-
     try:
         await one()  # warm-up
-        wall, cpu, failures = await timed(n, paced)
+        wall, cpu, failures = await timed(n, one, concurrency)
     finally:
         await model.aclose()
     return Row("embedded smollm2 (local, batched)", concurrency, n, wall, cpu, 0.0, failures)
@@ -194,6 +226,7 @@ async def main_async(latency_ms: float, seconds: float, embedded: bool) -> None:
         for concurrency in (1, 8, 64):
             rows.append(await through_compare(base_url, concurrency, n_for(concurrency), latency_s))
         rows.append(await through_choose(base_url, 64, n_for(64), latency_s))
+        rows.append(await raw_concurrent(base_url, 64, n_for(64), latency_s))
         if embedded:
             for concurrency in (1, 4):
                 rows.append(await embedded_default(concurrency, 8))
