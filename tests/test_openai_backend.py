@@ -436,3 +436,15 @@ def test_importing_the_backends_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_base_url_comes_from_the_named_env_vars_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARTER_JUDGE_BASE_URL", "http://judge.invalid/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://openai.invalid/v1")
+    monkeypatch.delenv("CHARTER_POLICY_BASE_URL", raising=False)
+    assert BackendOptions().resolved_base_url() == "http://judge.invalid/v1"
+    policy = BackendOptions(base_url_envs=("CHARTER_POLICY_BASE_URL", "OPENAI_BASE_URL"))
+    assert policy.resolved_base_url() == "http://openai.invalid/v1"  # never the judge's URL
+    monkeypatch.setenv("CHARTER_POLICY_BASE_URL", "http://policy.invalid/v1")
+    assert policy.resolved_base_url() == "http://policy.invalid/v1"
+    assert BackendOptions(base_url="http://given/v1").resolved_base_url() == "http://given/v1"

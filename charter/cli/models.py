@@ -84,8 +84,6 @@ def open_model(
     spec: str, base_url: str | None, timeout: float, concurrency: int, env_name: str
 ) -> ChatModel:
     """Load a model from its spec, with a clean error (no traceback) when that fails."""
-    import os
-
     from charter.judge import BackendError, BackendOptions
     from charter.judge.backends.registry import load_model
 
@@ -94,8 +92,12 @@ def open_model(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    url = base_url or os.environ.get(env_name) or os.environ.get("OPENAI_BASE_URL")
-    options = BackendOptions(base_url=url, timeout_s=timeout, max_concurrency=concurrency)
+    options = BackendOptions(
+        base_url=base_url,
+        base_url_envs=(env_name, "OPENAI_BASE_URL"),
+        timeout_s=timeout,
+        max_concurrency=concurrency,
+    )
     try:
         return load_model(spec, options)
     except (BackendError, OSError, ValueError) as exc:

@@ -20,7 +20,7 @@ class BackendOptions(BaseModel):
     base_url: str | None = Field(
         default=None,
         description=(
-            "OpenAI-compatible endpoint; else $CHARTER_JUDGE_BASE_URL, else $OPENAI_BASE_URL."
+            "OpenAI-compatible endpoint; else the first env var of `base_url_envs` that is set."
         ),
     )
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Env var holding the API key.")
@@ -32,9 +32,12 @@ class BackendOptions(BaseModel):
         default=8, ge=1, description="Local backends: max prompts per forward pass."
     )
 
+    base_url_envs: tuple[str, ...] = Field(
+        default=("CHARTER_JUDGE_BASE_URL", "OPENAI_BASE_URL"),
+        description="Env vars consulted in order when `base_url` is not set.",
+    )
+
     def resolved_base_url(self) -> str | None:
-        return (
-            self.base_url
-            or os.environ.get("CHARTER_JUDGE_BASE_URL")
-            or os.environ.get("OPENAI_BASE_URL")
-        )
+        if self.base_url:
+            return self.base_url
+        return next((os.environ[n] for n in self.base_url_envs if os.environ.get(n)), None)
