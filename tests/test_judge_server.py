@@ -162,7 +162,21 @@ FAULTS = {
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_a_transient_fault_still_ends_in_the_correct_verdict(name: str) -> None:
     responder = PreferenceResponder(preferred=[GOOD[1]], others=[BAD[1]])
-    with ScriptedJudgeServer(responder, faults=[FAULTS[name], FAULTS[name]]) as server:
+    faulted: set[bool] = set()
+    lock = threading.Lock()
+
+    def first_request_of_each_order(record: RecordedRequest) -> Fault | None:
+        """Fault the first request of each order (not the first two to arrive: a fast retry
+        of one order can overtake the other order's first request)."""
+        message = last_user_message(record.body or {})
+        bad_first = message.find(BAD[1]) < message.find(GOOD[1])
+        with lock:
+            if bad_first in faulted:
+                return None
+            faulted.add(bad_first)
+        return FAULTS[name]
+
+    with ScriptedJudgeServer(responder, fault_policy=first_request_of_each_order) as server:
 
         async def run() -> Any:
             model = _model(server, timeout_s=0.3)
