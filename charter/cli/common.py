@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,10 +62,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Error types a user can cause, from the modules already loaded (an error whose module was
+    never imported cannot have been raised), so catching them imports nothing."""
+    names = {
+        "charter.constitution.errors": ("ConstitutionError", "VersionError"),
+        "charter.jobs": ("JobError",),
+        "charter.store": ("StoreError",),
+        "charter.trainer.errors": ("TrainError",),
+    }
+    found: list[type[BaseException]] = [FileExistsError, FileNotFoundError, ValueError]
+    for module, classes in names.items():
+        loaded = sys.modules.get(module)
+        found += [getattr(loaded, c) for c in classes if loaded is not None and hasattr(loaded, c)]
+    return tuple(found)
+
+
 def friendly_errors(func: F) -> F:
     """Turn the errors a user can cause into one-line messages and exit code 1, no traceback.
 
-    The error types are imported only when something was raised, so commands stay fast.
+    An error carrying `findings` (a constitution that does not load) prints one line each.
     """
 
     @functools.wraps(func)
@@ -72,20 +89,11 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except Exception as exc:
-            from charter.constitution import ConstitutionError, VersionError
-            from charter.jobs import JobError
-            from charter.store import StoreError
-
-            if isinstance(exc, ConstitutionError):
-                for finding in exc.findings:
-                    click.echo(f"Error: {finding}", err=True)
-                raise SystemExit(1) from None
-            user_errors = (
-                VersionError, JobError, StoreError, FileExistsError, FileNotFoundError, ValueError
-            )  # fmt: skip
-            if isinstance(exc, user_errors):
-                click.echo(f"Error: {exc}", err=True)
-                raise SystemExit(1) from None
-            raise
+            if not isinstance(exc, _user_errors()):
+                raise
+            findings = getattr(exc, "findings", None)
+            for line in [str(f) for f in findings] if findings else [str(exc)]:
+                click.echo(f"Error: {line}", err=True)
+            raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -10,10 +10,8 @@ Heavy imports (torch, TRL) happen inside the commands so `charter --help` stays 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +21,7 @@ from click.core import ParameterSource
 
 from charter.settings import DEFAULT_PRINCIPLES_DIR, PRINCIPLES_ENV
 
-from .common import echo_json, json_option, store_option
+from .common import echo_json, friendly_errors, json_option, store_option
 from .models import judge_options
 
 if TYPE_CHECKING:
@@ -50,42 +48,6 @@ Multi-GPU, DeepSpeed or FSDP: run the same command under accelerate, e.g.
   accelerate launch --config_file examples/accelerate/multi-gpu.yaml \\
       -m charter.cli train dpo --data JOB_ID --model BASE --out runs/dpo
 """
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Error types a user can cause, from the modules already loaded (an error of a type whose
-    module was never imported cannot have been raised). Unlike `common.friendly_errors`, this
-    imports nothing up front: the store and judge stack cost a second that training on a
-    file does not need."""
-    names = {
-        "charter.trainer.errors": ("TrainError",),
-        "charter.constitution.errors": ("ConstitutionError", "VersionError"),
-        "charter.jobs": ("JobError",),
-        "charter.store": ("StoreError",),
-    }
-    found: list[type[BaseException]] = [FileExistsError, FileNotFoundError, ValueError]
-    for module, classes in names.items():
-        loaded = sys.modules.get(module)
-        found += [getattr(loaded, c) for c in classes if loaded is not None and hasattr(loaded, c)]
-    return tuple(found)
-
-
-def _friendly(func: F) -> F:
-    """One line on stderr and exit code 1 for a user's error; no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:
-            if not isinstance(exc, _user_errors()):
-                raise
-            findings = getattr(exc, "findings", None)
-            for line in [str(f) for f in findings] if findings else [str(exc)]:
-                click.echo(f"Error: {line}", err=True)
-            raise SystemExit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(epilog=ACCELERATE_HELP)
@@ -394,7 +356,7 @@ def _report(result: TrainResult, as_json: bool) -> None:
     help="Score the data with the reference model once, before training.",
 )
 @click.pass_context
-@_friendly
+@friendly_errors
 def dpo(ctx: click.Context, /, **_: Any) -> None:
     """DPO on preference pairs (trl.DPOTrainer).
 
@@ -422,7 +384,7 @@ def dpo(ctx: click.Context, /, **_: Any) -> None:
 )
 @click.option("--max-length", type=click.IntRange(min=1), help="Max tokens of prompt + answer.")
 @click.pass_context
-@_friendly
+@friendly_errors
 def reward(ctx: click.Context, /, **_: Any) -> None:
     """A reward model on preference pairs (trl.RewardTrainer); reports pairwise accuracy.
 
@@ -446,7 +408,7 @@ def reward(ctx: click.Context, /, **_: Any) -> None:
 )
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="Sampling (0.7).")
 @click.pass_context
-@_friendly
+@friendly_errors
 def ppo(ctx: click.Context, /, **_: Any) -> None:
     """PPO against a reward model (TRL 1.12 experimental PPOTrainer), KL to the reference.
 
@@ -485,7 +447,7 @@ def ppo(ctx: click.Context, /, **_: Any) -> None:
 @click.option("--beta", type=float, help="KL coefficient to the reference (0.0: none).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="Sampling (1.0).")
 @click.pass_context
-@_friendly
+@friendly_errors
 def grpo(ctx: click.Context, /, **_: Any) -> None:
     """Online RLAIF: GRPO with the constitution judge as the reward (trl.GRPOTrainer).
 
