@@ -301,16 +301,21 @@ def set_status(
 def load_preferences(db: sqlite_utils.Database, job_id: str) -> list[Preference]:
     if PREFERENCES not in db.table_names():
         return []
-    out = []
-    for row in db[PREFERENCES].rows_where("job_id = ?", [job_id], order_by="position, key"):
-        row = dict(row)
-        row.pop("key")
-        row["prompt"] = json.loads(row["prompt"])
-        row["principles"] = json.loads(row["principles"])
-        if row["position_consistent"] is not None:
-            row["position_consistent"] = bool(row["position_consistent"])
-        out.append(Preference.model_validate(row))
-    return out
+    return [
+        preference_from_row(row)
+        for row in db[PREFERENCES].rows_where("job_id = ?", [job_id], order_by="position, key")
+    ]
+
+
+def preference_from_row(row: dict[str, Any]) -> Preference:
+    """A stored `preferences` row back into a `Preference` (the inverse of `finish_prompt`)."""
+    data = dict(row)
+    data.pop("key")
+    data["prompt"] = json.loads(data["prompt"])
+    data["principles"] = json.loads(data["principles"])
+    if data["position_consistent"] is not None:
+        data["position_consistent"] = bool(data["position_consistent"])
+    return Preference.model_validate(data)
 
 
 def _job_from_row(row: dict[str, Any]) -> JobRecord:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
-from charter.jobs import JOB_PROMPTS, JOBS, PREFERENCES, Preference
+from charter.jobs import JOB_PROMPTS, JOBS, PREFERENCES, Preference, preference_from_row
 from charter.jobs import ensure_tables as ensure_job_tables
 
 OWNERS = "service_job_owners"
@@ -113,7 +113,7 @@ def preferences_page(
         )
         for row in rows:
             position, key = int(row["position"]), str(row["key"])
-            preference = _decode(row)
+            preference = preference_from_row(row)
             if keep(preference):
                 if len(page) == limit:
                     return page, cursor  # a further kept row exists: there is a next page
@@ -121,17 +121,6 @@ def preferences_page(
             cursor = (position, key)
         if len(rows) < PAGE_SCAN:
             return page, None
-
-
-def _decode(row: dict[str, object]) -> Preference:
-    """A stored row back into a `Preference` (the inverse of `charter.jobs.finish_prompt`)."""
-    data = dict(row)
-    data.pop("key")
-    data["prompt"] = json.loads(str(data["prompt"]))
-    data["principles"] = json.loads(str(data["principles"]))
-    if data["position_consistent"] is not None:
-        data["position_consistent"] = bool(data["position_consistent"])
-    return Preference.model_validate(data)
 
 
 def encode_cursor(cursor: Cursor) -> str:
