@@ -8,7 +8,10 @@ as the client's):
   ideal (concurrency / latency / 2 calls);
 - the same at the top concurrency with bare `choose` calls, to show the judge layer's own cost;
 - a plain sequential loop over the raw `openai` client (the baseline a naive script gets);
-- client CPU seconds per comparison (`time.process_time` of this process only).
+- the raw `openai` client and bare `aiohttp` (no SDK at all) at the top concurrency: what the
+  SDK alone reaches here, and the ceiling of this machine and server;
+- client CPU seconds per comparison (`time.process_time` of this process only), and the share
+  of CPU time the hypervisor took from this VM during the run (steal), which skews everything.
 
     .venv/bin/python benchmarks/judge_throughput.py [--latency-ms 200] [--seconds 6]
 """
@@ -29,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import aiohttp  # noqa: E402
 import openai  # noqa: E402
 
 from charter.constitution import load_constitution  # noqa: E402
@@ -192,6 +196,41 @@ async def raw_concurrent(base_url: str, concurrency: int, n: int, latency_s: flo
     return Row("raw openai client, concurrent", concurrency, n, wall, cpu, ideal, failures)
 
 
+async def bare_aiohttp(base_url: str, concurrency: int, n: int, latency_s: float) -> Row:
+    """No SDK at all: aiohttp posting the same body, bounded by a semaphore like charter's
+    client. The ceiling this machine and server allow at that load."""
+    slots = asyncio.Semaphore(concurrency)
+    body: dict[str, Any] = {
+        "model": "scripted-judge",
+        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
+        "max_tokens": 1,
+        "logprobs": True,
+        "top_logprobs": 20,
+    }
+    async with aiohttp.ClientSession() as session:
+
+        async def call() -> bool:
+            async with slots, session.post(f"{base_url}/chat/completions", json=body) as reply:
+                return bool((await reply.json())["choices"])
+
+        async def one() -> bool:
+            return all(await asyncio.gather(call(), call()))
+
+        await timed(concurrency, one, concurrency)
+        wall, cpu, failures = await timed(n, one, concurrency)
+    ideal = concurrency / latency_s / CALLS_PER_COMPARISON
+    return Row("bare aiohttp, no SDK (ceiling)", concurrency, n, wall, cpu, ideal, failures)
+
+
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) jiffies from /proc/stat; (0, 0) where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 async def embedded_default(concurrency: int, n: int) -> Row:
     """The offline default judge (SmolLM2-135M, local, batched forward passes) on this CPU."""
     from charter.judge.backends.smollm2 import load_smollm2
@@ -214,6 +253,7 @@ async def embedded_default(concurrency: int, n: int) -> Row:
 async def main_async(latency_ms: float, seconds: float, embedded: bool) -> None:
     latency_s = latency_ms / 1000.0
     load_before = os.getloadavg()[0]
+    steal_before, total_before = cpu_steal()
     transport = OpenAIChatModel("probe").transport
     proc, base_url = start_server(latency_ms)
     try:
@@ -227,6 +267,8 @@ async def main_async(latency_ms: float, seconds: float, embedded: bool) -> None:
             rows.append(await through_compare(base_url, concurrency, n_for(concurrency), latency_s))
         rows.append(await through_choose(base_url, 64, n_for(64), latency_s))
         rows.append(await raw_concurrent(base_url, 64, n_for(64), latency_s))
+        rows.append(await bare_aiohttp(base_url, 64, n_for(64), latency_s))
+        steal_after, total_after = cpu_steal()  # the scripted-server rows only
         if embedded:
             for concurrency in (1, 4):
                 rows.append(await embedded_default(concurrency, 8))
@@ -241,6 +283,9 @@ async def main_async(latency_ms: float, seconds: float, embedded: bool) -> None:
         f"OpenAIChatModel transport: {transport}; load average before/after: "
         f"{load_before:.2f}/{os.getloadavg()[0]:.2f} (other work on the machine skews the figures)"
     )
+    if total_after > total_before:
+        share = (steal_after - steal_before) / (total_after - total_before)
+        print(f"CPU time stolen by the hypervisor during the server rows: {share:.1%}")
     print(
         f"one comparison = {CALLS_PER_COMPARISON} judge calls (K=1 principle, orders AB and BA); "
         "ideal = concurrency / latency / 2"

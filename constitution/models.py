@@ -7,6 +7,7 @@ order, TOML formatting, surrounding whitespace and the human version label do no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Annotated, Any
@@ -56,7 +57,7 @@ class Principle(BaseModel):
     @property
     def digest(self) -> str:
         """Content digest of this principle alone; judgments are keyed by it (design §6)."""
-        return canonical_digest(self.canonical())
+        return _digest_of(self)
 
 
 class Defaults(BaseModel):
@@ -102,7 +103,7 @@ class Constitution(BaseModel):
 
     @property
     def digest(self) -> str:
-        return canonical_digest(self.canonical())
+        return _digest_of(self)
 
     @property
     def short_digest(self) -> str:
@@ -113,3 +114,10 @@ class Constitution(BaseModel):
             if p.id == principle_id:
                 return p
         raise KeyError(principle_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest_of(model: Principle | Constitution) -> str:
+    """Memoised digests: the judge reads them on every call. Keyed by the frozen model itself
+    (equal by content), so a changed copy never gets a stale digest."""
+    return canonical_digest(model.canonical())

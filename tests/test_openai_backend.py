@@ -371,6 +371,57 @@ def test_concurrency_is_bounded_by_max_concurrency(make_model: Factory) -> None:
         assert srv.calls == 12
 
 
+def test_waiting_for_a_slot_counts_against_neither_timeout_nor_latency(
+    make_model: Factory,
+) -> None:
+    """Four calls through one slot: the last waits ~0.45 s for it, past the 0.3 s timeout,
+    yet none times out and each reports only its own exchange (~0.15 s) as latency."""
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD]), latency_s=0.15) as srv:
+        model = make_model(srv, max_concurrency=1, timeout_s=0.3, max_retries=0)
+
+        async def go() -> list[Any]:
+            try:
+                calls = [model.choose(verdict_messages(BAD, GOOD), ["A", "B"]) for _ in range(4)]
+                return list(await asyncio.gather(*calls))
+            finally:
+                await model.aclose()
+
+        started = time.perf_counter()
+        results = asyncio.run(go())
+        elapsed = time.perf_counter() - started
+    assert [r.text for r in results] == ["B"] * 4
+    assert srv.calls == 4 and srv.max_in_flight == 1
+    assert elapsed >= 0.6  # really one at a time
+    assert all(0.15 <= r.latency_s < 0.3 for r in results), [r.latency_s for r in results]
+
+
+def test_successful_calls_leave_no_reference_cycles(make_model: Factory) -> None:
+    """Garbage in reference cycles waits for the collector, whose pauses stall every request in
+    flight; a successful call must free everything by reference counting (tenacity's retry
+    objects are cyclic, so they are only built once a first attempt has failed)."""
+    import gc
+
+    with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD])) as srv:
+        model = make_model(srv)
+
+        async def go() -> int:
+            try:
+                await model.choose(verdict_messages(BAD, GOOD), ["A", "B"])  # warm-up
+                gc.collect()
+                gc.disable()
+                try:
+                    for _ in range(20):
+                        await model.choose(verdict_messages(BAD, GOOD), ["A", "B"])
+                    return gc.collect()
+                finally:
+                    gc.enable()
+            finally:
+                await model.aclose()
+
+        unreachable = asyncio.run(go())
+    assert unreachable < 20, f"{unreachable} objects in cycles after 20 calls"
+
+
 def test_server_and_client_sustain_64_concurrent_slow_requests(make_model: Factory) -> None:
     with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD]), latency_s=0.3) as srv:
         model = make_model(srv, max_concurrency=64)

@@ -4,7 +4,11 @@ One retry policy, ours: the SDK's own retries are off (`max_retries=0`) and `ten
 rate limits (429, honouring `Retry-After`), server errors (5xx), timeouts, dropped connections and
 malformed replies (truncated JSON, an empty choice list), with exponential backoff and jitter.
 Client errors (400, 401, 403, 404, 422) fail at once: asking again cannot help and wastes money.
-A semaphore bounds requests in flight, so a judge run cannot flood a small local server.
+A semaphore bounds HTTP exchanges in flight, so a judge run cannot flood a small local server.
+It is held inside the HTTP client's `send` (`_Pacing`), around the exchange alone: building the
+request and reading the reply happen outside it, so at high concurrency a slot is never held
+while this process's event loop is busy with other callers' CPU work. The per-attempt timeout
+lives there too, so time spent queueing for a slot never counts against a request.
 
 The API key is read from the environment variable `BackendOptions.api_key_env` when the client
 is built; this object never keeps it, and error messages and logs are scrubbed of it.
@@ -21,9 +25,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
+import httpx2
 import openai
 import pydantic
 from openai import AsyncOpenAI
@@ -175,9 +180,9 @@ class OpenAIChatModel:
         self.base_url = self.options.resolved_base_url()
         self.transport = _resolve_transport(transport)
         self._logprobs_supported: bool | None = None  # None: not known yet
-        # Both are tied to an event loop; built lazily and rebuilt if the loop changes.
+        # The client (and the semaphore in its HTTP client) is tied to an event loop: built
+        # lazily and rebuilt if the loop changes.
         self._client: AsyncOpenAI | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -253,7 +258,7 @@ class OpenAIChatModel:
 
     async def aclose(self) -> None:
         client, loop = self._client, self._loop
-        self._client, self._semaphore, self._loop = None, None, None
+        self._client, self._loop = None, None
         if client is not None and loop is asyncio.get_running_loop():
             await client.close()
         # A client from another (finished) loop cannot be closed here; its sockets die with it.
@@ -266,29 +271,38 @@ class OpenAIChatModel:
 
     # ------------------------------------------------------------------ internals
 
-    def _bind(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
+    def _bind(self) -> AsyncOpenAI:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._semaphore is None or self._loop is not loop:
+        if self._client is None or self._loop is not loop:
             # A client from a finished loop holds dead connections; it cannot be closed from here.
-            http_client = (
-                openai.DefaultAioHttpClient(timeout=self.options.timeout_s)
-                if self.transport == "aiohttp"
-                else None
+            pacing = _Pacing(self.options.max_concurrency, self.options.timeout_s)
+            http_client_class = (
+                _PacedAioHttpClient if self.transport == "aiohttp" else _PacedHttpxClient
             )
             self._client = AsyncOpenAI(
                 api_key=os.environ.get(self.options.api_key_env) or _PLACEHOLDER_KEY,
                 base_url=self.base_url,
                 timeout=self.options.timeout_s,
                 max_retries=0,
-                http_client=http_client,
+                http_client=http_client_class(pacing, timeout=self.options.timeout_s),
             )
-            self._semaphore = asyncio.Semaphore(self.options.max_concurrency)
             self._loop = loop
-        return self._client, self._semaphore
+        return self._client
 
     async def _create(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
-        """One chat completion with retries: (response, latency of the successful attempt)."""
-        client, semaphore = self._bind()
+        """One chat completion with retries: (reply, latency of the successful attempt).
+
+        The first attempt runs without tenacity: its retry objects form reference cycles that
+        only the garbage collector frees, and one per call made collections, not HTTP, the cost
+        that grew with concurrency. Only a failed first attempt starts the retry loop.
+        """
+        client = self._bind()
+        try:
+            return await self._attempt(client, kwargs)
+        except Exception as exc:
+            if not (_is_retryable(exc) and self.options.max_retries > 0):
+                raise self._failure(exc, attempts=1) from None
+            first_failure: Exception | None = exc
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.options.max_retries + 1),
             wait=self._wait,
@@ -299,30 +313,34 @@ class OpenAIChatModel:
         try:
             async for attempt in retrying:
                 with attempt:
-                    async with semaphore:
-                        started = time.perf_counter()
-                        async with asyncio.timeout(self.options.timeout_s):
-                            # `post` rather than the typed `create`: our params are already in
-                            # wire form, and create's per-call param transform costs ~1 ms of CPU,
-                            # the client's bottleneck at high concurrency.
-                            # `cast_to=object`: the JSON as is, read through `_Reply`;
-                            # building the SDK's pydantic models costs ~0.8 ms more per call.
-                            response = _Reply(
-                                await client.post("/chat/completions", body=kwargs, cast_to=object)
-                            )
-                        latency = time.perf_counter() - started
-                    _check_reply(response)
-                    return response, latency
+                    if first_failure is not None:
+                        # Replayed so tenacity counts it, waits on it (Retry-After) and logs it.
+                        failure, first_failure = first_failure, None
+                        raise failure
+                    return await self._attempt(client, kwargs)
         except Exception as exc:
             attempts = int(retrying.statistics.get("attempt_number", 1))
-            detail = self._scrub(_short_error(exc))
-            where = f"{self.spec} at {self.base_url or 'the default OpenAI endpoint'}"
-            plural = "s" if attempts != 1 else ""
-            status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
-            raise _CallFailed(
-                f"{where} failed after {attempts} attempt{plural}: {detail}", status, detail
-            ) from None
+            raise self._failure(exc, attempts) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, client: AsyncOpenAI, kwargs: dict[str, Any]) -> tuple[Any, float]:
+        # `post` rather than the typed `create`: our params are already in wire form, and
+        # create's per-call param transform costs ~1 ms of CPU. The reply comes back as the raw
+        # HTTP response (the SDK still raises its typed errors for 4xx/5xx) and is read as plain
+        # JSON through `_Reply`: building the SDK's pydantic models costs ~0.8 ms more per call.
+        http_response = await client.post("/chat/completions", body=kwargs, cast_to=httpx2.Response)
+        reply = _Reply(json.loads(http_response.content))
+        _check_reply(reply)
+        return reply, float(http_response.extensions[_Pacing.LATENCY])
+
+    def _failure(self, exc: BaseException, attempts: int) -> _CallFailed:
+        detail = self._scrub(_short_error(exc))
+        where = f"{self.spec} at {self.base_url or 'the default OpenAI endpoint'}"
+        plural = "s" if attempts != 1 else ""
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        return _CallFailed(
+            f"{where} failed after {attempts} attempt{plural}: {detail}", status, detail
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -366,6 +384,59 @@ class OpenAIChatModel:
         if key and len(key) >= 4:
             text = text.replace(key, "[redacted]")
         return text
+
+
+class _Pacing:
+    """At most `max_in_flight` HTTP exchanges at once, each bounded by `timeout_s` in all.
+
+    Each exchange's wall time (send to last byte of the reply) goes into the response's
+    `extensions[LATENCY]`: the latency a judgment reports, without any wait for a slot.
+    """
+
+    LATENCY = "charter.latency_s"
+
+    def __init__(self, max_in_flight: int, timeout_s: float) -> None:
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.timeout_s = timeout_s
+
+    async def send(
+        self,
+        send: Callable[..., Awaitable[httpx2.Response]],
+        request: httpx2.Request,
+        kwargs: dict[str, Any],
+    ) -> httpx2.Response:
+        async with self.slots:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    response = await send(request, **kwargs)  # stream=False: reads the body
+            except TimeoutError:
+                # The SDK turns httpx timeouts into `openai.APITimeoutError`.
+                raise httpx2.TimeoutException("request timed out", request=request) from None
+            response.extensions[self.LATENCY] = time.perf_counter() - started
+        return response
+
+
+class _PacedAioHttpClient(openai.DefaultAioHttpClient):
+    """The SDK's aiohttp-backed HTTP client, with every exchange paced by `_Pacing`."""
+
+    def __init__(self, pacing: _Pacing, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pacing = pacing
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        return await self._pacing.send(super().send, request, kwargs)
+
+
+class _PacedHttpxClient(openai.DefaultAsyncHttpxClient):
+    """The SDK's default httpx client, with every exchange paced by `_Pacing`."""
+
+    def __init__(self, pacing: _Pacing, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pacing = pacing
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        return await self._pacing.send(super().send, request, kwargs)
 
 
 def _resolve_transport(transport: str) -> Literal["httpx", "aiohttp"]:
