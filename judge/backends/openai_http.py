@@ -5,9 +5,9 @@ rate limits (429, honouring `Retry-After`), server errors (5xx), timeouts, dropp
 malformed replies (truncated JSON, an empty choice list), with exponential backoff and jitter.
 Client errors (400, 401, 403, 404, 422) fail at once: asking again cannot help and wastes money.
 A semaphore bounds HTTP exchanges in flight, so a judge run cannot flood a small local server.
-It is held inside the HTTP client's `send` (`_Pacing`), around the exchange alone: building the
-request and reading the reply happen outside it, so at high concurrency a slot is never held
-while this process's event loop is busy with other callers' CPU work. The per-attempt timeout
+It is held inside the HTTP client's `send` (`_Pacing`), around the exchange alone: the SDK
+builds the request before a slot is taken and the reply is decoded after it is given back, so
+at high concurrency slots are not spent on this process's CPU work. The per-attempt timeout
 lives there too, so time spent queueing for a slot never counts against a request.
 
 The API key is read from the environment variable `BackendOptions.api_key_env` when the client
