@@ -327,3 +327,30 @@ def test_critique_rank_and_evaluate_end_to_end() -> None:
     assert report.ties == sum(biased_pairs) > 0
     assert report.p_first is not None and report.p_first > 0.5
     assert report.parse_failure_rate == 0.0 and report.total_tokens > 0
+
+
+def test_comparisons_leave_no_reference_cycles() -> None:
+    """The judge layer, like the backend, frees everything by reference counting: cyclic
+    garbage waits for collector pauses that stall every request in flight."""
+    import gc
+
+    with ScriptedJudgeServer(PreferenceResponder(preferred=GOOD, others=BAD)) as server:
+
+        async def run() -> int:
+            model = _model(server)
+            try:
+                await compare(model, constitution(k=2), "Question?", GOOD[0], BAD[0])  # warm-up
+                gc.collect()
+                gc.disable()
+                try:
+                    for good, bad in zip(GOOD[:10], BAD[:10], strict=True):
+                        result = await compare(model, constitution(k=2), "Question?", good, bad)
+                        assert result.winner == "a"
+                    return gc.collect()
+                finally:
+                    gc.enable()
+            finally:
+                await model.aclose()
+
+        unreachable = asyncio.run(run())
+    assert unreachable < 10, f"{unreachable} objects in cycles after 10 comparisons (40 calls)"
