@@ -44,6 +44,14 @@ CALLS_PER_COMPARISON = 2  # K=1 principle, asked in both orders
 PROMPT = "How do I keep basil alive indoors?"
 A_TEXT = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
 B_TEXT = "Basil is a plant."
+# What the raw-client baselines send: one verdict token with logprobs, like `choose`.
+RAW_BODY: dict[str, Any] = {
+    "model": "scripted-judge",
+    "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
+    "max_tokens": 1,
+    "logprobs": True,
+    "top_logprobs": 20,
+}
 
 
 @dataclass
@@ -153,18 +161,11 @@ async def through_choose(base_url: str, concurrency: int, n: int, latency_s: flo
 
 async def raw_sequential(base_url: str, n: int, latency_s: float) -> Row:
     client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
-    body: dict[str, Any] = {
-        "model": "scripted-judge",
-        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
-        "max_tokens": 1,
-        "logprobs": True,
-        "top_logprobs": 20,
-    }
     try:
-        await client.chat.completions.create(**body)  # warm-up
+        await client.chat.completions.create(**RAW_BODY)  # warm-up
         cpu0, t0 = time.process_time(), time.perf_counter()
         for _ in range(n * CALLS_PER_COMPARISON):
-            await client.chat.completions.create(**body)
+            await client.chat.completions.create(**RAW_BODY)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         await client.close()
@@ -175,16 +176,9 @@ async def raw_concurrent(base_url: str, concurrency: int, n: int, latency_s: flo
     """The raw `openai` client, `concurrency` closed-loop workers, 2 calls per "comparison":
     what the SDK alone reaches on this machine, the baseline for charter at the same load."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
-    body: dict[str, Any] = {
-        "model": "scripted-judge",
-        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
-        "max_tokens": 1,
-        "logprobs": True,
-        "top_logprobs": 20,
-    }
 
     async def one() -> bool:
-        await asyncio.gather(*(client.chat.completions.create(**body) for _ in range(2)))
+        await asyncio.gather(*(client.chat.completions.create(**RAW_BODY) for _ in range(2)))
         return True
 
     try:
@@ -200,17 +194,10 @@ async def bare_aiohttp(base_url: str, concurrency: int, n: int, latency_s: float
     """No SDK at all: aiohttp posting the same body, bounded by a semaphore like charter's
     client. The ceiling this machine and server allow at that load."""
     slots = asyncio.Semaphore(concurrency)
-    body: dict[str, Any] = {
-        "model": "scripted-judge",
-        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
-        "max_tokens": 1,
-        "logprobs": True,
-        "top_logprobs": 20,
-    }
     async with aiohttp.ClientSession() as session:
 
         async def call() -> bool:
-            async with slots, session.post(f"{base_url}/chat/completions", json=body) as reply:
+            async with slots, session.post(f"{base_url}/chat/completions", json=RAW_BODY) as reply:
                 return bool((await reply.json())["choices"])
 
         async def one() -> bool:

@@ -24,6 +24,7 @@ from charter.judge import (
     rank,
 )
 from charter.judge.backends.openai_http import OpenAIChatModel, RetryPolicy
+from tests.support.garbage import cyclic_garbage_after
 from tests.support.scripted_server import (
     Fault,
     PreferenceResponder,
@@ -330,25 +331,19 @@ def test_critique_rank_and_evaluate_end_to_end() -> None:
 
 
 def test_comparisons_leave_no_reference_cycles() -> None:
-    """The judge layer, like the backend, frees everything by reference counting: cyclic
-    garbage waits for collector pauses that stall every request in flight."""
-    import gc
-
+    """The judge layer, like the backend, frees everything by reference counting."""
     with ScriptedJudgeServer(PreferenceResponder(preferred=GOOD, others=BAD)) as server:
+        model = _model(server)
+
+        async def comparisons() -> None:
+            for good, bad in zip(GOOD[:10], BAD[:10], strict=True):
+                result = await compare(model, constitution(k=2), "Question?", good, bad)
+                assert result.winner == "a"
 
         async def run() -> int:
-            model = _model(server)
             try:
                 await compare(model, constitution(k=2), "Question?", GOOD[0], BAD[0])  # warm-up
-                gc.collect()
-                gc.disable()
-                try:
-                    for good, bad in zip(GOOD[:10], BAD[:10], strict=True):
-                        result = await compare(model, constitution(k=2), "Question?", good, bad)
-                        assert result.winner == "a"
-                    return gc.collect()
-                finally:
-                    gc.enable()
+                return await cyclic_garbage_after(comparisons)
             finally:
                 await model.aclose()
 

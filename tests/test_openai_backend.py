@@ -24,6 +24,7 @@ from charter.judge.backends import (
     RetryPolicy,
     load_model,
 )
+from tests.support.garbage import cyclic_garbage_after
 from tests.support.scripted_server import (
     Fault,
     PreferenceResponder,
@@ -396,25 +397,18 @@ def test_waiting_for_a_slot_counts_against_neither_timeout_nor_latency(
 
 
 def test_successful_calls_leave_no_reference_cycles(make_model: Factory) -> None:
-    """Garbage in reference cycles waits for the collector, whose pauses stall every request in
-    flight; a successful call must free everything by reference counting (tenacity's retry
-    objects are cyclic, so they are only built once a first attempt has failed)."""
-    import gc
-
+    """tenacity's retry objects are cyclic, so they are only built once a first attempt failed."""
     with ScriptedJudgeServer(PreferenceResponder([GOOD], [BAD])) as srv:
         model = make_model(srv)
+
+        async def calls() -> None:
+            for _ in range(20):
+                await model.choose(verdict_messages(BAD, GOOD), ["A", "B"])
 
         async def go() -> int:
             try:
                 await model.choose(verdict_messages(BAD, GOOD), ["A", "B"])  # warm-up
-                gc.collect()
-                gc.disable()
-                try:
-                    for _ in range(20):
-                        await model.choose(verdict_messages(BAD, GOOD), ["A", "B"])
-                    return gc.collect()
-                finally:
-                    gc.enable()
+                return await cyclic_garbage_after(calls)
             finally:
                 await model.aclose()
 
