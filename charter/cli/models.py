@@ -46,7 +46,7 @@ def judge_options(func: F) -> F:
             type=click.FloatRange(min=0, min_open=True),
             default=60.0,
             show_default=True,
-            help="Seconds per model request.",
+            help="Seconds per model request attempt; waiting for a free slot does not count.",
         ),
         click.option(
             "--concurrency",
