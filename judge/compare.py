@@ -200,9 +200,6 @@ async def compare(
     )
     verdicts = principle_verdicts(principles, judgments)
     p_a = weighted_p_a(principles, judgments, require_both_orders=require_both_orders)
-    usage = Usage()
-    for j in judgments:
-        usage = usage + j.usage
     return Comparison(
         prompt=prompt,
         a=a,
@@ -219,7 +216,7 @@ async def compare(
         seed=seed,
         k=len(principles),
         cot=cot,
-        usage=usage,
+        usage=Usage.total(j.usage for j in judgments),
         latency_s=time.perf_counter() - started,
     )
 

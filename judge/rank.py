@@ -192,9 +192,6 @@ async def rank(
         counts[j] += 1
     win_rates = [totals[i] / counts[i] if counts[i] else None for i in range(n)]
     order = sorted(range(n), key=lambda i: (-scores[i], i))
-    usage = Usage()
-    for c in comparisons:
-        usage = usage + c.usage
     return Ranking(
         prompt=prompt,
         responses=list(responses),
@@ -216,7 +213,7 @@ async def rank(
         constitution_version=constitution.version,
         judge=model.spec,
         seed=seed,
-        usage=usage,
+        usage=Usage.total(c.usage for c in comparisons),
         latency_s=time.perf_counter() - started,
     )
 
