@@ -73,6 +73,23 @@ class _Call(Generic[T]):
     data: Mapping[str, str] | None = None
     accept_status: tuple[int, ...] = ()
 
+    def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        return http.build_request(
+            self.method,
+            self.path,
+            json=self.json,
+            params=self.params,
+            files=self.files,
+            data=self.data,
+        )
+
+    def result(self, response: httpx.Response) -> T:
+        """The parsed reply, or `CharterAPIError` for an error status this call does not accept."""
+        if response.status_code >= 400 and response.status_code not in self.accept_status:
+            _raise_for(response)
+        parsed: T = self.parse(response)
+        return parsed
+
 
 def _raise_for(response: httpx.Response) -> None:
     try:
@@ -187,18 +204,7 @@ class CharterClient:
         self.http = httpx.Client(base_url=base_url, headers=_headers(token), timeout=timeout)
 
     def _send(self, call: _Call[T]) -> T:
-        response = self.http.request(
-            call.method,
-            call.path,
-            json=call.json,
-            params=call.params,
-            files=call.files,
-            data=call.data,
-        )
-        if response.status_code >= 400 and response.status_code not in call.accept_status:
-            _raise_for(response)
-        parsed: T = call.parse(response)
-        return parsed
+        return call.result(self.http.send(call.request(self.http)))
 
     def compare(self, prompt: str, a: str, b: str, **options: Any) -> Comparison:
         """Options: judge, principles (K), seed, cot, constitution."""
@@ -310,18 +316,7 @@ class AsyncCharterClient:
         )
 
     async def _send(self, call: _Call[T]) -> T:
-        response = await self.http.request(
-            call.method,
-            call.path,
-            json=call.json,
-            params=call.params,
-            files=call.files,
-            data=call.data,
-        )
-        if response.status_code >= 400 and response.status_code not in call.accept_status:
-            _raise_for(response)
-        parsed: T = call.parse(response)
-        return parsed
+        return call.result(await self.http.send(call.request(self.http)))
 
     async def compare(self, prompt: str, a: str, b: str, **options: Any) -> Comparison:
         return await self._send(_Calls.compare(prompt, a, b, **options))
