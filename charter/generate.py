@@ -219,9 +219,9 @@ async def _process(
             strategy=spec.pairs,
             nonces=nonces,
         )
+        result = ranking.model_dump(mode="json")
         if ranking.failed_comparisons == len(ranking.comparisons):
-            first = _first_error(ranking.model_dump(mode="json"))
-            return [], ranking.model_dump(mode="json"), f"every comparison failed: {first}"
+            return [], result, f"every comparison failed: {_first_error(result)}"
         preferences = [
             Preference(
                 **common,
@@ -235,7 +235,7 @@ async def _process(
             )
             for pair in ranking.pairs
         ]
-        return preferences, ranking.model_dump(mode="json"), None
+        return preferences, result, None
 
     chains = await asyncio.gather(
         *(
