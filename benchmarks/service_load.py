@@ -32,7 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -40,16 +39,19 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
+from benchmarks.judge_throughput import (  # noqa: E402
+    A_TEXT,
+    B_TEXT,
+    CALLS_PER_COMPARISON,
+    PROMPT,
+    RAW_BODY,
+    start_server,
+)
 from charter.constitution import load_constitution  # noqa: E402
 from charter.judge import compare  # noqa: E402
 from charter.judge.backends import BackendOptions, OpenAIChatModel  # noqa: E402
-from tests.support import scripted_server  # noqa: E402
 from tests.support.generation import write_constitution  # noqa: E402
 
-CALLS_PER_COMPARISON = 2  # K=1 principle, asked in both orders
-PROMPT = "How do I keep basil alive indoors?"
-A_TEXT = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
-B_TEXT = "Basil is a plant."
 CONCURRENCY = (1, 16, 64)
 
 
@@ -79,21 +81,6 @@ class Row:
 HEADER = (
     f"{'path':<18} {'conc':>5} {'reqs':>7} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'fail':>5}"
 )
-
-
-def start_judge(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", scripted_server.__name__, "--latency-ms", str(latency_ms)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"scripted server did not start: {line!r}")
-    return proc, line.split(" ", 1)[1]
 
 
 def start_service(judge_url: str, token: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -164,17 +151,10 @@ def _session(connections: int, headers: dict[str, str] | None = None) -> aiohttp
 
 
 async def judge_alone(judge_url: str, concurrency: int, seconds: float) -> Row:
-    body: dict[str, Any] = {
-        "model": "scripted-judge",
-        "messages": [{"role": "user", "content": f"(A) {A_TEXT}\n(B) {B_TEXT}"}],
-        "max_tokens": 1,
-        "logprobs": True,
-        "top_logprobs": 20,
-    }
     async with _session(concurrency * CALLS_PER_COMPARISON) as session:
 
         async def call() -> bool:
-            async with session.post(f"{judge_url}/chat/completions", json=body) as response:
+            async with session.post(f"{judge_url}/chat/completions", json=RAW_BODY) as response:
                 await response.read()
                 return response.status == 200
 
@@ -231,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     token = secrets.token_urlsafe(32)
     load_before = os.getloadavg()[0]
-    judge_proc, judge_url = start_judge(args.latency_ms)
+    judge_proc, judge_url = start_server(args.latency_ms)
     try:
         with tempfile.TemporaryDirectory(prefix="charter-bench-") as tmp:
             service_proc, url = start_service(judge_url, token, Path(tmp))
