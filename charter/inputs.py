@@ -28,6 +28,7 @@ from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from charter.jsonl import jsonl_lines
 from charter.judge.backends.base import Message
 
 logger = logging.getLogger(__name__)
@@ -302,19 +303,14 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _lines(text: str) -> list[str]:
-    """Split on line feeds only: `splitlines` also splits on U+2028, legal inside JSON."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
-
-
 def _read_txt(path: Path, column: str) -> Iterator[_Row]:
-    for number, line in enumerate(_lines(_read_text(path)), start=1):
+    for number, line in enumerate(jsonl_lines(_read_text(path)), start=1):
         if line.strip():
             yield number, {column: line.strip()}
 
 
 def _read_jsonl(path: Path) -> Iterator[_Row]:
-    for number, line in enumerate(_lines(_read_text(path)), start=1):
+    for number, line in enumerate(jsonl_lines(_read_text(path)), start=1):
         if not line.strip():
             continue
         try:

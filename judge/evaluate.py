@@ -18,6 +18,7 @@ from typing import Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter.constitution import Constitution
+from charter.jsonl import jsonl_lines
 
 from ._sync import synced
 from .backends.base import ChatModel, Usage
@@ -107,8 +108,8 @@ def load_pairs(path: Path | str, *, labelled: bool = True) -> list[LabelledPair]
     except (OSError, UnicodeDecodeError) as exc:
         raise PairsFileError(f"{path}: cannot read ({exc})") from None
     if labelled:
-        return parse_pairs(text.splitlines(), str(path))
-    return parse_pairs(text.splitlines(), str(path), labelled=False)
+        return parse_pairs(jsonl_lines(text), str(path))
+    return parse_pairs(jsonl_lines(text), str(path), labelled=False)
 
 
 class PairOutcome(BaseModel):

@@ -631,6 +631,14 @@ def test_rank_excludes_failed_comparisons_instead_of_counting_ties(loopback: Loo
 # ---------------------------------------------------------------- evaluation
 
 
+def test_load_pairs_keeps_line_separator_characters_inside_strings(tmp_path: Path) -> None:
+    row = {"prompt": "p\u2028q", "a": "x\u2029y", "b": "z", "preferred": "a"}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    [pair] = load_pairs(path)
+    assert (pair.prompt, pair.a) == ("p\u2028q", "x\u2029y")
+
+
 def test_load_pairs_names_file_and_line_for_bad_rows(tmp_path: Path) -> None:
     good = {"prompt": "p", "a": "x", "b": "y", "preferred": "a", "source": "ignored"}
     path = tmp_path / "pairs.jsonl"

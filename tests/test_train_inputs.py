@@ -367,6 +367,18 @@ def test_saved_dataset_and_export_dirs_load_with_their_test_split(tmp_path: Path
     assert len(data.train) == 1 and data.test is not None
 
 
+def test_line_separator_characters_inside_strings_do_not_split_rows(tmp_path: Path) -> None:
+    """charter's exports write U+2028/U+2029 raw (ensure_ascii=False); they are not line ends."""
+    from charter.trainer import load_preference_data
+
+    row = {"prompt": "Q\u2028two", "chosen": "a\u2029b\x85c", "rejected": "b"}
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    data = load_preference_data(path)
+    assert len(data.train) == 1
+    assert data.train[0]["chosen"] == "a\u2029b\x85c"
+
+
 @pytest.mark.parametrize("method", ["dpo", "reward", "ppo", "grpo"])
 def test_example_configs_use_only_known_keys(method: str) -> None:
     import importlib

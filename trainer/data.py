@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from charter.jsonl import jsonl_lines
+
 from .errors import TrainError
 
 log = logging.getLogger("charter.trainer")
@@ -212,7 +214,7 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
             raise TrainError(f"{path}: expected a list of objects")
         return rows
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:
