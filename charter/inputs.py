@@ -28,7 +28,7 @@ from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from charter.jsonl import jsonl_lines
+from charter.jsonl import NotUtf8Error, decode_utf8, jsonl_lines
 from charter.judge.backends.base import Message
 
 logger = logging.getLogger(__name__)
@@ -295,12 +295,9 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise PromptFileError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise PromptFileError(
-            path, f"not valid UTF-8 (byte offset {exc.start}); save the file as UTF-8", line=line
-        ) from None
+        return decode_utf8(data)
+    except NotUtf8Error as exc:
+        raise PromptFileError(path, str(exc), line=exc.line) from None
 
 
 def _read_txt(path: Path, column: str) -> Iterator[_Row]:

@@ -18,7 +18,7 @@ from typing import Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter.constitution import Constitution
-from charter.jsonl import jsonl_lines
+from charter.jsonl import NotUtf8Error, decode_utf8, jsonl_lines
 
 from ._sync import synced
 from .backends.base import ChatModel, Usage
@@ -104,9 +104,11 @@ def load_pairs(path: Path | str, *, labelled: bool = True) -> list[LabelledPair]
     """Read and validate a pairs JSONL file (`labelled=False`: `preferred` not required)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = decode_utf8(path.read_bytes())
+    except OSError as exc:
         raise PairsFileError(f"{path}: cannot read ({exc})") from None
+    except NotUtf8Error as exc:
+        raise PairsFileError(f"{path}:{exc.line}: {exc}") from None
     if labelled:
         return parse_pairs(jsonl_lines(text), str(path))
     return parse_pairs(jsonl_lines(text), str(path), labelled=False)

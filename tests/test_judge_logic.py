@@ -639,6 +639,14 @@ def test_load_pairs_keeps_line_separator_characters_inside_strings(tmp_path: Pat
     assert (pair.prompt, pair.a) == ("p\u2028q", "x\u2029y")
 
 
+def test_load_pairs_names_the_line_of_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
+    good = json.dumps({"prompt": "p", "a": "x", "b": "y", "preferred": "a"}).encode()
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(good + b"\n" + good.replace(b'"x"', b'"\xff"') + b"\n")
+    with pytest.raises(PairsFileError, match=f"{path}:2: not valid UTF-8"):
+        load_pairs(path)
+
+
 def test_load_pairs_names_file_and_line_for_bad_rows(tmp_path: Path) -> None:
     good = {"prompt": "p", "a": "x", "b": "y", "preferred": "a", "source": "ignored"}
     path = tmp_path / "pairs.jsonl"

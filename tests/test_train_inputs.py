@@ -379,6 +379,17 @@ def test_line_separator_characters_inside_strings_do_not_split_rows(tmp_path: Pa
     assert data.train[0]["chosen"] == "a\u2029b\x85c"
 
 
+def test_data_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    from charter.trainer import TrainError, load_preference_data
+
+    good = json.dumps({"prompt": "Q", "chosen": "a", "rejected": "b"}).encode()
+    path = tmp_path / "prefs.jsonl"
+    path.write_bytes(good + b"\n" + good.replace(b'"a"', b'"\xe9"') + b"\n")
+    offset = len(good) + 1 + good.index(b'"a"') + 1
+    with pytest.raises(TrainError, match=f"prefs.jsonl:2: not valid UTF-8 .byte offset {offset}"):
+        load_preference_data(path)
+
+
 @pytest.mark.parametrize("method", ["dpo", "reward", "ppo", "grpo"])
 def test_example_configs_use_only_known_keys(method: str) -> None:
     import importlib

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from charter.jsonl import jsonl_lines
+from charter.jsonl import NotUtf8Error, decode_utf8, jsonl_lines
 
 from .errors import TrainError
 
@@ -203,7 +203,10 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
             raise TrainError(f"{path}: cannot read parquet: {exc}") from None
     if suffix not in (".jsonl", ".json"):
         raise TrainError(f"{path}: unsupported data file; use .jsonl, .json or .parquet")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = decode_utf8(path.read_bytes())
+    except NotUtf8Error as exc:
+        raise TrainError(f"{path}:{exc.line}: {exc}") from None
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             data = json.loads(text)
