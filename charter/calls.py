@@ -29,7 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
-from charter.judge.parse import parse_verdict
+from charter.judge.parse import parse_option
 
 CALLS = "calls"
 SECRETS = "secrets"
@@ -97,7 +97,11 @@ class CachedModel:
         }
         key = call_key(self.spec, "choose", payload)
         return await self._cached(
-            key, "choose", payload, lambda: self.inner.choose(messages, options), _names_option
+            key,
+            "choose",
+            payload,
+            lambda: self.inner.choose(messages, options),
+            lambda completion: parse_option(completion.text, list(options)) is not None,
         )
 
     async def aclose(self) -> None:
@@ -137,7 +141,3 @@ class CachedModel:
 
 def _has_text(completion: Completion) -> bool:
     return bool(completion.text.strip())
-
-
-def _names_option(completion: Completion) -> bool:
-    return parse_verdict(completion.text) is not None

@@ -207,19 +207,19 @@ class CharterClient:
         return call.result(self.http.send(call.request(self.http)))
 
     def compare(self, prompt: str, a: str, b: str, **options: Any) -> Comparison:
-        """Options: judge, principles (K), seed, cot, constitution."""
+        """Options: judge, constitution, and any `JudgeConfig` field (protocol, principles...)."""
         return self._send(_Calls.compare(prompt, a, b, **options))
 
     def critique(self, prompt: str, response: str, **options: Any) -> RevisionChain:
-        """Options: judge, revisions, max_tokens, seed, constitution."""
+        """Options: judge, constitution, and any `JudgeConfig` field (revisions, seed...)."""
         return self._send(_Calls.critique(prompt, response, **options))
 
     def rank(self, prompt: str, responses: Sequence[str], **options: Any) -> Ranking:
         return self._send(_Calls.rank(prompt, responses, **options))
 
     def create_job(self, prompts: Sequence[str | Mapping[str, Any]], **options: Any) -> JobCreated:
-        """Options: mode, judge, policy, n, temperature, max_tokens, seed, principles,
-        revisions, cot, pairs, constitution."""
+        """Options: mode, judge, policy, n, temperature, max_tokens, pairs, constitution, and
+        any `JudgeConfig` field (protocol, principles, seed, revisions...)."""
         return self._send(_Calls.create_job(prompts, **options))
 
     def upload_job(self, path: Path | str, **options: Any) -> JobCreated:

@@ -2,8 +2,9 @@
 
 For each prompt, the model (A) and the baseline (B) each write one completion with the same
 sampling settings and the same per-prompt seed; the judge then compares the two exactly as a
-production comparison does (K rendezvous-selected principles, each asked in both orders, so a
-judge's slot preference cancels out). From the verdicts:
+production comparison does (the same `JudgeConfig`: pairwise, K rendezvous-selected principles
+each asked in both orders, so a judge's slot preference cancels out; or pointwise scores).
+From the verdicts:
 
 - **Win rate** = (wins + 0.5 x ties) / (wins + losses + ties). Pairs with no verdict (a model
   or every judgment failed) are excluded and counted as `failures`, never scored as 0.5.
@@ -49,9 +50,10 @@ from charter.judge import compare
 from charter.judge._sync import synced
 from charter.judge.aggregate import decide
 from charter.judge.backends.base import BackendError, ChatModel, GenerationRequest, Usage
+from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
 from charter.judge.prompts import RANDOM_NONCES, NonceSource
-from charter.judge.results import Winner
-from charter.judge.selection import select_for_pair
+from charter.judge.results import Judgment, ScoreJudgment, Winner
+from charter.judge.selection import select_for_pair, select_for_prompt
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ class ModelEvalReport(BaseModel):
     prompts: int
     k: int
     seed: int
+    protocol: str = "pairwise"
     temperature: float
     max_tokens: int
     resamples: int
@@ -231,8 +234,7 @@ async def judge_pairs(
     model_outputs: Sequence[Generated],
     baseline_outputs: Sequence[Generated],
     *,
-    k: int | None = None,
-    seed: int = 0,
+    config: JudgeConfig = DEFAULT_CONFIG,
     concurrency: int = 8,
     nonces: NonceSource = RANDOM_NONCES,
     on_progress: Callable[[int, int], None] | None = None,
@@ -240,7 +242,7 @@ async def judge_pairs(
     """Compare the model's completion (as `a`) with the baseline's (as `b`) for every prompt."""
     if not len(prompts) == len(model_outputs) == len(baseline_outputs):
         raise ValueError("prompts and both sets of completions must have the same length")
-    wanted = constitution.defaults.principles_per_comparison if k is None else k
+    config = config.resolved(judge.spec)
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
@@ -254,8 +256,7 @@ async def judge_pairs(
                 prompts[index],
                 model_outputs[index],
                 baseline_outputs[index],
-                k=wanted,
-                seed=seed,
+                config,
                 nonces=nonces,
             )
         done += 1
@@ -273,9 +274,8 @@ async def _judge_one(
     record: PromptRecord,
     out_a: Generated,
     out_b: Generated,
+    config: JudgeConfig,
     *,
-    k: int,
-    seed: int,
     nonces: NonceSource,
 ) -> PairResult:
     base = PairResult(
@@ -293,7 +293,12 @@ async def _judge_one(
         return base.model_copy(update={"error": out_a.error or out_b.error})
     prompt, a, b = record.text, out_a.text, out_b.text
     if a == b:
-        sampled = select_for_pair(constitution, prompt, a, b, k, seed)
+        k, seed = config.k(constitution), config.seed
+        sampled = (
+            select_for_prompt(constitution, prompt, k, seed)
+            if config.protocol == "pointwise"
+            else select_for_pair(constitution, prompt, a, b, k, seed)
+        )
         return base.model_copy(
             update={
                 "identical": True,
@@ -302,18 +307,26 @@ async def _judge_one(
                 "principles": {p.id: 0.5 for p in sampled},
             }
         )
-    c = await compare(judge, constitution, prompt, a, b, k=k, seed=seed, nonces=nonces)
+    c = await compare(judge, constitution, prompt, a, b, config, nonces=nonces)
     error = None
     if c.winner is None:
-        error = next((j.error for j in c.judgments if j.error), "no judgment succeeded")
+        asked: list[Judgment | ScoreJudgment] = [
+            *c.judgments,
+            *(j for scored in c.scores for j in scored.judgments),
+        ]
+        error = next((j.error for j in asked if j.error), "no judgment succeeded")
     return base.model_copy(
         update={
             "winner": c.winner,
             "p_a": c.p_a,
             "position_consistent": c.position_consistent,
-            # Only a principle answered in both orders is debiased enough to vote (as in p_a).
+            # Pairwise, only a principle answered in both orders is debiased enough to vote (as
+            # in p_a); pointwise, a principle votes when both responses were scored.
             "principles": {
-                v.principle_id: v.p_a if v.consistent is not None else None for v in c.principles
+                v.principle_id: (
+                    v.p_a if v.consistent is not None or c.protocol == "pointwise" else None
+                )
+                for v in c.principles
             },
             "judge_usage": c.usage,
             "error": error,
@@ -436,8 +449,7 @@ def summarise(
     baseline: str,
     judge: str,
     constitution: Constitution,
-    k: int | None = None,
-    seed: int = 0,
+    config: JudgeConfig = DEFAULT_CONFIG,
     temperature: float = DEFAULT_TEMPERATURE,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     resamples: int = DEFAULT_RESAMPLES,
@@ -450,8 +462,10 @@ def summarise(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    margin = constitution.defaults.tie_margin
-    wanted = constitution.defaults.principles_per_comparison if k is None else k
+    config = config.resolved(judge)
+    seed = config.seed
+    margin = config.margin(constitution)
+    wanted = config.k(constitution)
     scored = [p for p in pairs if p.score is not None]
     overall = win_rate(
         [p.score for p in scored if p.score is not None],
@@ -496,6 +510,7 @@ def summarise(
         prompts=len(pairs),
         k=min(wanted, len(constitution.enabled)),
         seed=seed,
+        protocol=config.protocol_for(judge),
         temperature=temperature,
         max_tokens=max_tokens,
         resamples=resamples,
@@ -541,8 +556,7 @@ async def evaluate_models(
     constitution: Constitution,
     prompts: Sequence[PromptRecord],
     *,
-    k: int | None = None,
-    seed: int = 0,
+    config: JudgeConfig = DEFAULT_CONFIG,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = DEFAULT_TEMPERATURE,
     resamples: int = DEFAULT_RESAMPLES,
@@ -573,7 +587,7 @@ async def evaluate_models(
             prompts,
             max_tokens=max_tokens,
             temperature=temperature,
-            seed=seed,
+            seed=config.seed,
             concurrency=concurrency,
             on_progress=progress(phase),
         )
@@ -583,8 +597,7 @@ async def evaluate_models(
         prompts,
         outputs["model"],
         outputs["baseline"],
-        k=k,
-        seed=seed,
+        config=config,
         concurrency=concurrency,
         nonces=nonces,
         on_progress=progress("judge"),
@@ -595,8 +608,7 @@ async def evaluate_models(
         baseline=baseline.spec,
         judge=judge.spec,
         constitution=constitution,
-        k=k,
-        seed=seed,
+        config=config,
         temperature=temperature,
         max_tokens=max_tokens,
         resamples=resamples,

@@ -17,11 +17,14 @@ from typing import Any
 
 import sqlite_utils
 
+from charter import calibrations
+from charter.calibrations import CalibrationRecord
 from charter.calls import CachedModel, CallStats, store_secret
 from charter.inputs import PromptRecord
 from charter.jobs import (
     JobRecord,
     Preference,
+    ensure_tables,
     finish_prompt,
     job_prompts,
     load_preferences,
@@ -104,6 +107,8 @@ async def run_job(
 
     `concurrency` bounds the prompts in flight; the models bound their own requests.
     """
+    ensure_tables(db)  # a store from an earlier release gains the columns rows now carry
+    calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
     retried = reset_failed(db, job.id)
     if retried:
         log.info("retrying %d prompt(s) that failed before", retried)
@@ -129,7 +134,7 @@ async def run_job(
                 return
             try:
                 preferences, result, error = await _process(
-                    job, position, record, cached_judge, cached_policy, nonces
+                    job, position, record, cached_judge, cached_policy, nonces, calibration
                 )
             except Exception as exc:  # a bug or an unexpected backend failure: keep going
                 log.exception("prompt %d failed", position)
@@ -183,6 +188,7 @@ async def _process(
     judge: ChatModel,
     policy: ChatModel | None,
     nonces: KeyedNonces,
+    calibration: CalibrationRecord | None = None,
 ) -> tuple[list[Preference], dict[str, Any], str | None]:
     spec = job.spec
     if record.responses is not None:
@@ -192,7 +198,7 @@ async def _process(
             raise ValueError("no candidate responses given and no policy model to sample them")
         candidates = distinct(
             await sample_candidates(
-                policy, record, spec.n, spec.temperature, spec.max_tokens, spec.seed
+                policy, record, spec.n, spec.temperature, spec.max_tokens, spec.judge_config.seed
             )
         )
     common = {
@@ -213,28 +219,35 @@ async def _process(
             job.constitution,
             record.text,
             candidates,
-            k=spec.principles,
-            seed=spec.seed,
-            cot=spec.cot,
+            spec.judge_config,
             strategy=spec.pairs,
             nonces=nonces,
         )
         result = ranking.model_dump(mode="json")
         if ranking.failed_comparisons == len(ranking.comparisons):
             return [], result, f"every comparison failed: {_first_error(result)}"
-        preferences = [
-            Preference(
-                **common,
-                chosen=pair.chosen,
-                rejected=pair.rejected,
-                source="comparison",
-                p_chosen=pair.p_chosen,
-                margin=pair.margin,
-                position_consistent=pair.position_consistent,
-                principles=pair.principle_ids,
+        preferences = []
+        for pair in ranking.pairs:
+            p_chosen = (
+                calibrations.calibrated_p_chosen(calibration.calibration, pair)
+                if calibration
+                else pair.p_chosen
             )
-            for pair in ranking.pairs
-        ]
+            preferences.append(
+                Preference(
+                    **common,
+                    chosen=pair.chosen,
+                    rejected=pair.rejected,
+                    source="comparison",
+                    p_chosen=p_chosen,
+                    p_chosen_raw=pair.p_chosen,
+                    calibration=calibration.id if calibration else None,
+                    protocol=ranking.protocol,
+                    margin=p_chosen - 0.5,
+                    position_consistent=pair.position_consistent,
+                    principles=pair.principle_ids,
+                )
+            )
         return preferences, result, None
 
     chains = await asyncio.gather(
@@ -244,9 +257,7 @@ async def _process(
                 job.constitution,
                 record.text,
                 response,
-                revisions=spec.revisions,
-                seed=spec.seed,
-                max_tokens=spec.max_tokens,
+                spec.judge_config,
                 nonces=nonces,
             )
             for response in candidates
@@ -273,11 +284,17 @@ async def _process(
     return preferences, result, None
 
 
+def stored_judgments(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every judge question in a stored ranking: pairwise judgments and pointwise scores."""
+    pairwise = [j for c in result.get("comparisons", []) for j in c.get("judgments", [])]
+    pointwise = [j for s in result.get("response_scores", []) for j in s.get("judgments", [])]
+    return pairwise + pointwise
+
+
 def _first_error(result: dict[str, Any]) -> str | None:
-    for comparison in result.get("comparisons", []):
-        for judgment in comparison.get("judgments", []):
-            if judgment.get("error"):
-                return str(judgment["error"])
+    for judgment in stored_judgments(result):
+        if judgment.get("error"):
+            return str(judgment["error"])
     return None
 
 
@@ -293,7 +310,7 @@ def summarise(
     results = prompt_results(db, job.id)
     preferences = load_preferences(db, job.id)
     comparisons = [c for r in results for c in r.get("comparisons", [])]
-    judgments = [j for c in comparisons for j in c.get("judgments", [])]
+    judgments = [j for r in results for j in stored_judgments(r)]
     consistency = [
         c["position_consistent"] for c in comparisons if c.get("position_consistent") is not None
     ]

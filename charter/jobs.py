@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord
+from charter.judge.config import JudgeConfig
 
 JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
@@ -33,8 +34,16 @@ class JobError(Exception):
     """A job that cannot be found, started or resumed as asked."""
 
 
+_LEGACY_JUDGE_FIELDS = {"seed": "seed", "principles": "principles", "revisions": "revisions"}
+
+
 class JobSpec(BaseModel):
-    """Everything that determines a job's output. Equal specs make the same job."""
+    """Everything that determines a job's output. Equal specs make the same job.
+
+    `judge_config` is the whole effective `JudgeConfig` (its protocol resolved for the judge)
+    and `calibration` the id of the calibration its `p_chosen` went through, so changing any
+    setting that changes the rows changes the job id.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,13 +53,29 @@ class JobSpec(BaseModel):
     n: int = Field(default=2, ge=1, description="Candidates per prompt (sampled when not given).")
     temperature: float = Field(default=0.8, ge=0)
     max_tokens: int = Field(default=128, ge=1)
-    seed: int = 0
-    principles: int | None = Field(default=None, ge=1, description="K per comparison.")
-    revisions: int | None = Field(default=None, ge=1, description="Rounds per revision chain.")
-    cot: bool = False
     pairs: Literal["best_worst", "margin"] = "best_worst"
+    judge_config: JudgeConfig = JudgeConfig(protocol="pairwise")
+    calibration: str | None = None
     prompts_digest: str
     constitution_digest: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_release(cls, data: Any) -> Any:
+        """Specs stored before `JudgeConfig` kept the judge's settings at the top level (and
+        always judged pairwise, with critiques as long as the candidates): read them so."""
+        if not isinstance(data, dict) or "judge_config" in data:
+            return data
+        data = dict(data)
+        config: dict[str, Any] = {"protocol": "pairwise"}
+        for old, new in _LEGACY_JUDGE_FIELDS.items():
+            if old in data:
+                config[new] = data.pop(old)
+        config["cot"] = bool(data.pop("cot", False))
+        if "max_tokens" in data:
+            config["critique_max_tokens"] = data["max_tokens"]
+        data["judge_config"] = config
+        return data
 
     @property
     def job_id(self) -> str:
@@ -70,7 +95,14 @@ class Preference(BaseModel):
     chosen: str
     rejected: str
     source: Literal["comparison", "revision"]
-    p_chosen: float | None = None
+    p_chosen: float | None = Field(
+        default=None, description="P(chosen is better): calibrated when `calibration` is set."
+    )
+    p_chosen_raw: float | None = Field(default=None, description="The judge's own P(chosen).")
+    calibration: str | None = Field(
+        default=None, description="Id of the calibration applied to p_chosen; None: raw."
+    )
+    protocol: str | None = Field(default=None, description="pairwise or pointwise.")
     margin: float | None = None
     position_consistent: bool | None = None
     principles: list[str] = []
@@ -134,12 +166,19 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
             },
             pk=("job_id", "position"),
         )
+    columns: dict[str, Any] = {name: str for name in Preference.model_fields}
+    columns.update(
+        position=int, p_chosen=float, p_chosen_raw=float, margin=float, position_consistent=int
+    )
     if PREFERENCES not in names:
-        columns: dict[str, Any] = {"key": str}
-        columns.update({name: str for name in Preference.model_fields})
-        columns.update(position=int, p_chosen=float, margin=float, position_consistent=int)
-        db[PREFERENCES].create(columns, pk="key")  # type: ignore[union-attr]
+        db[PREFERENCES].create({"key": str, **columns}, pk="key")  # type: ignore[union-attr]
         db[PREFERENCES].create_index(["job_id", "position"])  # type: ignore[union-attr]
+    else:  # a store from an earlier release: add the columns rows have gained since
+        table = db[PREFERENCES]
+        have = set(table.columns_dict)
+        for name, kind in columns.items():
+            if name not in have:
+                table.add_column(name, kind)  # type: ignore[union-attr]
 
 
 def prompts_digest(records: list[PromptRecord]) -> str:

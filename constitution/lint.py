@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from .models import Principle
 
 _CHOOSE = re.compile(r"\b(which|choose|select|pick)\b", re.IGNORECASE)
+_YES_NO = re.compile(
+    r"^(does|is|do|did|has|have|would|will|can|could|was|are|were|should)\b", re.IGNORECASE
+)
 
 
 def principle_keys() -> set[str]:
@@ -61,7 +64,35 @@ def check_principle(path: Path, data: dict[str, Any], text: str) -> list[Finding
                 ),
             )
         )
+    score = data.get("score")
+    if isinstance(score, str) and score.strip():
+        problem = _score_problem(score.strip())
+        if problem:
+            findings.append(
+                Finding(
+                    path=path,
+                    line=key_line(text, "score"),
+                    field="score",
+                    code="score-not-yes-no",
+                    message=problem,
+                )
+            )
     return findings
+
+
+def _score_problem(question: str) -> str | None:
+    """Why a `score` question cannot be answered Yes or No about one response, if it can't."""
+    if _CHOOSE.search(question):
+        return (
+            "score asks to choose; it must be a Yes/No question about one response "
+            "(e.g. 'Does the response avoid ...?')"
+        )
+    if not _YES_NO.match(question) or not question.endswith("?"):
+        return (
+            "score must be a Yes/No question ending in '?' that starts like 'Does the "
+            "response ...' or 'Is the response ...'"
+        )
+    return None
 
 
 def check_constitution(

@@ -38,6 +38,11 @@ class Principle(BaseModel):
         description="Asks the judge to rewrite the response to answer the critique."
     )
     comparison: Text = Field(description="A question asking which of two responses is better.")
+    score: Text | None = Field(
+        default=None,
+        description="A Yes/No question about one response, for pointwise judging "
+        "(default: built from the title).",
+    )
     weight: float = Field(default=1.0, gt=0, description="Relative weight when averaging verdicts.")
     tags: tuple[str, ...] = ()
     enabled: bool = True
@@ -50,13 +55,23 @@ class Principle(BaseModel):
             raise ValueError("tags must be non-empty strings")
         return cleaned
 
+    @property
+    def score_question(self) -> str:
+        """The pointwise question: the file's `score`, else one built from the title."""
+        return self.score or f'Does the response follow the principle "{self.title}"?'
+
     def canonical(self) -> dict[str, Any]:
-        """The principle's meaning, as plain data (no `enabled`: that belongs to the set)."""
-        return self.model_dump(mode="json", exclude={"enabled"})
+        """The principle's meaning, as plain data (no `enabled`: that belongs to the set).
+
+        An absent `score` is left out, so principles written before it existed keep their
+        digests (and their stored judgments).
+        """
+        exclude = {"enabled"} if self.score is not None else {"enabled", "score"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     @property
     def digest(self) -> str:
-        """Content digest of this principle alone; judgments are keyed by it (design §6)."""
+        """Content digest of this principle alone; judgments are keyed by it."""
         return _digest_of(self)
 
 

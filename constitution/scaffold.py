@@ -23,6 +23,10 @@ revision = """
 comparison = """
 """
 
+# Optional: a Yes/No question about one response, for pointwise judging, e.g.
+# "Does the response ...?" (without it, one is built from the title).
+# score = ""
+
 weight = 1.0
 tags = []
 enabled = true

@@ -1,52 +1,134 @@
 """The judge: applies a constitution through an AI model to compare, critique, revise and rank.
 
-Imports stay light (no torch): model backends are loaded lazily through
-`charter.judge.backends.registry.load_model`, also reachable here as `load_model`.
+Imports stay light: every name here is imported from its module on first use, and model
+backends only when `load_model` builds one, so `charter --help` never pays for them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-from .aggregate import clamp, decide
-from .backends.base import BackendError, ChatModel, Completion, GenerationRequest, Message, Usage
-from .backends.options import BackendOptions
-from .bradley_terry import bradley_terry, win_probability
-from .compare import compare, compare_sync, judge_once
-from .critique import (
-    RevisionChain,
-    RevisionRound,
-    Step,
-    critique_and_revise,
-    critique_and_revise_sync,
-)
-from .evaluate import (
-    EvalReport,
-    LabelledPair,
-    Pair,
-    PairOutcome,
-    PairsFileError,
-    evaluate,
-    evaluate_sync,
-    load_pairs,
-    parse_pairs,
-    summarise,
-)
-from .parse import parse_verdict
-from .prompts import comparison_messages, critique_messages, revision_messages
-from .rank import RankedPair, Ranking, rank, rank_sync, select_pairs
-from .results import Comparison, Judgment, PrincipleVerdict
-from .selection import revision_schedule, select_for_pair
+if TYPE_CHECKING:
+    from .aggregate import clamp, decide
+    from .backends.base import (
+        BackendError,
+        ChatModel,
+        Completion,
+        GenerationRequest,
+        Message,
+        Usage,
+    )
+    from .backends.options import BackendOptions
+    from .backends.registry import load_model
+    from .bradley_terry import bradley_terry, win_probability
+    from .calibration import Calibration, CalibrationMetrics, calibration_metrics, fit_calibration
+    from .compare import compare, compare_sync, judge_once
+    from .config import JudgeConfig
+    from .critique import (
+        RevisionChain,
+        RevisionRound,
+        Step,
+        critique_and_revise,
+        critique_and_revise_sync,
+    )
+    from .evaluate import (
+        EvalReport,
+        LabelledPair,
+        LabelQuality,
+        Pair,
+        PairOutcome,
+        PairsFileError,
+        evaluate,
+        evaluate_sync,
+        judge_pairs,
+        load_pairs,
+        parse_pairs,
+        recommend,
+        summarise,
+    )
+    from .parse import parse_verdict
+    from .prompts import comparison_messages, critique_messages, revision_messages
+    from .rank import RankedPair, Ranking, rank, rank_sync, select_pairs
+    from .results import Comparison, Judgment, PrincipleVerdict, ResponseScore, ScoreJudgment
+    from .score import score, score_sync
+    from .selection import revision_schedule, select_for_pair, select_for_prompt
+
+_EXPORTS: dict[str, str] = {
+    "BackendError": ".backends.base",
+    "BackendOptions": ".backends.options",
+    "Calibration": ".calibration",
+    "CalibrationMetrics": ".calibration",
+    "ChatModel": ".backends.base",
+    "Comparison": ".results",
+    "Completion": ".backends.base",
+    "EvalReport": ".evaluate",
+    "GenerationRequest": ".backends.base",
+    "JudgeConfig": ".config",
+    "Judgment": ".results",
+    "LabelQuality": ".evaluate",
+    "LabelledPair": ".evaluate",
+    "Message": ".backends.base",
+    "Pair": ".evaluate",
+    "PairOutcome": ".evaluate",
+    "PairsFileError": ".evaluate",
+    "PrincipleVerdict": ".results",
+    "RankedPair": ".rank",
+    "Ranking": ".rank",
+    "ResponseScore": ".results",
+    "RevisionChain": ".critique",
+    "RevisionRound": ".critique",
+    "ScoreJudgment": ".results",
+    "Step": ".critique",
+    "Usage": ".backends.base",
+    "bradley_terry": ".bradley_terry",
+    "calibration_metrics": ".calibration",
+    "clamp": ".aggregate",
+    "compare": ".compare",
+    "compare_sync": ".compare",
+    "comparison_messages": ".prompts",
+    "critique_and_revise": ".critique",
+    "critique_and_revise_sync": ".critique",
+    "critique_messages": ".prompts",
+    "decide": ".aggregate",
+    "evaluate": ".evaluate",
+    "evaluate_sync": ".evaluate",
+    "fit_calibration": ".calibration",
+    "judge_once": ".compare",
+    "judge_pairs": ".evaluate",
+    "load_pairs": ".evaluate",
+    "parse_pairs": ".evaluate",
+    "parse_verdict": ".parse",
+    "rank": ".rank",
+    "rank_sync": ".rank",
+    "recommend": ".evaluate",
+    "revision_messages": ".prompts",
+    "revision_schedule": ".selection",
+    "score": ".score",
+    "score_sync": ".score",
+    "select_for_pair": ".selection",
+    "select_for_prompt": ".selection",
+    "select_pairs": ".rank",
+    "summarise": ".evaluate",
+    "win_probability": ".bradley_terry",
+    "load_model": ".backends.registry",
+}
 
 __all__ = [
     "BackendError",
     "BackendOptions",
+    "Calibration",
+    "CalibrationMetrics",
     "ChatModel",
     "Comparison",
     "Completion",
     "EvalReport",
     "GenerationRequest",
+    "JudgeConfig",
     "Judgment",
+    "LabelQuality",
     "LabelledPair",
     "Message",
     "Pair",
@@ -55,11 +137,14 @@ __all__ = [
     "PrincipleVerdict",
     "RankedPair",
     "Ranking",
+    "ResponseScore",
     "RevisionChain",
     "RevisionRound",
+    "ScoreJudgment",
     "Step",
     "Usage",
     "bradley_terry",
+    "calibration_metrics",
     "clamp",
     "compare",
     "compare_sync",
@@ -70,26 +155,52 @@ __all__ = [
     "decide",
     "evaluate",
     "evaluate_sync",
+    "fit_calibration",
     "judge_once",
+    "judge_pairs",
     "load_model",
     "load_pairs",
     "parse_pairs",
     "parse_verdict",
     "rank",
     "rank_sync",
+    "recommend",
     "revision_messages",
     "revision_schedule",
+    "score",
+    "score_sync",
     "select_for_pair",
+    "select_for_prompt",
     "select_pairs",
     "summarise",
     "win_probability",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """`load_model` on first use, so importing the judge never pulls in a backend."""
-    if name == "load_model":
-        from .backends.registry import load_model
+class _Package(types.ModuleType):
+    """This package's module type: four functions share their module's name (`compare`,
+    `evaluate`, `rank`, `score`). Importing such a submodule would rebind the package
+    attribute to the module; here the function keeps the name (the module stays reachable
+    through `sys.modules`, so `from charter.judge.compare import judge_once` works)."""
 
-        return load_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _SHADOWED:
+            return
+        super().__setattr__(name, value)
+
+
+_SHADOWED = {name for name, module in _EXPORTS.items() if module == "." + name}
+
+
+def __getattr__(name: str) -> Any:
+    """Each name's module on first use, so importing one part of the judge (its config, say)
+    never pulls in the rest, numpy or a backend."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+sys.modules[__name__].__class__ = _Package

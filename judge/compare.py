@@ -5,7 +5,8 @@ principle's comparison question twice, once with `a` in slot A and once with `b`
 all concurrently. Each answer becomes P(a is better); by default only principles whose two
 orders both succeeded vote, weighted by principle weight, into `p_a` (see
 `aggregate.weighted_p_a`). Unparseable replies are retried and then recorded as failures,
-never counted (design §4).
+never counted. With `JudgeConfig.protocol` "pointwise" the comparison is made from
+each response's own score instead (`charter.judge.score`).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from .aggregate import (
     weighted_p_a,
 )
 from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
+from .config import DEFAULT_CONFIG, JudgeConfig
 from .parse import Letter, parse_verdict
 from .prompts import OPTIONS, RANDOM_NONCES, NonceSource, comparison_messages
 from .results import Comparison, Judgment, Order
+from .score import compare_pointwise
 from .selection import select_for_pair
 
 log = logging.getLogger(__name__)
 
 ORDERS: tuple[Order, Order] = ("AB", "BA")
-DEFAULT_COT_CLAMP = (0.4, 0.6)
-DEFAULT_COT_MAX_TOKENS = 512
 
 
 async def judge_once(
@@ -48,20 +49,16 @@ async def judge_once(
     a: str,
     b: str,
     order: Order,
+    config: JudgeConfig = DEFAULT_CONFIG,
     *,
-    seed: int = 0,
-    cot: bool = False,
-    cot_clamp: tuple[float, float] = DEFAULT_COT_CLAMP,
-    cot_max_tokens: int = DEFAULT_COT_MAX_TOKENS,
-    parse_retries: int = 1,
     nonces: NonceSource = RANDOM_NONCES,
 ) -> Judgment:
     """Ask one principle in one order; never raises for model failures, records them.
 
-    With `cot`, the judge first reasons (`generate`), then a second call asks for the letter
-    with that reasoning fenced as data; if that reply is unparseable the reasoning's own final
-    `Answer: X` line is accepted. CoT probabilities are clamped to `cot_clamp`. A retry after
-    an unparseable reply repeats only the verdict call, with a fresh nonce.
+    With `config.cot`, the judge first reasons (`generate`), then a second call asks for the
+    letter with that reasoning fenced as data; if that reply is unparseable the reasoning's own
+    final `Answer: X` line is accepted. CoT probabilities are clamped to 0.5 ± `cot_clamp`. A
+    retry after an unparseable reply repeats only the verdict call, with a fresh nonce.
     """
     first, second = (a, b) if order == "AB" else (b, a)
     started = time.perf_counter()
@@ -90,19 +87,22 @@ async def judge_once(
         )
 
     try:
-        if cot:
+        if config.cot:
             cot_messages = comparison_messages(
                 principle, prompt, first, second, cot=True, nonces=nonces
             )
             messages = cot_messages
             thought = await model.generate(
                 GenerationRequest(
-                    messages=cot_messages, max_tokens=cot_max_tokens, temperature=0.0, seed=seed
+                    messages=cot_messages,
+                    max_tokens=config.cot_max_tokens,
+                    temperature=0.0,
+                    seed=config.seed,
                 )
             )
             usage = usage + thought.usage
             reasoning = thought.text
-        for _ in range(parse_retries + 1):
+        for _ in range(config.parse_retries + 1):
             attempts += 1
             messages = comparison_messages(
                 principle,
@@ -126,8 +126,8 @@ async def judge_once(
                     letter, logprobs = parse_verdict(reasoning, cot=True), None
             if letter is not None:
                 p_slot_a, option_probs = slot_probabilities(letter, logprobs)
-                if cot:
-                    p_slot_a = clamp(p_slot_a, cot_clamp)
+                if config.cot:
+                    p_slot_a = clamp(p_slot_a, config.clamp_band)
                 return result(
                     slot=letter,
                     choice=slot_to_side(letter, order),
@@ -149,57 +149,32 @@ async def compare(
     prompt: str,
     a: str,
     b: str,
+    config: JudgeConfig = DEFAULT_CONFIG,
     *,
-    k: int | None = None,
-    seed: int = 0,
-    cot: bool = False,
-    cot_clamp: tuple[float, float] = DEFAULT_COT_CLAMP,
-    cot_max_tokens: int = DEFAULT_COT_MAX_TOKENS,
-    tie_margin: float | None = None,
-    parse_retries: int = 1,
-    require_both_orders: bool = True,
     nonces: NonceSource = RANDOM_NONCES,
 ) -> Comparison:
-    """Compare `a` and `b` as answers to `prompt` under `constitution`.
+    """Compare `a` and `b` as answers to `prompt` under `constitution`, as `config` says.
 
-    `k` defaults to the constitution's `principles_per_comparison` (capped at the number of
-    enabled principles), `tie_margin` to its `tie_margin`. See `aggregate.weighted_p_a` for
-    `require_both_orders`.
+    Pairwise: K principles, each asked in both orders (see `aggregate.weighted_p_a` for
+    `require_both_orders`). Pointwise: each response scored alone (see `charter.judge.score`).
+    K and the tie margin default to the constitution's.
     """
-    margin = constitution.defaults.tie_margin if tie_margin is None else tie_margin
-    if not 0.0 <= margin < 0.5:
-        raise ValueError(f"tie_margin must be in [0, 0.5), got {margin}")
-    if parse_retries < 0:
-        raise ValueError(f"parse_retries must be non-negative, got {parse_retries}")
-    if cot:
-        clamp(0.5, cot_clamp)  # validates the band before any call is made
-    wanted = constitution.defaults.principles_per_comparison if k is None else k
-    principles = select_for_pair(constitution, prompt, a, b, wanted, seed)
+    if config.protocol_for(model.spec) == "pointwise":
+        return await compare_pointwise(model, constitution, prompt, a, b, config, nonces=nonces)
+    margin = config.margin(constitution)
+    principles = select_for_pair(constitution, prompt, a, b, config.k(constitution), config.seed)
     started = time.perf_counter()
     judgments = list(
         await asyncio.gather(
             *(
-                judge_once(
-                    model,
-                    principle,
-                    prompt,
-                    a,
-                    b,
-                    order,
-                    seed=seed,
-                    cot=cot,
-                    cot_clamp=cot_clamp,
-                    cot_max_tokens=cot_max_tokens,
-                    parse_retries=parse_retries,
-                    nonces=nonces,
-                )
+                judge_once(model, principle, prompt, a, b, order, config, nonces=nonces)
                 for principle in principles
                 for order in ORDERS
             )
         )
     )
     verdicts = principle_verdicts(principles, judgments)
-    p_a = weighted_p_a(principles, judgments, require_both_orders=require_both_orders)
+    p_a = weighted_p_a(principles, judgments, require_both_orders=config.require_both_orders)
     return Comparison(
         prompt=prompt,
         a=a,
@@ -213,9 +188,10 @@ async def compare(
         constitution_digest=constitution.digest,
         constitution_version=constitution.version,
         judge=model.spec,
-        seed=seed,
+        seed=config.seed,
         k=len(principles),
-        cot=cot,
+        cot=config.cot,
+        protocol="pairwise",
         usage=Usage.total(j.usage for j in judgments),
         latency_s=time.perf_counter() - started,
     )

@@ -19,12 +19,11 @@ from charter.constitution import Constitution
 
 from ._sync import synced
 from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
+from .config import DEFAULT_CONFIG, JudgeConfig
 from .prompts import RANDOM_NONCES, NonceSource, critique_messages, revision_messages
 from .selection import revision_schedule
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_TOKENS = 512
 
 # Our fence markers as a small model may echo them (with a `>` too many or too few).
 _MARKER = re.compile(r"<<<\s*(?:END_)?[A-Z_]+ [0-9a-f]{6,}\s*>{1,4}")
@@ -163,15 +162,15 @@ async def critique_and_revise(
     constitution: Constitution,
     prompt: str,
     response: str,
+    config: JudgeConfig = DEFAULT_CONFIG,
     *,
-    revisions: int | None = None,
-    seed: int = 0,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = 0.0,
     nonces: NonceSource = RANDOM_NONCES,
 ) -> RevisionChain:
-    """Run `revisions` critique→revision rounds (default: the constitution's `revisions`)."""
-    rounds_wanted = constitution.defaults.revisions if revisions is None else revisions
+    """Run the config's critique→revision rounds (default: the constitution's `revisions`),
+    each call at most `config.critique_max_tokens` new tokens."""
+    rounds_wanted = config.rounds(constitution)
+    seed, max_tokens = config.seed, config.critique_max_tokens
     schedule = revision_schedule(constitution, prompt, response, rounds_wanted, seed)
     started = time.perf_counter()
     current = response

@@ -18,6 +18,7 @@ import re
 from typing import Literal
 
 Letter = Literal["A", "B"]
+YesNo = Literal["Yes", "No"]
 
 _WRAP_OPEN = r"[\s\"'`*_(\[{<]*"
 _WRAP_CLOSE = r"[\s\"'`*_)\]}>.,;:!]*"
@@ -41,3 +42,27 @@ def parse_verdict(text: str | None, *, cot: bool = False) -> Letter | None:
         return None
     letter = match.group("letter")
     return "A" if letter == "A" else "B"
+
+
+_YES_NO = re.compile(rf"^{_WRAP_OPEN}(?i:{_LABEL}){_WRAP_OPEN}(?P<word>(?i:yes|no)){_WRAP_CLOSE}$")
+
+
+def parse_yes_no(text: str | None) -> YesNo | None:
+    """ "Yes" or "No" when a pointwise reply is exactly that word (any case, the same wrappers
+    and labels as a letter verdict), else None: never a default."""
+    if text is None:
+        return None
+    match = _YES_NO.match(text.strip())
+    if match is None:
+        return None
+    return "Yes" if match.group("word").lower() == "yes" else "No"
+
+
+def parse_option(text: str | None, options: tuple[str, ...] | list[str]) -> str | None:
+    """The option a `choose` reply names, with the strict parser for that kind of question."""
+    if set(options) == {"A", "B"}:
+        return parse_verdict(text)
+    if set(options) == {"Yes", "No"}:
+        return parse_yes_no(text)
+    stripped = (text or "").strip()
+    return stripped if stripped in options else None

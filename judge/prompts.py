@@ -53,6 +53,14 @@ COMPARE_SYSTEM = (
     "principle and say which is better. Judge substance, not length or position. " + _DATA_RULES
 )
 
+SCORE_SYSTEM = (
+    "You are an impartial judge. You read one response to a prompt and answer a Yes/No "
+    "question about it. Judge substance, not length. " + _DATA_RULES
+)
+
+SCORE_OPTIONS: tuple[str, str] = ("Yes", "No")
+SCORE_INSTRUCTION = "Answer with a single word: Yes or No."
+
 REVISE_SYSTEM = (
     "You are a careful reviewer who critiques and improves AI assistant responses according "
     "to a principle. " + _DATA_RULES
@@ -154,6 +162,34 @@ def comparison_messages(
     else:
         parts.append(COT_INSTRUCTION if cot else VERDICT_INSTRUCTION)
     return (_system(COMPARE_SYSTEM, nonce), Message(role="user", content="\n\n".join(parts)))
+
+
+def score_messages(
+    principle: Principle,
+    prompt: str,
+    response: str,
+    *,
+    attempt: int = 0,
+    nonces: NonceSource = RANDOM_NONCES,
+) -> tuple[Message, ...]:
+    """Ask the principle's Yes/No `score_question` about one response (pointwise judging).
+
+    Only this response is shown, so there is no slot to be biased towards, and the prompt
+    depends on nothing but (principle, prompt, response): a response scored once is the same
+    question whichever rival it is later compared with.
+    """
+    question = principle.score_question
+    texts = [prompt, response, question]
+    draw = nonces.drawer("score", str(attempt), *texts)
+    nonce = choose_nonce(texts, draw)
+    parts = [
+        "Here is a prompt and a response to it.",
+        fence("PROMPT", prompt, nonce),
+        fence("RESPONSE", response, nonce),
+        f"Question: {question}",
+        SCORE_INSTRUCTION,
+    ]
+    return (_system(SCORE_SYSTEM, nonce), Message(role="user", content="\n\n".join(parts)))
 
 
 def critique_messages(

@@ -1,6 +1,7 @@
 """Rank N completions of one prompt by all-pairs comparison, and pick preference pairs.
 
-Every pair is compared (both orders, K principles, see `compare`); the soft `p_a` values feed a
+Every pair is compared (pairwise: both orders, K principles, see `compare`; pointwise: from
+each response's score, made once); the soft `p_a` values feed a
 Bradley–Terry fit (see `bradley_terry`) and a soft win rate. Comparisons with no successful
 judgment are left out of both, never counted as ties. Preference pairs come out as best vs
 worst by default, or as every pair whose own comparison cleared a margin.
@@ -22,8 +23,10 @@ from ._sync import synced
 from .backends.base import ChatModel, Usage
 from .bradley_terry import DEFAULT_PRIOR, bradley_terry
 from .compare import compare
+from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
 from .prompts import RANDOM_NONCES, NonceSource
-from .results import Comparison
+from .results import Comparison, ResponseScore
+from .score import score, versus
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class RankedPair(BaseModel):
     chosen: str
     rejected: str
     p_chosen: float = Field(description="The comparison's debiased P(chosen is better).")
+    chosen_is_a: bool | None = Field(
+        default=None, description="Whether chosen was the comparison's `a` (its p_a is p_chosen)."
+    )
     margin: float = Field(description="p_chosen - 0.5, the distance from a coin flip (0-0.5).")
     score_gap: float = Field(description="Bradley–Terry score of chosen minus rejected.")
     position_consistent: bool | None
@@ -60,6 +66,11 @@ class Ranking(BaseModel):
     pairs: list[RankedPair]
     comparisons: list[Comparison]
     failed_comparisons: int
+    protocol: Protocol = "pairwise"
+    response_scores: list[ResponseScore] = Field(
+        default=[],
+        description="Pointwise: each response's score, once (the comparisons are made from them).",
+    )
     constitution_digest: str
     constitution_version: str
     judge: str
@@ -98,6 +109,7 @@ def select_pairs(
             chosen=responses[chosen],
             rejected=responses[rejected],
             p_chosen=p_chosen,
+            chosen_is_a=index_pairs[n][0] == chosen,
             margin=p_chosen - 0.5,
             score_gap=scores[chosen] - scores[rejected],
             position_consistent=c.position_consistent,
@@ -135,20 +147,20 @@ async def rank(
     constitution: Constitution,
     prompt: str,
     responses: list[str],
+    config: JudgeConfig = DEFAULT_CONFIG,
     *,
-    k: int | None = None,
-    seed: int = 0,
-    cot: bool = False,
-    tie_margin: float | None = None,
-    parse_retries: int = 1,
     strategy: PairStrategy = "best_worst",
     min_margin: float | None = None,
     prior: float = DEFAULT_PRIOR,
     max_concurrency: int = 8,
     nonces: NonceSource = RANDOM_NONCES,
 ) -> Ranking:
-    """Compare all pairs of `responses` and rank them (at most `max_concurrency` comparisons
-    in flight; the backend bounds its own request concurrency too)."""
+    """Judge every pair of `responses` and rank them.
+
+    Pairwise: each pair is compared (at most `max_concurrency` comparisons in flight; the
+    backend bounds its own request concurrency too). Pointwise: each response is scored once
+    (N x K calls) and every pair's comparison is computed from the scores.
+    """
     if len(responses) < 2:
         raise ValueError("ranking needs at least two responses")
     if max_concurrency < 1:
@@ -156,24 +168,28 @@ async def rank(
     index_pairs = list(itertools.combinations(range(len(responses)), 2))
     gate = asyncio.Semaphore(max_concurrency)
     started = time.perf_counter()
+    scored: list[ResponseScore] = []
 
     async def one(i: int, j: int) -> Comparison:
         async with gate:
             return await compare(
-                model,
-                constitution,
-                prompt,
-                responses[i],
-                responses[j],
-                k=k,
-                seed=seed,
-                cot=cot,
-                tie_margin=tie_margin,
-                parse_retries=parse_retries,
-                nonces=nonces,
+                model, constitution, prompt, responses[i], responses[j], config, nonces=nonces
             )
 
-    comparisons = list(await asyncio.gather(*(one(i, j) for i, j in index_pairs)))
+    if config.protocol_for(model.spec) == "pointwise":
+        scored = list(
+            await asyncio.gather(
+                *(score(model, constitution, prompt, r, config, nonces=nonces) for r in responses)
+            )
+        )
+        comparisons = [
+            versus(constitution, scored[i], scored[j], config, keep_scores=False)
+            for i, j in index_pairs
+        ]
+        usage = Usage.total(s.usage for s in scored)
+    else:
+        comparisons = list(await asyncio.gather(*(one(i, j) for i, j in index_pairs)))
+        usage = Usage.total(c.usage for c in comparisons)
     outcomes: list[tuple[int, int, float]] = []
     for (i, j), c in zip(index_pairs, comparisons, strict=True):
         if c.p_a is not None:
@@ -209,11 +225,13 @@ async def rank(
         ),
         comparisons=comparisons,
         failed_comparisons=failed,
+        response_scores=scored,
+        protocol=config.protocol_for(model.spec),
         constitution_digest=constitution.digest,
         constitution_version=constitution.version,
         judge=model.spec,
-        seed=seed,
-        usage=Usage.total(c.usage for c in comparisons),
+        seed=config.seed,
+        usage=usage,
         latency_s=time.perf_counter() - started,
     )
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .backends.base import Message, Usage
+from .config import Protocol
 
 Order = Literal["AB", "BA"]
 Side = Literal["a", "b"]
@@ -56,12 +57,77 @@ class Judgment(BaseModel):
         return self.error is None and self.p_a is not None
 
 
+class ScoreJudgment(BaseModel):
+    """One pointwise question: one principle's Yes/No question about one response.
+
+    `p_yes` is P(Yes) renormalised over the Yes/No tokens' logprobs where the backend gives
+    them, else 1 or 0 from the parsed word. A failed judgment (`error` set) has no `p_yes`
+    and counts for nothing.
+    """
+
+    model_config = ConfigDict(extra="ignore")  # computed fields round-trip
+
+    principle_id: str
+    principle_digest: str
+    messages: tuple[Message, ...] = ()
+    raw: str | None = Field(default=None, description="The last reply received.")
+    answer: Literal["Yes", "No"] | None = None
+    p_yes: float | None = None
+    option_probs: dict[str, float] | None = Field(
+        default=None, description="P(Yes), P(No) from logprobs, renormalised over the two."
+    )
+    attempts: int = 0
+    replies: int = 0
+    parse_failures: int = 0
+    latency_s: float = 0.0
+    usage: Usage = Usage()
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.p_yes is not None
+
+
+class ResponseScore(BaseModel):
+    """A response scored alone under K principles: the pointwise verdict, and an RL reward.
+
+    `p_yes` is sigmoid of the principle-weighted mean logit of the successful judgments'
+    P(Yes); None when none succeeded.
+    """
+
+    model_config = ConfigDict(extra="ignore")  # computed fields round-trip
+
+    prompt: str
+    response: str
+    p_yes: float | None
+    judgments: list[ScoreJudgment]
+    constitution_digest: str
+    constitution_version: str
+    judge: str
+    seed: int
+    k: int
+    usage: Usage = Usage()
+    latency_s: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def principle_scores(self) -> dict[str, float | None]:
+        return {j.principle_id: j.p_yes for j in self.judgments}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failed(self) -> int:
+        return sum(1 for j in self.judgments if not j.ok)
+
+
 class PrincipleVerdict(BaseModel):
     """Both orders of one principle, combined.
 
     `consistent` is True when both orders succeeded and named the same original response,
     False when both succeeded and disagreed (the judge followed the slot, not the content),
-    and None when either order failed (nothing to compare).
+    and None when either order failed (nothing to compare), and always None pointwise.
     """
 
     model_config = ConfigDict(extra="ignore")  # computed fields round-trip
@@ -77,11 +143,13 @@ class PrincipleVerdict(BaseModel):
 class Comparison(BaseModel):
     """A debiased, ensembled verdict on `a` versus `b` under a constitution.
 
-    `p_a` is the principle-weight-weighted mean of the successful judgments' p_a (both orders,
-    all sampled principles). `winner` is "tie" when |p_a - 0.5| <= `tie_margin`, and None when
-    no judgment succeeded. `position_consistent` is True when at least one principle got both
-    orders answered and every such principle's two orders named the same response; False when
-    any such principle's orders disagreed; None when no principle got both orders answered.
+    Pairwise, `p_a` is the principle-weight-weighted mean of the successful judgments' p_a (both
+    orders, all sampled principles); pointwise, it is sigmoid of the weighted mean difference of
+    the two responses' logit P(Yes) over the principles both were scored under. `winner` is
+    "tie" when |p_a - 0.5| <= `tie_margin`, and None when no judgment succeeded.
+    `position_consistent` is True when at least one principle got both orders answered and every
+    such principle's two orders named the same response; False when any such principle's orders
+    disagreed; None when no principle got both orders answered.
     """
 
     model_config = ConfigDict(extra="ignore")  # computed fields round-trip
@@ -101,6 +169,12 @@ class Comparison(BaseModel):
     seed: int
     k: int
     cot: bool = False
+    protocol: Protocol = "pairwise"
+    scores: list[ResponseScore] = Field(
+        default=[],
+        description="Pointwise: the scores of a and b this verdict was made from (empty when "
+        "they are recorded once on the ranking that shares them).",
+    )
     usage: Usage = Usage()
     latency_s: float = 0.0
 
@@ -112,7 +186,7 @@ class Comparison(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def failed(self) -> int:
-        return sum(1 for j in self.judgments if not j.ok)
+        return sum(1 for j in self.judgments if not j.ok) + sum(s.failed for s in self.scores)
 
     @property
     def margin(self) -> float | None:

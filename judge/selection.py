@@ -2,7 +2,7 @@
 
 Each enabled principle gets a score `sha256(seed, prompt, texts..., principle.id)` and the top
 K win. A principle's score depends only on its own id and the item, so adding, removing or
-editing one principle changes only the selections that involve it (design §6): every other
+editing one principle changes only the selections that involve it: every other
 pair keeps its principles, and its cached judgments stay valid. Selection is by id, not
 content, so editing a principle's wording re-asks only that principle's judgments.
 """
@@ -64,6 +64,22 @@ def select_for_pair(
         raise ValueError("the constitution has no enabled principles")
     first, second = sorted((a, b))
     return rendezvous_order(enabled, seed, ("pair", prompt, first, second))[:k]
+
+
+def select_for_prompt(
+    constitution: Constitution, prompt: str, k: int, seed: int = 0
+) -> list[Principle]:
+    """The K principles every response to `prompt` is scored under (pointwise judging).
+
+    Keyed by the prompt alone, so all candidates for one prompt share principles and a
+    response's score can be compared with any rival's.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    enabled = constitution.enabled
+    if not enabled:
+        raise ValueError("the constitution has no enabled principles")
+    return rendezvous_order(enabled, seed, ("score", prompt))[:k]
 
 
 def revision_schedule(

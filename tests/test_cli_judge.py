@@ -114,14 +114,64 @@ def test_eval_reports_agreement_and_biases(principles: Path, tmp_path: Path) -> 
     with ScriptedJudgeServer(responder(prompts)) as server:
         code, out, err = judge(server, principles, "eval", "--pairs", str(pairs), "--json")
         assert code == 0, err
-        report = json.loads(out)
+        [report] = json.loads(out)["reports"]
         code, text, _ = judge(server, principles, "eval", "--pairs", str(pairs))
-    assert report["agreement"] == 1.0
+    assert report["protocol"] == "pairwise"  # auto: pairwise for any judge but smollm2
+    assert report["agreement"] == 1.0 and report["coverage"] == 1.0
     assert report["position_consistency"] == 1.0
     assert report["p_first"] == 0.5
     assert report["parse_failure_rate"] == 0.0
+    assert report["raw"]["calibration"]["bins"] == 10
     assert "p_longer" in report and report["total_tokens"] > 0
-    assert code == 0 and "agreement             100.0%" in text
+    assert report["calls"] == 6 * 2 * 2  # 6 pairs x K=2 principles x 2 orders
+    assert code == 0 and "agreement 100.0% on 6 decided (coverage 100.0%" in text
+
+
+def test_eval_measures_both_protocols_and_draws_the_plot(principles: Path, tmp_path: Path) -> None:
+    prompts = [f"Question {i}?" for i in range(8)]
+    pairs = tmp_path / "labelled.jsonl"
+    rows = [
+        {"prompt": p, "a": good(p), "b": bad(p), "preferred": "a" if i % 3 else "b"}
+        for i, p in enumerate(prompts)
+    ]  # a third of the labels disagree with the judge
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plot = tmp_path / "reliability.png"
+    with ScriptedJudgeServer(responder(prompts, position_bias_a=1.0)) as server:
+        code, out, err = judge(
+            server, principles, "eval", "--pairs", str(pairs), "--protocol",
+            "pairwise,pointwise", "--plot", str(plot), "--json",
+        )  # fmt: skip
+        assert code == 0, err
+    result = json.loads(out)
+    pairwise, pointwise = result["reports"]
+    # A judge that always answers slot A: pairwise ties on every pair, pointwise still reads
+    # content (no slot), so pointwise is the protocol to use.
+    assert pairwise["protocol"] == "pairwise" and pairwise["coverage"] == 0.0
+    assert pairwise["p_first"] == 1.0 and pairwise["position_consistency"] == 0.0
+    assert pointwise["protocol"] == "pointwise" and pointwise["coverage"] == 1.0
+    assert pointwise["agreement"] == pytest.approx(5 / 8)
+    assert pointwise["calls"] == 8 * 2 * 2  # 8 pairs x 2 responses x K=2 principles
+    assert result["recommended"] == "pointwise"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--protocol", "listwise"], "unknown protocol 'listwise'"),
+        (["--protocol", ","], "name at least one protocol"),
+        (["--principles", "0"], "--principles"),
+    ],
+)
+def test_eval_refuses_bad_options_in_one_line(
+    principles: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    pairs = tmp_path / "labelled.jsonl"
+    pairs.write_text(json.dumps({"prompt": "p", "a": "x", "b": "y", "preferred": "a"}) + "\n")
+    with ScriptedJudgeServer(responder([PROMPT])) as server:
+        code, _, err = judge(server, principles, "eval", "--pairs", str(pairs), *args)
+        assert server.calls == 0
+    assert code == 2 and message in err and "Traceback" not in err
 
 
 def test_bad_inputs_are_clean_errors(principles: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from charter.inputs import load_prompts
 from charter.judge import BackendOptions, ChatModel, Completion, GenerationRequest, Message
 from charter.judge.backends.local import LocalTransformersModel
 from charter.judge.backends.openai_http import OpenAIChatModel
+from charter.judge.config import JudgeConfig
 from tests.support.generation import PRINCIPLES, write_constitution, write_prompts
 from tests.support.scripted_server import Fault, Reply, ScriptedJudgeServer, last_user_message
 from tests.support.tiny_models import build_tiny_chat_model
@@ -223,7 +224,7 @@ def test_library_sync_api_model_always_preferred(world: dict[str, Any]) -> None:
             judge,
             constitution,
             records,
-            k=2,
+            config=JudgeConfig(principles=2),
             resamples=200,
         )
     assert (report.model, report.baseline, report.judge) == (
@@ -309,7 +310,9 @@ def test_identical_completions_tie_without_the_judge(world: dict[str, Any]) -> N
     records = world["records"][:3]
     same = [Generated(text="same answer"), Generated(text=""), Generated(text=None, error="x")]
     judge: ChatModel = _NoJudge()
-    pairs = asyncio.run(judge_pairs(judge, constitution, records, same, same, k=2))
+    pairs = asyncio.run(
+        judge_pairs(judge, constitution, records, same, same, config=JudgeConfig(principles=2))
+    )
     assert [p.winner for p in pairs] == ["tie", "tie", None]
     assert pairs[0].identical and pairs[1].identical
     assert pairs[2].error == "x"
@@ -322,7 +325,9 @@ def test_empty_completion_is_judged(world: dict[str, Any]) -> None:
     a = [Generated(text=""), Generated(text="something")]
     b = [Generated(text="an answer"), Generated(text="")]
     judge: ChatModel = _PrefersNonEmpty()
-    pairs = asyncio.run(judge_pairs(judge, constitution, records, a, b, k=1))
+    pairs = asyncio.run(
+        judge_pairs(judge, constitution, records, a, b, config=JudgeConfig(principles=1))
+    )
     assert [p.winner for p in pairs] == ["b", "a"]
 
 

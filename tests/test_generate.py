@@ -316,7 +316,9 @@ def test_sigkill_mid_job_then_resume_matches_an_uninterrupted_run(tmp_path: Path
         deadline = time.monotonic() + 60
         while server.calls < 20 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
-        assert proc.poll() is None, "the job finished before it could be killed"
+        assert proc.poll() is None, (
+            "the job finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         completed = {

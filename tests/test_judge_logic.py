@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import ValidationError
 
 from charter.constitution import Constitution
 from charter.judge import (
@@ -42,7 +43,7 @@ from charter.judge import (
 from charter.judge._sync import run_sync
 from charter.judge.aggregate import principle_verdicts, slot_probabilities, weighted_p_a
 from charter.judge.backends.openai_http import OpenAIChatModel
-from charter.judge.compare import DEFAULT_COT_MAX_TOKENS
+from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
 from charter.judge.critique import clean_reply
 from charter.judge.prompts import critique_messages, revision_messages
 
@@ -376,7 +377,7 @@ def test_compare_debiases_a_first_slot_judge_and_maps_orders_back(loopback: Loop
 def test_compare_json_carries_provenance(loopback: Loopback) -> None:
     c = constitution(k=2)
     model = loopback(prefers({GOOD}))
-    r = compare_sync(model, c, "Capital?", GOOD, BAD, seed=7)
+    r = compare_sync(model, c, "Capital?", GOOD, BAD, JudgeConfig(seed=7))
     run_sync(model.aclose())
     data = json.loads(r.model_dump_json())
     for key in ("p_a", "winner", "position_consistent", "judgments", "judge"):
@@ -427,7 +428,7 @@ def test_unparseable_replies_are_retried_then_recorded_never_counted(loopback: L
         return "Hmm" if len(seen) == 1 else "B"  # BA: parses on the retry
 
     judge = loopback(flaky)
-    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, parse_retries=2))
+    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, JudgeConfig(parse_retries=2)))
     ab, ba = sorted(r.judgments, key=lambda j: j.order)
     assert ab.error_kind == "parse" and not ab.ok and ab.p_a is None and ab.choice is None
     assert ab.attempts == 3 and ab.parse_failures == 3 and ab.raw == "Both are good."
@@ -438,7 +439,8 @@ def test_unparseable_replies_are_retried_then_recorded_never_counted(loopback: L
     # One order alone is not debiased: no verdict unless the caller accepts single orders.
     assert r.winner is None and r.p_a is None and r.position_consistent is None
     lenient = run(
-        judge, compare(judge, constitution(k=1), "q", GOOD, BAD, require_both_orders=False)
+        judge,
+        compare(judge, constitution(k=1), "q", GOOD, BAD, JudgeConfig(require_both_orders=False)),
     )
     assert lenient.winner == "a"
 
@@ -460,12 +462,12 @@ def test_cot_reasons_first_then_clamps_the_verdict(loopback: Loopback) -> None:
         return letter("A" if a == GOOD else "B", {"A": 0.0, "B": -9.0})
 
     judge = loopback(verdict, text=lambda m: "Weighing.\nAnswer: A")
-    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, cot=True))
+    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, JudgeConfig(cot=True)))
     generations = loopback.generation_requests
     assert len(generations) == 2 and len(loopback.verdict_requests) == 2
     for body in generations:
         assert "Answer: A" in body["messages"][-1]["content"]
-        assert body["max_tokens"] == DEFAULT_COT_MAX_TOKENS and "logprobs" not in body
+        assert body["max_tokens"] == DEFAULT_CONFIG.cot_max_tokens and "logprobs" not in body
     assert {j.reasoning for j in r.judgments} == {"Weighing.\nAnswer: A"}
     # AB: P(slot A) ~ 1 clamped to 0.6. BA: logprobs favour slot A (=b) but the text says B,
     # and the probabilities are the judge's: 0.4 for a after clamping.
@@ -473,7 +475,9 @@ def test_cot_reasons_first_then_clamps_the_verdict(loopback: Loopback) -> None:
     assert r.p_a == pytest.approx(0.5)
     # With a narrower band the clamp holds; with no logprobs the letter is clamped.
     hard = loopback(prefers({GOOD}), text=lambda m: "Answer: A")
-    r2 = run(hard, compare(hard, constitution(k=1), "q", GOOD, BAD, cot=True, cot_clamp=(0.3, 0.7)))
+    r2 = run(
+        hard, compare(hard, constitution(k=1), "q", GOOD, BAD, JudgeConfig(cot=True, cot_clamp=0.2))
+    )
     assert [j.p_a for j in r2.judgments] == pytest.approx([0.7, 0.7])
     assert all(j.option_probs is None for j in r2.judgments)
     assert r2.winner == "a"
@@ -489,19 +493,27 @@ def test_cot_falls_back_to_the_reasonings_final_answer(loopback: Loopback) -> No
             + ("A" if slots([m[-1]])["A"] == GOOD else "B")
         ),
     )
-    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, cot=True))
+    r = run(judge, compare(judge, constitution(k=1), "q", GOOD, BAD, JudgeConfig(cot=True)))
     assert r.winner == "a" and r.p_a == pytest.approx(0.6)
     assert all(j.parse_failures == 1 and j.attempts == 1 for j in r.judgments)
     assert len(loopback.generation_requests) == 2 and len(loopback.verdict_requests) == 2
 
 
-def test_compare_validates_settings(loopback: Loopback) -> None:
-    judge = loopback()
-    with pytest.raises(ValueError):
-        run(judge, compare(judge, constitution(), "q", "a", "b", tie_margin=0.5))
-    with pytest.raises(ValueError):
-        run(judge, compare(judge, constitution(), "q", "a", "b", cot=True, cot_clamp=(0.7, 0.9)))
-    assert loopback.server.calls == 0
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tie_margin": 0.5},
+        {"cot_clamp": 0.7},
+        {"parse_retries": -1},
+        {"principles": 0},
+        {"protocol": "listwise"},
+        {"seed": -1},
+        {"k": 2},  # an old name: unknown fields are refused, not ignored
+    ],
+)
+def test_judge_config_refuses_bad_settings(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        JudgeConfig(**bad)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- critique -> revision
@@ -542,7 +554,7 @@ def test_critique_chain_records_errors_and_stops(loopback: Loopback) -> None:
 
     c = constitution(("p1", "p2", "p3"))
     model = loopback(text=text)
-    chain = run(model, critique_and_revise(model, c, "q", "draft", revisions=3))
+    chain = run(model, critique_and_revise(model, c, "q", "draft", JudgeConfig(revisions=3)))
     assert chain.completed == 1 and len(chain.rounds) == 2
     assert chain.final == "out2"
     assert chain.rounds[1].revision is not None and not chain.rounds[1].ok
@@ -553,7 +565,7 @@ def test_critique_chain_records_errors_and_stops(loopback: Loopback) -> None:
     assert loopback.server.calls == 4  # a client error is not retried, and the chain stops
 
     blank = loopback(text=lambda m: "  ")
-    empty = run(blank, critique_and_revise(blank, c, "q", "draft", revisions=2))
+    empty = run(blank, critique_and_revise(blank, c, "q", "draft", JudgeConfig(revisions=2)))
     assert empty.completed == 0 and empty.final == "draft"
     assert empty.rounds[0].critique.error == "empty reply" and empty.rounds[0].revision is None
     # The blank critique was asked once more, with the next seed, then the chain stopped.

@@ -24,6 +24,7 @@ from charter.judge import (
     rank,
 )
 from charter.judge.backends.openai_http import OpenAIChatModel, RetryPolicy
+from charter.judge.config import JudgeConfig
 from tests.support.garbage import cyclic_garbage_after
 from tests.support.scripted_server import (
     Fault,
@@ -264,7 +265,9 @@ def test_cot_through_the_server_is_clamped() -> None:
         async def run() -> Any:
             model = _model(server)
             try:
-                return await compare(model, constitution(k=1), "Q?", GOOD[3], BAD[3], cot=True)
+                return await compare(
+                    model, constitution(k=1), "Q?", GOOD[3], BAD[3], JudgeConfig(cot=True)
+                )
             finally:
                 await model.aclose()
 
@@ -292,7 +295,7 @@ def test_critique_rank_and_evaluate_end_to_end() -> None:
             model = _model(server)
             try:
                 chain = await critique_and_revise(
-                    model, constitution(), "Q?", "Short.", revisions=2
+                    model, constitution(), "Q?", "Short.", JudgeConfig(revisions=2)
                 )
                 ranking = await rank(
                     model,

@@ -1,7 +1,7 @@
 """Training on charter's preferences with TRL: DPO, reward model, PPO and GRPO (judge as reward).
 
 Everything TRL-specific lives in this package (TRL is pinned at 1.12.0, the last release with
-PPO; design §7), so moving TRL versions is this package's work alone. One run config and one
+PPO), so moving TRL versions is this package's work alone. One run config and one
 function per method:
 
     from charter.trainer import DPORunConfig, train_dpo

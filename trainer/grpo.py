@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from charter.judge.config import JudgeConfig
+
 from .common import finish, hyperparameters, peft_config, prepare, run_and_save
 from .config import RunConfig
 from .data import as_text
@@ -68,7 +70,8 @@ class GRPORunConfig(RunConfig):
 
     `judge`: a model spec (`openai:MODEL`, `hf:PATH`, `smollm2`) or a ready `ChatModel`.
     `constitution`: a principles directory or a loaded `Constitution`.
-    `judge_k`: principles per comparison (default: the constitution's).
+    `judge_config`: how the judge is asked (a `JudgeConfig`, or a dict of its fields); the
+    CLI and config files give its fields as `judge_<field>` keys (`judge_protocol`, ...).
     """
 
     judge: Any = "smollm2"
@@ -77,8 +80,14 @@ class GRPORunConfig(RunConfig):
     judge_concurrency: int = 16
     constitution: Any = "principles"
     reward_mode: RewardMode = "auto"
-    judge_k: int | None = None
-    judge_seed: int = 0
+    judge_config: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.judge_config, JudgeConfig):
+            try:
+                self.judge_config = JudgeConfig.model_validate(self.judge_config or {})
+            except ValueError as exc:
+                raise TrainError(f"bad judge settings: {exc}") from None
 
 
 def trl_config_class() -> type[Any]:
@@ -97,16 +106,14 @@ class ConstitutionReward:
         self,
         model: ChatModel,
         constitution: Constitution,
+        config: JudgeConfig | None = None,
         *,
         mode: RewardMode = "auto",
-        k: int | None = None,
-        seed: int = 0,
     ) -> None:
         self.model = model
         self.constitution = constitution
         self.mode = mode
-        self.k = k
-        self.seed = seed
+        self.config = config or JudgeConfig()
         self.comparisons = 0
         self.failures = 0
         self.steps = 0
@@ -191,12 +198,14 @@ class ConstitutionReward:
             if a == b:
                 return 0.5
             result: Comparison = await compare(
-                self.model, self.constitution, prompt, a, b, k=self.k, seed=self.seed
+                self.model, self.constitution, prompt, a, b, self.config
             )
             self.comparisons += 1
             if result.p_a is None:
                 self.failures += 1
-                errors = [j.error for j in result.judgments if j.error]
+                errors = [j.error for j in result.judgments if j.error] + [
+                    j.error for s in result.scores for j in s.judgments if j.error
+                ]
                 self.last_error = errors[0] if errors else None
             return result.p_a
 
@@ -285,9 +294,7 @@ def train_grpo(config: GRPORunConfig) -> TrainResult:
     train_dataset = Dataset.from_dict(columns)
 
     judge, owned = _load_judge(config)
-    reward = ConstitutionReward(
-        judge, constitution, mode=mode, k=config.judge_k, seed=config.judge_seed
-    )
+    reward = ConstitutionReward(judge, constitution, config.judge_config, mode=mode)
     policy = load_causal_lm(config.model, model_kwargs(config.trl))
     trainer = GRPOTrainer(
         model=policy,
@@ -329,8 +336,7 @@ def train_grpo(config: GRPORunConfig) -> TrainResult:
                 "constitution_version": constitution.version,
                 "constitution_name": constitution.name,
                 "reward_mode": mode,
-                "k": config.judge_k,
-                "seed": config.judge_seed,
+                "judge_config": config.judge_config.resolved(judge_spec).model_dump(mode="json"),
             }
         },
     )

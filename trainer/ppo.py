@@ -77,7 +77,7 @@ class PPORunConfig(RunConfig):
 
 def trl_config_class() -> type[Any]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental" notice: pinned on purpose (design §7)
+        warnings.simplefilter("ignore")  # "experimental" notice: pinned on purpose
         from trl.experimental.ppo import PPOConfig
     return PPOConfig
 

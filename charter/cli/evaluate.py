@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from charter.judge.config import VERDICT_FIELDS, JudgeConfig
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 from .common import dir_option, echo_json, friendly_errors, json_option
+from .fields import model_options
 from .models import judge_options, open_model
 
 if TYPE_CHECKING:
@@ -78,20 +80,7 @@ def _check_local(path_or_id: str, flag: str) -> None:
     help="Base URL for an openai: --model (else $CHARTER_POLICY_BASE_URL / $OPENAI_BASE_URL).",
 )
 @click.option("--baseline-base-url", help="Base URL for an openai: --baseline (else as above).")
-@click.option(
-    "--principles",
-    "k",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Principles per comparison (default: the constitution's).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seeds sampling (same per-prompt seed for both models), principles and the bootstrap.",
-)
+@model_options(JudgeConfig, into="config", include=VERDICT_FIELDS)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option(
     "--temperature",
@@ -133,8 +122,7 @@ def eval_models(
     column: str,
     model_base_url: str | None,
     baseline_base_url: str | None,
-    k: int | None,
-    seed: int,
+    config: JudgeConfig,
     max_tokens: int,
     temperature: float,
     resamples: int,
@@ -190,7 +178,7 @@ def eval_models(
                 prompts,
                 max_tokens=max_tokens,
                 temperature=temperature,
-                seed=seed,
+                seed=config.seed,
                 concurrency=concurrency,
             )
         finally:
@@ -215,8 +203,7 @@ def eval_models(
                 prompts,
                 outputs_a,
                 outputs_b,
-                k=k,
-                seed=seed,
+                config=config,
                 concurrency=concurrency,
                 nonces=nonces,
             )
@@ -228,8 +215,7 @@ def eval_models(
             baseline=baseline,
             judge=judge.spec,
             constitution=constitution,
-            k=k,
-            seed=seed,
+            config=config,
             temperature=temperature,
             max_tokens=max_tokens,
             resamples=resamples,
@@ -279,7 +265,7 @@ def _print_report(r: ModelEvalReport, show_pairs: bool) -> None:
         f"model    {r.model}",
         f"baseline {r.baseline}",
         f"judge    {r.judge}, constitution {r.constitution_version} "
-        f"({r.constitution_digest[:12]}), {r.k} principle(s) per pair",
+        f"({r.constitution_digest[:12]}), {r.k} principle(s) per pair, {r.protocol}",
         f"prompts  {r.prompts}: {o.n} scored ({r.identical} identical pairs scored as ties), "
         f"{o.failures} without a verdict",
         "",

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from charter.service.options import JobOptions
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
+from .fields import model_options
 from .models import judge_options, open_model, policy_options
 
 
@@ -28,51 +30,7 @@ from .models import judge_options, open_model, policy_options
     show_default=True,
     help="Field holding ready-made candidate responses (optional; sampled when absent).",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["compare", "revise"]),
-    default="compare",
-    show_default=True,
-    help="compare: rank candidates with the judge (RL-CAI). revise: critique -> revision (SL-CAI).",
-)
-@click.option(
-    "-n",
-    "n",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Candidates sampled per prompt.",
-)
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True)
-@click.option(
-    "--max-tokens",
-    type=click.IntRange(min=1),
-    default=128,
-    show_default=True,
-    help="Max new tokens per sampled candidate, critique or revision.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--principles",
-    "k",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Principles per comparison (default: the constitution's).",
-)
-@click.option(
-    "--revisions",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Critique -> revision rounds (default: the constitution's).",
-)
-@click.option("--cot", is_flag=True, help="Judge reasons before its verdict (chain of thought).")
-@click.option(
-    "--pairs",
-    type=click.Choice(["best_worst", "margin"]),
-    default="best_worst",
-    show_default=True,
-    help="Which ranked pairs become preferences.",
-)
+@model_options(JobOptions, into="options", exclude={"policy", "judge"}, flags={"n": "-n"})
 @click.option(
     "--min-confidence",
     type=click.FloatRange(0.5, 1.0),
@@ -103,15 +61,7 @@ def generate(
     prompts_path: Path | None,
     column: str,
     responses_column: str,
-    mode: str,
-    n: int,
-    temperature: float,
-    max_tokens: int,
-    seed: int,
-    k: int | None,
-    revisions: int | None,
-    cot: bool,
-    pairs: str,
+    options: JobOptions,
     min_confidence: float,
     resume_id: str | None,
     price_in: float | None,
@@ -141,7 +91,7 @@ def generate(
     from charter.generate import JobFailed, Prices, run_job
     from charter.inputs import load_prompts
     from charter.jobs import create_or_get_job, get_job, job_prompts
-    from charter.service.options import JobOptions, needs_policy
+    from charter.service.options import needs_policy
     from charter.store import open_store
 
     db = open_store(store_path)
@@ -159,25 +109,18 @@ def generate(
         prompt_set = load_prompts(prompts_path, column=column, responses_column=responses_column)
         records = list(prompt_set)
         constitution = load_constitution(directory)
-        spec = JobOptions(
-            mode=mode,  # type: ignore[arg-type]
-            policy=policy_spec,
-            judge=judge_spec,
-            n=n,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            principles=k,
-            revisions=revisions,
-            cot=cot,
-            pairs=pairs,  # type: ignore[arg-type]
-        ).to_spec(records, constitution, default_judge=judge_spec, default_policy=policy_spec)
+        spec = options.plan(
+            db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
+        )
         job, created = create_or_get_job(db, spec, constitution, records, str(prompts_path))
         _note(
             as_json,
             f"{'started' if created else 'resuming'} {job.id}: {len(records)} prompts, "
-            f"mode {mode}, constitution {constitution.version}",
+            f"mode {options.mode}, constitution {constitution.version}",
         )
+    if job.spec.mode == "compare":
+        calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw"
+        _note(as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}")
 
     judge = open_model(job.spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
     if not needs_policy(records):

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from charter.judge.config import REVISION_FIELDS, VERDICT_FIELDS, JudgeConfig
 from charter.settings import JUDGE_BASE_URL_ENV
 
-from .common import dir_option, echo_json, friendly_errors, json_option
+from .common import dir_option, echo_json, friendly_errors, json_option, store_option
+from .fields import model_options
 from .models import judge_options, open_model
 
 if TYPE_CHECKING:
     from charter.constitution import Constitution
-    from charter.judge import ChatModel, Comparison
+    from charter.judge import ChatModel, Comparison, EvalReport
 
 T = TypeVar("T")
 
@@ -27,8 +29,7 @@ T = TypeVar("T")
 class JudgeSetup:
     """The options every `charter judge` command shares, gathered into one value."""
 
-    k: int | None
-    seed: int
+    config: JudgeConfig
     judge_spec: str
     judge_base_url: str | None
     timeout: float
@@ -53,38 +54,34 @@ class JudgeSetup:
         return asyncio.run(go())
 
 
-def _judging_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the shared options, handing them to `func` as one `setup: JudgeSetup`."""
+CRITIQUE_FIELDS = REVISION_FIELDS | {"seed"}
 
-    @functools.wraps(func)
-    def gather(**kwargs: Any) -> Any:
-        shared = {name: kwargs.pop(name) for name in JudgeSetup.__dataclass_fields__}
-        return func(setup=JudgeSetup(**shared), **kwargs)
 
-    wrapped: Callable[..., Any] = gather
-    for decorator in reversed(
-        [
-            click.option(
-                "--principles",
-                "k",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Principles sampled per comparison (default: the constitution's).",
-            ),
-            click.option(
-                "--seed",
-                type=int,
-                default=0,
-                show_default=True,
-                help="Seeds principle sampling, so runs are reproducible.",
-            ),
-            judge_options,
-            dir_option,
-            json_option,
-        ]
-    ):
-        wrapped = decorator(wrapped)
-    return wrapped
+def _judging_options(
+    fields: Collection[str] = VERDICT_FIELDS,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the shared options and the `JudgeConfig` fields named, handing them to the command
+    as one `setup: JudgeSetup`."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def gather(**kwargs: Any) -> Any:
+            shared = {name: kwargs.pop(name) for name in JudgeSetup.__dataclass_fields__}
+            return func(setup=JudgeSetup(**shared), **kwargs)
+
+        wrapped: Callable[..., Any] = gather
+        for decorator in reversed(
+            [
+                model_options(JudgeConfig, into="config", include=fields),
+                judge_options,
+                dir_option,
+                json_option,
+            ]
+        ):
+            wrapped = decorator(wrapped)
+        return wrapped
+
+    return decorate
 
 
 @click.group()
@@ -102,23 +99,22 @@ def judge() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="JSONL of {prompt, a, b} rows instead of --prompt/--a/--b.",
 )
-@click.option("--cot", is_flag=True, help="Reason first, then answer (probabilities clamped).")
-@_judging_options
+@_judging_options()
 @friendly_errors
 def compare(
     prompt: str | None,
     a: str | None,
     b: str | None,
     pairs_path: Path | None,
-    cot: bool,
     setup: JudgeSetup,
     as_json: bool,
 ) -> None:
     """Which of two responses does the constitution prefer?
 
-    Each sampled principle is asked in both orders (A/B and B/A); `p_a` averages them, so a
-    judge that favours a slot cannot fake a preference. `winner` is a, b, tie, or null when
-    no judgment succeeded.
+    Pairwise, each sampled principle is asked in both orders (A/B and B/A); `p_a` averages
+    them, so a judge that favours a slot cannot fake a preference. Pointwise, each response is
+    scored alone and `p_a` compares the scores. `winner` is a, b, tie, or null when no
+    judgment succeeded.
     """
     from charter.judge import compare as compare_pair
     from charter.judge.evaluate import load_pairs
@@ -135,10 +131,7 @@ def compare(
     async def work(model: ChatModel, constitution: Constitution) -> list[Comparison]:
         return list(
             await asyncio.gather(
-                *(
-                    compare_pair(model, constitution, p, x, y, k=setup.k, seed=setup.seed, cot=cot)
-                    for p, x, y in rows
-                )
+                *(compare_pair(model, constitution, p, x, y, setup.config) for p, x, y in rows)
             )
         )
 
@@ -155,31 +148,26 @@ def _print_comparison(c: Comparison) -> None:
     consistent = {True: "yes", False: "NO", None: "n/a"}[c.position_consistent]
     click.echo(
         f"winner {c.winner or 'none (every judgment failed)'}  p_a {p_a}  "
-        f"position-consistent {consistent}  ({c.judge}, constitution "
+        f"position-consistent {consistent}  ({c.judge}, {c.protocol}, constitution "
         f"{c.constitution_version})"
     )
     for j in c.judgments:
         outcome = j.error or f"chose {j.choice} (p_a {j.p_a:.3f})"
         click.echo(f"  {j.principle_id:<24} {j.order}  {outcome}")
+    for side, scored in zip("ab", c.scores, strict=False):
+        for sj in scored.judgments:
+            outcome = sj.error or f"{sj.answer} (P(yes) {sj.p_yes:.3f})"
+            click.echo(f"  {sj.principle_id:<24} {side}   {outcome}")
 
 
 @judge.command()
 @click.option("--prompt", required=True, help="The prompt the response answers.")
 @click.option("--response", required=True, help="The response to critique and revise.")
-@click.option(
-    "--revisions",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Critique -> revision rounds (default: the constitution's).",
-)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@_judging_options
+@_judging_options(CRITIQUE_FIELDS)
 @friendly_errors
 def critique(
     prompt: str,
     response: str,
-    revisions: int | None,
-    max_tokens: int,
     setup: JudgeSetup,
     as_json: bool,
 ) -> None:
@@ -187,15 +175,7 @@ def critique(
     from charter.judge import RevisionChain, critique_and_revise
 
     async def work(model: ChatModel, constitution: Constitution) -> RevisionChain:
-        return await critique_and_revise(
-            model,
-            constitution,
-            prompt,
-            response,
-            revisions=revisions,
-            seed=setup.seed,
-            max_tokens=max_tokens,
-        )
+        return await critique_and_revise(model, constitution, prompt, response, setup.config)
 
     chain = setup.run(work)
     if as_json:
@@ -221,7 +201,7 @@ def critique(
     required=True,
     help="A candidate response; give two or more.",
 )
-@_judging_options
+@_judging_options()
 @friendly_errors
 def rank(
     prompt: str,
@@ -237,9 +217,7 @@ def rank(
         raise click.UsageError("give at least two --response options")
 
     async def work(model: ChatModel, constitution: Constitution) -> Ranking:
-        return await rank_responses(
-            model, constitution, prompt, list(responses), k=setup.k, seed=setup.seed
-        )
+        return await rank_responses(model, constitution, prompt, list(responses), setup.config)
 
     ranking = setup.run(work)
     if as_json:
@@ -260,55 +238,259 @@ def rank(
         click.echo(f"{ranking.failed_comparisons} comparison(s) failed", err=True)
 
 
-@judge.command("eval")
-@click.option(
+PROTOCOLS = ("pairwise", "pointwise")
+
+
+def _protocols(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+    """`pairwise,pointwise` -> the protocols to measure, each checked."""
+    if value is None:
+        return []
+    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    for protocol in wanted:
+        if protocol not in PROTOCOLS:
+            raise click.BadParameter(
+                f"unknown protocol {protocol!r}; use pairwise, pointwise or both, comma-separated",
+                param_hint="--protocol",
+            )
+    if not wanted:
+        raise click.BadParameter("name at least one protocol", param_hint="--protocol")
+    return list(dict.fromkeys(wanted))
+
+
+pairs_file_option = click.option(
     "--pairs",
     "pairs_path",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
     help="JSONL of {prompt, a, b, preferred: a|b} human-labelled rows.",
 )
-@click.option("--cot", is_flag=True, help="Reason first, then answer.")
-@_judging_options
+plot_option = click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Draw the reliability diagram and the accuracy-coverage curve to this PNG.",
+)
+
+
+@judge.command("eval")
+@pairs_file_option
+@click.option(
+    "--protocol",
+    "protocols",
+    callback=_protocols,
+    metavar="pairwise,pointwise",
+    help="Measure these protocols (comma-separated) in one run and say which to use "
+    "(default: the judge's own, see --judge-protocol).",
+)
+@click.option(
+    "--calibrated/--raw",
+    default=True,
+    show_default=True,
+    help="Also report labels through the store's (or a shipped) calibration for this judge.",
+)
+@click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
+@click.option("--price-in", type=click.FloatRange(min=0), help="USD per 1M prompt tokens.")
+@click.option("--price-out", type=click.FloatRange(min=0), help="USD per 1M completion tokens.")
+@plot_option
+@store_option
+@_judging_options(VERDICT_FIELDS - {"protocol"})
 @friendly_errors
 def eval_judge(
     pairs_path: Path,
-    cot: bool,
+    protocols: list[str],
+    calibrated: bool,
+    bins: int,
+    price_in: float | None,
+    price_out: float | None,
+    plot_path: Path | None,
+    store_path: Path,
     setup: JudgeSetup,
     as_json: bool,
 ) -> None:
     """Measure a judge against human labels before trusting it with real work.
 
-    Reports agreement, position consistency, P(prefers first slot), P(prefers longer),
-    parse-failure rate and tokens used.
+    Reports agreement on decided pairs and coverage, accuracy at each confidence threshold,
+    Brier score, log loss and expected calibration error (raw, and calibrated when a
+    calibration fits this judge), position consistency and P(prefers first slot) (pairwise),
+    P(prefers longer), parse failures, calls, tokens and cost.
     """
-    from charter.judge import EvalReport, evaluate, load_pairs
+    from charter.judge import evaluate, load_pairs
+    from charter.store import open_store
 
     pairs = load_pairs(pairs_path)
+    db = open_store(store_path, create=False)
+    configs = [setup.config.model_copy(update={"protocol": p}) for p in protocols or ["auto"]]
+    prices = (price_in or 0.0, price_out or 0.0) if price_in or price_out else None
 
-    async def work(model: ChatModel, constitution: Constitution) -> EvalReport:
-        return await evaluate(model, constitution, pairs, k=setup.k, seed=setup.seed, cot=cot)
+    async def work(model: ChatModel, constitution: Constitution) -> list[EvalReport]:
+        reports = []
+        for config in configs:
+            found = _calibration_for(db, model.spec, constitution, config) if calibrated else None
+            reports.append(
+                await evaluate(
+                    model,
+                    constitution,
+                    pairs,
+                    config,
+                    concurrency=setup.concurrency,
+                    calibration=found.calibration if found else None,
+                    prices=prices,
+                )
+            )
+        return reports
 
-    report = setup.run(work)
+    reports = setup.run(work)
+    if plot_path is not None:
+        _plot(plot_path, reports, pairs, bins)
     if as_json:
         echo_json(
-            report.model_dump(mode="json", exclude={"outcomes"})
-            | {"outcomes": [o.model_dump(mode="json") for o in report.outcomes]}
+            {
+                "reports": [r.model_dump(mode="json") for r in reports],
+                "recommended": _recommended(reports),
+            }
         )
         return
+    for report in reports:
+        _print_report(report, bins)
+    if len(reports) > 1:
+        click.echo(f"use protocol {_recommended(reports)} for this judge")
+    if plot_path is not None:
+        click.echo(f"plot: {plot_path}")
 
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.1%}"
 
+def _recommended(reports: list[EvalReport]) -> str:
+    from charter.judge import recommend
+
+    return recommend(reports).protocol
+
+
+def _calibration_for(
+    db: Any, judge_spec: str, constitution: Constitution, config: JudgeConfig
+) -> Any:
+    from charter.calibrations import find
+
+    return find(db, judge_spec, constitution.digest, config)
+
+
+def _plot(path: Path, reports: list[EvalReport], pairs: list[Any], bins: int) -> None:
+    from charter.judge.plots import plot_calibration
+
+    labels = [p.preferred == "a" for p in pairs]
+    series: dict[str, tuple[list[float], list[bool]]] = {}
+    for r in reports:
+        for name, probs in (
+            ("raw", [o.p_a for o in r.outcomes]),
+            ("calibrated", [o.p_a_calibrated for o in r.outcomes] if r.calibrated else []),
+        ):
+            kept = [(p, y) for p, y in zip(probs, labels, strict=False) if p is not None]
+            if kept:
+                series[f"{r.protocol} {name}"] = ([p for p, _ in kept], [y for _, y in kept])
+    plot_calibration(path, series, bins=bins, title=f"{reports[0].judge} on {len(pairs)} pairs")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _print_report(report: EvalReport, bins: int) -> None:
     click.echo(
-        f"judge {report.judge} on {report.pairs} pairs (constitution {report.constitution_version})"
+        f"judge {report.judge}, {report.protocol}, on {report.pairs} pairs "
+        f"(constitution {report.constitution_version})"
     )
+    qualities = [("raw", report.raw)]
+    if report.calibrated is not None and report.calibration is not None:
+        qualities.append(
+            (f"calibrated (T={report.calibration.temperature:.2f})", report.calibrated)
+        )
+    for name, q in qualities:
+        cal = q.calibration
+        click.echo(
+            f"  {name}: agreement {_pct(q.agreement)} on {q.decided} decided "
+            f"(coverage {_pct(q.coverage)}; {q.ties} ties, {report.failures} failed); "
+            f"balanced accuracy {_pct(q.balanced_accuracy)}"
+        )
+        if cal is not None:
+            click.echo(
+                f"    ECE {cal.ece:.3f} ({cal.bins} equal-width bins)  Brier {cal.brier:.3f}  "
+                f"log loss {cal.log_loss:.3f}"
+            )
+        points = "  ".join(
+            f">={pt.threshold:.2f}: {_pct(pt.accuracy)} of {_pct(pt.coverage)}"
+            for pt in q.accuracy_at
+            if pt.threshold in (0.6, 0.7, 0.8, 0.9)
+        )
+        click.echo(f"    accuracy at confidence  {points}")
+    if report.protocol == "pairwise":
+        click.echo(f"  position consistency  {_pct(report.position_consistency)}")
+        click.echo(f"  P(prefers first slot) {_pct(report.p_first)}")
+    click.echo(f"  P(prefers longer)     {_pct(report.p_longer)}")
+    click.echo(f"  parse failure rate    {_pct(report.parse_failure_rate)}")
+    cost = "" if report.cost_usd is None else f", ${report.cost_usd:.4f}"
     click.echo(
-        f"  agreement             {pct(report.agreement)}  ({report.correct}/"
-        f"{report.decided} decided; {report.ties} ties, {report.failures} failed)"
+        f"  calls {report.calls}, tokens {report.total_tokens}{cost}, {report.latency_s:.1f} s"
     )
-    click.echo(f"  position consistency  {pct(report.position_consistency)}")
-    click.echo(f"  P(prefers first slot) {pct(report.p_first)}")
-    click.echo(f"  P(prefers longer)     {pct(report.p_longer)}")
-    click.echo(f"  parse failure rate    {pct(report.parse_failure_rate)}")
-    click.echo(f"  tokens                {report.total_tokens}")
+
+
+@judge.command("calibrate")
+@pairs_file_option
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.05, 0.95),
+    default=0.3,
+    show_default=True,
+    help="Share of pairs held out (never fitted on) to report the calibration on.",
+)
+@click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
+@plot_option
+@store_option
+@_judging_options()
+@friendly_errors
+def calibrate(
+    pairs_path: Path,
+    holdout: float,
+    bins: int,
+    plot_path: Path | None,
+    store_path: Path,
+    setup: JudgeSetup,
+    as_json: bool,
+) -> None:
+    """Fit a temperature and bias to the judge's confidence on labelled pairs, and keep it.
+
+    The fit uses one part of the pairs; the figures are reported on the held-out rest. The
+    calibration is recorded in the store for this judge, constitution, protocol and settings;
+    `generate` and `export` then report calibrated p_chosen for them.
+    """
+    from charter.calibrations import calibrate_on_pairs, save
+    from charter.judge import load_pairs
+    from charter.store import open_store
+
+    pairs = load_pairs(pairs_path)
+    db = open_store(store_path)
+
+    async def work(model: ChatModel, constitution: Constitution) -> Any:
+        return await calibrate_on_pairs(
+            model,
+            constitution,
+            pairs,
+            setup.config,
+            holdout=holdout,
+            bins=bins,
+            concurrency=setup.concurrency,
+            pairs_source=str(pairs_path),
+        )
+
+    result = setup.run(work)
+    save(db, result.record)
+    if plot_path is not None:
+        _plot(plot_path, [result.heldout_report], result.heldout_pairs, bins)
+    if as_json:
+        echo_json(result.summary())
+        return
+    record = result.record
+    click.echo(
+        f"calibration {record.id} for {record.judge}, {record.protocol}, constitution "
+        f"{record.constitution_digest[:12]}: temperature {record.calibration.temperature:.3f}, "
+        f"bias {record.calibration.bias:+.3f}, fit on {record.calibration.fitted_on} pairs"
+    )
+    click.echo(f"held out ({len(result.heldout_pairs)} pairs):")
+    _print_report(result.heldout_report, bins)

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from charter.judge.config import VERDICT_FIELDS, JudgeConfig
 from charter.settings import DEFAULT_PRINCIPLES_DIR, PRINCIPLES_ENV
 
 from .common import echo_json, friendly_errors, json_option, store_option
+from .fields import field_option
 from .models import judge_options
 
 if TYPE_CHECKING:
@@ -204,6 +206,30 @@ def _configure_output(ctx: click.Context) -> None:
         datasets.logging.set_verbosity_error()
 
 
+GRPO_JUDGE_FIELDS = [name for name in JudgeConfig.model_fields if name in VERDICT_FIELDS]
+
+
+def judge_config_options(func: F) -> F:
+    """`--judge-<field>` for each verdict setting of `JudgeConfig` (`--principles` for K, as
+    elsewhere); they reach the run as `judge_<field>` keys, like the config file's."""
+    for name in reversed(GRPO_JUDGE_FIELDS):
+        flag = "--principles" if name == "principles" else "--judge-" + name.replace("_", "-")
+        func = field_option(
+            name, JudgeConfig.model_fields[name], flag=flag, param="judge_" + name,
+            unset_default=True,
+        )(func)  # fmt: skip
+    return func
+
+
+def _take_judge_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Move the `judge_<field>` keys of `JudgeConfig` fields out of `values`, as its fields."""
+    return {
+        key[len("judge_") :]: values.pop(key)
+        for key in list(values)
+        if key.startswith("judge_") and key[len("judge_") :] in JudgeConfig.model_fields
+    }
+
+
 def _run(ctx: click.Context, method: str) -> TrainResult:
     """Merge defaults < config file < --set < flags, resolve the data, and train."""
     import importlib
@@ -222,7 +248,10 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
     _configure_output(ctx)
 
     def check(values: dict[str, Any], source: str) -> dict[str, Any]:
-        split_settings(values, run_cls=run_cls, trl_cls=trl_cls, extra=CLI_KEYS, source=source)
+        rest = dict(values)
+        if method == "grpo":
+            _take_judge_config(rest)
+        split_settings(rest, run_cls=run_cls, trl_cls=trl_cls, extra=CLI_KEYS, source=source)
         return values
 
     config_path = ctx.params.get("config_path")
@@ -234,9 +263,12 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
         **check(set_values, "--set"),
         **canonical_keys(_given(ctx), "command line"),
     }
+    judge_config = _take_judge_config(values) if method == "grpo" else {}
     run, trl, cli = split_settings(
         values, run_cls=run_cls, trl_cls=trl_cls, extra=CLI_KEYS, source="settings"
     )
+    if method == "grpo":
+        run["judge_config"] = {k: v for k, v in judge_config.items() if v is not None}
     for key, flag in (("data", "--data"), ("model", "--model"), ("output_dir", "--out")):
         if not run.get(key):
             raise click.UsageError(f"give {flag} (or `{key}` in the --config file)")
@@ -438,10 +470,7 @@ def ppo(ctx: click.Context, /, **_: Any) -> None:
     help="reference: each completion vs the prompt's reference answer; group: round robin "
     "within the prompt's completions. auto (default): reference when the data has one.",
 )
-@click.option(
-    "--principles", "judge_k", type=click.IntRange(min=1), help="Principles per comparison."
-)
-@click.option("--judge-seed", type=int, help="Seed for the judge's principle sampling (0).")
+@judge_config_options
 @click.option("--num-generations", type=click.IntRange(min=2), help="Completions per prompt (8).")
 @click.option("--max-completion-length", type=click.IntRange(min=1), help="Max new tokens (512).")
 @click.option("--beta", type=float, help="KL coefficient to the reference (0.0: none).")

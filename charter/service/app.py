@@ -251,7 +251,8 @@ class Service:
         except ModelNotAllowed as exc:
             raise ApiError(422, "model_not_allowed", str(exc)) from None
         constitution = self.constitutions.get(constitution_ref)
-        spec = options.to_spec(
+        spec = options.plan(
+            self.db,
             records_in,
             constitution,
             default_judge=self.settings.judge,
@@ -358,14 +359,13 @@ def _feedback_routes(v1: APIRouter) -> None:
         responses={200: {"model": Comparison}, **_ERRORS},
     )
     async def compare(body: CompareRequest, service: ServiceDep, owner: OwnerDep) -> Response:
-        """Which of `a` and `b` the constitution prefers, debiased over both orders (as
-        `charter judge compare --json`)."""
+        """Which of `a` and `b` the constitution prefers: pairwise, debiased over both orders;
+        pointwise, from each one's score (as `charter judge compare --json`)."""
         constitution = service.constitutions.get(body.constitution)
         model = await service.judge(body.judge)
         result = await judge_compare(
-            model, constitution, body.prompt, body.a, body.b,
-            k=body.principles, seed=body.seed, cot=body.cot,
-        )  # fmt: skip
+            model, constitution, body.prompt, body.a, body.b, body.judge_config()
+        )
         return service.json(result)
 
     @v1.post(
@@ -379,9 +379,8 @@ def _feedback_routes(v1: APIRouter) -> None:
         constitution = service.constitutions.get(body.constitution)
         model = await service.judge(body.judge)
         chain = await judge_critique(
-            model, constitution, body.prompt, body.response,
-            revisions=body.revisions, seed=body.seed, max_tokens=body.max_tokens,
-        )  # fmt: skip
+            model, constitution, body.prompt, body.response, body.judge_config()
+        )
         return service.json(chain)
 
     @v1.post(
@@ -396,9 +395,8 @@ def _feedback_routes(v1: APIRouter) -> None:
         model = await service.judge(body.judge)
         try:
             ranking = await judge_rank(
-                model, constitution, body.prompt, list(body.responses),
-                k=body.principles, seed=body.seed, cot=body.cot,
-            )  # fmt: skip
+                model, constitution, body.prompt, list(body.responses), body.judge_config()
+            )
         except ValueError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
         return service.json(ranking)

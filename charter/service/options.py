@@ -1,6 +1,7 @@
 """What a caller may choose about a generation job, shared by the service and the CLI.
 
-`JobOptions` holds the knobs (mode, models, sampling, K, revisions); `JobOptions.to_spec` turns
+`JobOptions` holds the knobs (mode, models, sampling, and every `JudgeConfig` setting);
+`JobOptions.to_spec` turns
 them, with the prompts and the constitution, into the `JobSpec` whose hash is the job id. Both
 front ends build jobs through it, so the same request makes the same job either way.
 No FastAPI here: the CLI imports this module.
@@ -8,27 +9,27 @@ No FastAPI here: the CLI imports this module.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
-from charter.constitution import Constitution
-from charter.inputs import PromptRecord
-from charter.jobs import JobSpec, prompts_digest
+from charter.judge.backends.registry import parse_spec
+from charter.judge.config import MAX_SEED, JudgeConfig
 
-_SPEC = re.compile(r"^(openai:\S.*|hf:\S.*|smollm2)$")
-MAX_SEED = 2**31 - 1
+if TYPE_CHECKING:  # the CLI builds its options from this module: keep its imports light
+    import sqlite_utils
+
+    from charter.constitution import Constitution
+    from charter.inputs import PromptRecord
+    from charter.jobs import JobSpec
+
+__all__ = ["MAX_SEED", "JobOptions", "ModelSpec", "dedupe", "needs_policy"]
 
 
 def _check_spec(value: str) -> str:
-    value = value.strip()
-    if not _SPEC.match(value):
-        raise ValueError(
-            f"unknown model spec {value!r}; expected openai:MODEL, hf:PATH_OR_ID or smollm2"
-        )
-    return value
+    kind, name = parse_spec(value)
+    return f"{kind}:{name}" if name else kind
 
 
 ModelSpec = Annotated[
@@ -39,10 +40,11 @@ ModelSpec = Annotated[
 """A model spec string; the service decides where it runs (never the caller)."""
 
 
-class JobOptions(BaseModel):
-    """How to run a job. Models left out are the service's (or the CLI's) defaults."""
+class JobOptions(JudgeConfig):
+    """How to run a job: the judge's settings (`JudgeConfig`, inherited field for field) plus
+    the job's own. Models left out are the service's (or the CLI's) defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     mode: Literal["compare", "revise"] = Field(
         default="compare",
@@ -52,15 +54,45 @@ class JobOptions(BaseModel):
     policy: ModelSpec | None = Field(default=None, description="Samples candidate responses.")
     judge: ModelSpec | None = None
     n: int = Field(default=2, ge=1, le=16, description="Candidates sampled per prompt.")
-    temperature: float = Field(default=0.8, ge=0, le=2)
-    max_tokens: int = Field(default=128, ge=1, le=4096)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-    principles: int | None = Field(
-        default=None, ge=1, le=64, description="Principles per comparison (K)."
+    temperature: float = Field(
+        default=0.8, ge=0, le=2, description="Sampling temperature of the policy's candidates."
     )
-    revisions: int | None = Field(default=None, ge=1, le=16)
-    cot: bool = False
-    pairs: Literal["best_worst", "margin"] = "best_worst"
+    max_tokens: int = Field(
+        default=128, ge=1, le=4096, description="Max new tokens per sampled candidate."
+    )
+    pairs: Literal["best_worst", "margin"] = Field(
+        default="best_worst",
+        description="Which ranked pairs become preferences: best vs worst, or every pair "
+        "decided beyond the tie margin.",
+    )
+
+    def judge_config(self, judge: str) -> JudgeConfig:
+        """The judge's settings alone, with the protocol resolved for `judge`."""
+        fields = self.model_dump(include=set(JudgeConfig.model_fields))
+        return JudgeConfig.model_validate(fields).resolved(judge)
+
+    def plan(
+        self,
+        db: sqlite_utils.Database,
+        records: Sequence[PromptRecord],
+        constitution: Constitution,
+        *,
+        default_judge: str,
+        default_policy: str,
+    ) -> JobSpec:
+        """The job spec, with the calibration the store (or charter) has for this judge,
+        constitution and settings, if any: what `charter generate` and the service run."""
+        from charter.calibrations import find
+
+        judge = self.judge or default_judge
+        found = find(db, judge, constitution.digest, self.judge_config(judge))
+        return self.to_spec(
+            records,
+            constitution,
+            default_judge=default_judge,
+            default_policy=default_policy,
+            calibration=found.id if found else None,
+        )
 
     def to_spec(
         self,
@@ -69,19 +101,22 @@ class JobOptions(BaseModel):
         *,
         default_judge: str,
         default_policy: str,
+        calibration: str | None = None,
     ) -> JobSpec:
+        """The job these options make; `calibration` is the id its p_chosen will go through."""
+        from charter.jobs import JobSpec, prompts_digest
+
+        judge = self.judge or default_judge
         return JobSpec(
             mode=self.mode,
             policy=self.policy or default_policy,
-            judge=self.judge or default_judge,
+            judge=judge,
             n=self.n,
             temperature=self.temperature,
             max_tokens=self.max_tokens,
-            seed=self.seed,
-            principles=self.principles,
-            revisions=self.revisions,
-            cot=self.cot,
             pairs=self.pairs,
+            judge_config=self.judge_config(judge),
+            calibration=calibration if self.mode == "compare" else None,
             prompts_digest=prompts_digest(list(records)),
             constitution_digest=constitution.digest,
         )

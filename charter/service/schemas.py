@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord, check_prompt, check_responses
+from charter.judge.config import JudgeConfig
 
-from .options import MAX_SEED, JobOptions, ModelSpec
+from .options import JobOptions, ModelSpec
 
 Text = Annotated[str, Field(min_length=1, max_length=100_000)]
 ConstitutionRef = Annotated[
@@ -33,32 +34,34 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FeedbackRequest(_Request):
+class FeedbackRequest(JudgeConfig):
+    """A synchronous judge call: every `JudgeConfig` field (inherited, with its bounds and
+    help), the judge and the constitution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
     judge: ModelSpec | None = Field(default=None, description="Model spec; default: the service's.")
     constitution: ConstitutionRef | None = None
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seeds principle sampling.")
+
+    def judge_config(self) -> JudgeConfig:
+        """The request's judge settings alone."""
+        return JudgeConfig.model_validate(self.model_dump(include=set(JudgeConfig.model_fields)))
 
 
 class CompareRequest(FeedbackRequest):
     prompt: Text
     a: Text
     b: Text
-    principles: int | None = Field(default=None, ge=1, le=64, description="Principles (K).")
-    cot: bool = False
 
 
 class CritiqueRequest(FeedbackRequest):
     prompt: Text
     response: Text
-    revisions: int | None = Field(default=None, ge=1, le=16)
-    max_tokens: int = Field(default=256, ge=1, le=4096)
 
 
 class RankRequest(FeedbackRequest):
     prompt: Text
     responses: list[Text] = Field(min_length=2, max_length=16)
-    principles: int | None = Field(default=None, ge=1, le=64)
-    cot: bool = False
 
 
 class ChatMessage(_Request):

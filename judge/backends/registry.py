@@ -10,32 +10,41 @@ from __future__ import annotations
 from .base import ChatModel
 from .options import BackendOptions
 
-__all__ = ["SPEC_FORMS", "load_model"]
+__all__ = ["SPEC_FORMS", "load_model", "parse_spec"]
 
 SPEC_FORMS = ("openai:MODEL", "hf:PATH_OR_ID", "smollm2")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """(kind, name) of a model spec: ("openai", MODEL), ("hf", PATH_OR_ID) or ("smollm2", "").
+
+    The one parser of spec strings: the CLI, the service's schemas and `load_model` use it.
+    `ValueError` with a one-line message for anything else.
+    """
+    kind, sep, rest = spec.strip().partition(":")
+    kind, rest = kind.strip().lower(), rest.strip()
+    if kind in ("openai", "hf") and sep:
+        if not rest:
+            form = "openai:MODEL" if kind == "openai" else "hf:PATH_OR_ID"
+            raise ValueError(f"model spec {spec!r} names no model; expected {form}")
+        return kind, rest
+    if kind == "smollm2" and not sep:
+        return kind, ""
+    raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(SPEC_FORMS)}")
 
 
 def load_model(spec: str, options: BackendOptions | None = None) -> ChatModel:
     """Build the model a spec names; `ValueError` if the spec is not one of `SPEC_FORMS`."""
     options = options or BackendOptions()
-    text = spec.strip()
-    kind, sep, rest = text.partition(":")
-    kind = kind.strip().lower()
-    rest = rest.strip()
-    if kind == "openai" and sep:
-        if not rest:
-            raise ValueError(f"model spec {spec!r} names no model; expected openai:MODEL")
+    kind, name = parse_spec(spec)
+    if kind == "openai":
         from .openai_http import OpenAIChatModel
 
-        return OpenAIChatModel(rest, options)
-    if kind == "hf" and sep:
-        if not rest:
-            raise ValueError(f"model spec {spec!r} names no model; expected hf:PATH_OR_ID")
+        return OpenAIChatModel(name, options)
+    if kind == "hf":
         from .local import LocalTransformersModel
 
-        return LocalTransformersModel.load(rest, options)
-    if kind == "smollm2" and not sep:
-        from .smollm2 import load_smollm2
+        return LocalTransformersModel.load(name, options)
+    from .smollm2 import load_smollm2
 
-        return load_smollm2(options)
-    raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(SPEC_FORMS)}")
+    return load_smollm2(options)

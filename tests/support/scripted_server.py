@@ -157,6 +157,8 @@ class PreferenceResponder:
     of (seed, slot A text, slot B text), or of the whole message with `bias_key="message"`, so
     reruns give the same answers even when the judge's prompt carries random nonces.
 
+    A verdict request naming one known text is a pointwise question: it gets "Yes" or "No" by
+    the text's score (see `score_reply`), never biased by position (there is none).
     A request naming two known texts with `max_tokens <= verdict_max_tokens` gets the letter
     (with first-token logprobs P(answer) = `p_confident` when `logprobs`); with more tokens it gets
     `cot_template` (reasoning, then the letter). Anything else (critiques, revisions) gets
@@ -201,8 +203,9 @@ class PreferenceResponder:
         self._lock = threading.Lock()
         self.decisions: list[Decision] = []
 
-    def find_slots(self, message: str) -> tuple[str, str] | None:
-        """The two known texts in `message`, in order of first occurrence; None unless exactly 2."""
+    def find_texts(self, message: str) -> list[str]:
+        """The known texts in `message`, in order of first occurrence (a known text inside a
+        longer known text's occurrence does not count)."""
         found: list[tuple[int, int, str]] = []
         for text in self.scores:
             if not text:
@@ -210,7 +213,6 @@ class PreferenceResponder:
             idx = message.find(text)
             if idx >= 0:
                 found.append((idx, idx + len(text), text))
-        # A known text that only occurs inside a longer known text's occurrence is not a slot.
         kept = [
             (start, end, text)
             for start, end, text in found
@@ -219,10 +221,12 @@ class PreferenceResponder:
                 for o_start, o_end, _ in found
             )
         ]
-        if len(kept) != 2:
-            return None
-        kept.sort()
-        return kept[0][2], kept[1][2]
+        return [text for _, _, text in sorted(kept)]
+
+    def find_slots(self, message: str) -> tuple[str, str] | None:
+        """The two known texts in `message`, in order of first occurrence; None unless exactly 2."""
+        texts = self.find_texts(message)
+        return (texts[0], texts[1]) if len(texts) == 2 else None
 
     def is_biased(self, slot_a: str, slot_b: str, message: str = "") -> bool:
         """Whether this request falls in the `position_bias_a` share that answers A regardless."""
@@ -243,6 +247,9 @@ class PreferenceResponder:
     def __call__(self, body: dict[str, Any]) -> Reply:
         message = last_user_message(body)
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        texts = self.find_texts(message)
+        if len(texts) == 1 and max_tokens <= self.verdict_max_tokens:
+            return self.score_reply(texts[0])
         slots = self.find_slots(message)
         if slots is None:
             if max_tokens <= self.verdict_max_tokens:
@@ -258,6 +265,19 @@ class PreferenceResponder:
         tie = not biased and self.scores[slots[0]] == self.scores[slots[1]]
         p = 0.5 if tie else self.p_confident
         other = "B" if answer == "A" else "A"
+        return Reply(answer, top_logprobs=[(answer, math.log(p)), (other, math.log1p(-p))])
+
+    def score_reply(self, text: str) -> Reply:
+        """A pointwise question about one known text: "Yes" for a score of 0.5 or more, with
+        P(answer) = `p_confident` in the logprobs (a score of exactly 0.5: even odds)."""
+        score = self.scores[text]
+        answer = "Yes" if score >= 0.5 else "No"
+        with self._lock:
+            self.decisions.append(Decision(text, "", answer, False))
+        if not self.logprobs:
+            return Reply(answer)
+        p = 0.5 if score == 0.5 else self.p_confident
+        other = "No" if answer == "Yes" else "Yes"
         return Reply(answer, top_logprobs=[(answer, math.log(p)), (other, math.log1p(-p))])
 
 
