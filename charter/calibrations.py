@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
 from charter.judge.calibration import Calibration, fit_calibration, holdout_split
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig, Protocol
 from charter.judge.evaluate import EvalReport, LabelledPair, judge_pairs, summarise
-from charter.judge.rank import RankedPair
+from charter.judge.results import Comparison
 
 CALIBRATIONS = "calibrations"
 
@@ -62,17 +63,6 @@ def settings_digest(config: JudgeConfig) -> str:
     return canonical_digest(
         config.model_dump(mode="json", include=set(VERDICT_FIELDS - {"protocol"}))
     )
-
-
-def calibrated_p_chosen(calibration: Calibration, pair: RankedPair) -> float:
-    """A ranked pair's P(chosen is better) after calibration.
-
-    The calibration was fit on P(a better) (its bias may favour `a`), so it is applied to the
-    comparison's own p_a and turned back towards the chosen side.
-    """
-    p_a = pair.p_chosen if pair.chosen_is_a is not False else 1.0 - pair.p_chosen
-    calibrated = calibration.apply(p_a)
-    return calibrated if pair.chosen_is_a is not False else 1.0 - calibrated
 
 
 def new_record(
@@ -158,6 +148,40 @@ def shipped() -> list[CalibrationRecord]:
     return found
 
 
+def load(db: sqlite_utils.Database, ref: str) -> CalibrationRecord:
+    """A calibration named by id (the store's or shipped) or by a JSON file: a record as
+    `charter judge calibrate --json` writes it, or just `{"temperature": T, "bias": B}`."""
+    path = Path(ref)
+    if not path.is_file():
+        if ref.endswith(".json"):
+            raise CalibrationError(f"{ref}: no such calibration file")
+        return get(db, ref)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"{path}: not a JSON calibration ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("record"), dict):
+        data = data["record"]  # the whole `calibrate --json` output
+    try:
+        if isinstance(data, dict) and "calibration" in data:
+            return CalibrationRecord.model_validate(data)
+        calibration = Calibration.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "top level"
+        raise CalibrationError(f"{path}: {where}: {err['msg']}") from None
+    return CalibrationRecord(
+        id=f"file:{path.name}",
+        judge="",
+        constitution_digest="",
+        protocol="pairwise",
+        settings="",
+        calibration=calibration,
+        pairs_source=str(path),
+        created_at="",
+    )
+
+
 def find(
     db: sqlite_utils.Database, judge: str, constitution_digest: str, config: JudgeConfig
 ) -> CalibrationRecord | None:
@@ -206,6 +230,7 @@ async def calibrate_on_pairs(
     concurrency: int = 16,
     pairs_source: str = "<pairs>",
     seed: int = 0,
+    on_result: Callable[[int, Comparison], None] | None = None,
 ) -> CalibrationRun:
     """Judge the labelled pairs, fit a calibration on a seeded part, report it on the rest.
 
@@ -213,7 +238,9 @@ async def calibrate_on_pairs(
     stay in the held-out report, where they count against coverage.
     """
     config = config.resolved(model.spec)
-    comparisons = await judge_pairs(model, constitution, pairs, config, concurrency=concurrency)
+    comparisons = await judge_pairs(
+        model, constitution, pairs, config, concurrency=concurrency, on_result=on_result
+    )
     fit_idx, held_idx = holdout_split(len(pairs), holdout, seed)
     fit = [(comparisons[i].p_a, pairs[i].preferred == "a") for i in fit_idx]
     usable = [(p, y) for p, y in fit if p is not None]

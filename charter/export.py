@@ -28,6 +28,9 @@ Kind = Literal["preference", "sft"]
 PROVENANCE = (
     "source",
     "p_chosen",
+    "p_chosen_raw",
+    "calibration",
+    "protocol",
     "margin",
     "position_consistent",
     "principles",
@@ -194,6 +197,19 @@ def _dataset_dict(by_split: dict[str, list[dict[str, Any]]]) -> Any:
     return DatasetDict({name: Dataset.from_list(rows) for name, rows in by_split.items() if rows})
 
 
+def _calibration_text(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return "raw: the judge's own probability (no calibration fits this judge)"
+    text = f"calibrated by `{calibration['id']}` (temperature {calibration['temperature']:.2f}"
+    held = (calibration.get("heldout") or {}).get("calibrated")
+    if held:
+        agreement = held.get("agreement")
+        text += f"; held-out ECE {held['ece']:.3f}, agreement " + (
+            "n/a" if agreement is None else f"{agreement:.1%}"
+        )
+    return text + ")"
+
+
 def dataset_card(job_id: str, summary: dict[str, Any], rows: dict[str, int], kind: Kind) -> str:
     consistency = summary.get("position_consistency")
     consistency_text = f"{consistency:.1%}" if consistency is not None else "n/a"
@@ -219,6 +235,8 @@ def dataset_card(job_id: str, summary: dict[str, Any], rows: dict[str, int], kin
         f"| prompts | {summary['prompts']['total']} ({summary['prompts']['failed']} failed) |",
         f"| preferences stored / exported | {summary['preferences']} / {sum(rows.values())} |",
         f"| min confidence (p_chosen) | {summary['min_confidence']} |",
+        f"| judge protocol | {summary.get('protocol') or 'n/a'} |",
+        f"| p_chosen | {_calibration_text(summary.get('calibration'))} |",
         f"| judge position consistency | {consistency_text} |",
         f"| parse failures | {summary['parse_failures']} of {summary['judgments']} judgments |",
         "",

@@ -221,33 +221,28 @@ async def _process(
             candidates,
             spec.judge_config,
             strategy=spec.pairs,
+            calibration=calibration.calibration if calibration else None,
             nonces=nonces,
         )
         result = ranking.model_dump(mode="json")
         if ranking.failed_comparisons == len(ranking.comparisons):
             return [], result, f"every comparison failed: {_first_error(result)}"
-        preferences = []
-        for pair in ranking.pairs:
-            p_chosen = (
-                calibrations.calibrated_p_chosen(calibration.calibration, pair)
-                if calibration
-                else pair.p_chosen
+        preferences = [
+            Preference(
+                **common,
+                chosen=pair.chosen,
+                rejected=pair.rejected,
+                source="comparison",
+                p_chosen=pair.p_chosen,
+                p_chosen_raw=pair.p_chosen if pair.p_chosen_raw is None else pair.p_chosen_raw,
+                calibration=calibration.id if calibration else None,
+                protocol=ranking.protocol,
+                margin=pair.margin,
+                position_consistent=pair.position_consistent,
+                principles=pair.principle_ids,
             )
-            preferences.append(
-                Preference(
-                    **common,
-                    chosen=pair.chosen,
-                    rejected=pair.rejected,
-                    source="comparison",
-                    p_chosen=p_chosen,
-                    p_chosen_raw=pair.p_chosen,
-                    calibration=calibration.id if calibration else None,
-                    protocol=ranking.protocol,
-                    margin=p_chosen - 0.5,
-                    position_consistent=pair.position_consistent,
-                    principles=pair.principle_ids,
-                )
-            )
+            for pair in ranking.pairs
+        ]
         return preferences, result, None
 
     chains = await asyncio.gather(
@@ -332,6 +327,8 @@ def summarise(
         "constitution": {"digest": job.constitution.digest, "version": job.constitution.version},
         "judge": job.spec.judge,
         "policy": job.spec.policy,
+        "protocol": job.spec.judge_config.protocol if job.spec.mode == "compare" else None,
+        "calibration": _calibration_summary(db, job.spec.calibration),
         "prompts": {
             "total": sum(counts.values()),
             "done": counts.get("done", 0),
@@ -355,6 +352,21 @@ def summarise(
             (prompt_tokens * prices.prompt + completion_tokens * prices.completion) / 1e6, 6
         )
     return summary
+
+
+def _calibration_summary(
+    db: sqlite_utils.Database, calibration_id: str | None
+) -> dict[str, Any] | None:
+    """What a reader of the job needs about its calibration: which, how strong, how good."""
+    if calibration_id is None:
+        return None
+    record = calibrations.get(db, calibration_id)
+    return {
+        "id": record.id,
+        "temperature": record.calibration.temperature,
+        "bias": record.calibration.bias,
+        "heldout": record.heldout,
+    }
 
 
 def is_exportable(preference: Preference, min_confidence: float) -> bool:

@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter.constitution import Constitution
 
 from ._sync import synced
+from .aggregate import decide
 from .backends.base import ChatModel, Usage
 from .bradley_terry import DEFAULT_PRIOR, bradley_terry
+from .calibration import Calibration
 from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
 from .prompts import RANDOM_NONCES, NonceSource
@@ -42,9 +44,11 @@ class RankedPair(BaseModel):
     rejected_index: int
     chosen: str
     rejected: str
-    p_chosen: float = Field(description="The comparison's debiased P(chosen is better).")
-    chosen_is_a: bool | None = Field(
-        default=None, description="Whether chosen was the comparison's `a` (its p_a is p_chosen)."
+    p_chosen: float = Field(
+        description="The comparison's debiased P(chosen is better), calibrated when it was."
+    )
+    p_chosen_raw: float | None = Field(
+        default=None, description="The judge's own P(chosen), when p_chosen was calibrated."
     )
     margin: float = Field(description="p_chosen - 0.5, the distance from a coin flip (0-0.5).")
     score_gap: float = Field(description="Bradley–Terry score of chosen minus rejected.")
@@ -79,6 +83,20 @@ class Ranking(BaseModel):
     latency_s: float = 0.0
 
 
+def calibrated(comparison: Comparison, calibration: Calibration) -> Comparison:
+    """The comparison with its p_a through `calibration`, and its winner decided on that."""
+    if comparison.p_a is None:
+        return comparison
+    p_a = calibration.apply(comparison.p_a)
+    return comparison.model_copy(
+        update={
+            "p_a": p_a,
+            "p_a_raw": comparison.p_a,
+            "winner": decide(p_a, comparison.tie_margin),
+        }
+    )
+
+
 def select_pairs(
     responses: list[str],
     index_pairs: list[tuple[int, int]],
@@ -102,14 +120,16 @@ def select_pairs(
         c = comparisons[n]
         if c.p_a is None:  # only decided comparisons reach here
             raise ValueError(f"comparison {n} has no verdict")
-        p_chosen = c.p_a if index_pairs[n][0] == chosen else 1.0 - c.p_a
+        chosen_is_a = index_pairs[n][0] == chosen
+        p_chosen = c.p_a if chosen_is_a else 1.0 - c.p_a
+        raw = None if c.p_a_raw is None else (c.p_a_raw if chosen_is_a else 1.0 - c.p_a_raw)
         return RankedPair(
             chosen_index=chosen,
             rejected_index=rejected,
             chosen=responses[chosen],
             rejected=responses[rejected],
             p_chosen=p_chosen,
-            chosen_is_a=index_pairs[n][0] == chosen,
+            p_chosen_raw=raw,
             margin=p_chosen - 0.5,
             score_gap=scores[chosen] - scores[rejected],
             position_consistent=c.position_consistent,
@@ -153,13 +173,16 @@ async def rank(
     min_margin: float | None = None,
     prior: float = DEFAULT_PRIOR,
     max_concurrency: int = 8,
+    calibration: Calibration | None = None,
     nonces: NonceSource = RANDOM_NONCES,
 ) -> Ranking:
     """Judge every pair of `responses` and rank them.
 
     Pairwise: each pair is compared (at most `max_concurrency` comparisons in flight; the
     backend bounds its own request concurrency too). Pointwise: each response is scored once
-    (N x K calls) and every pair's comparison is computed from the scores.
+    (N x K calls) and every pair's comparison is computed from the scores. With a
+    `calibration`, every comparison's p_a (and so its winner, the scores and the pairs) is the
+    calibrated one; `p_a_raw` keeps the judge's own.
     """
     if len(responses) < 2:
         raise ValueError("ranking needs at least two responses")
@@ -190,6 +213,8 @@ async def rank(
     else:
         comparisons = list(await asyncio.gather(*(one(i, j) for i, j in index_pairs)))
         usage = Usage.total(c.usage for c in comparisons)
+    if calibration is not None:
+        comparisons = [calibrated(c, calibration) for c in comparisons]
     outcomes: list[tuple[int, int, float]] = []
     for (i, j), c in zip(index_pairs, comparisons, strict=True):
         if c.p_a is not None:

@@ -158,6 +158,9 @@ class Comparison(BaseModel):
     a: str
     b: str
     p_a: float | None
+    p_a_raw: float | None = Field(
+        default=None, description="The judge's own p_a, when `p_a` went through a calibration."
+    )
     winner: Winner | None
     position_consistent: bool | None
     tie_margin: float

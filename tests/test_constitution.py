@@ -53,6 +53,7 @@ def test_digest_is_stable_and_ignores_formatting(principles_dir: Path) -> None:
         + f'title = "{p.title}"\n'
         + 'tags = ["helpfulness", "helpfulness"]\n'
         + f'id = "clarity"\nweight = {p.weight}\n'
+        + f'score = "  {p.score}"\n'
     )
     assert path.read_text() != text
     assert load_constitution(principles_dir).digest == before
@@ -116,8 +117,29 @@ comparison = "Which response is better?"
             5,
         ),
         (GOOD.format(id="x").encode() + b"weight = -1\n", "invalid-value", 6),
+        (
+            GOOD.format(id="x").encode() + b'score = "Which response is safer?"\n',
+            "score-not-yes-no",
+            6,
+        ),
+        (GOOD.format(id="x").encode() + b'score = "Rate the response."\n', "score-not-yes-no", 6),
+        (GOOD.format(id="x").encode() + b'score = "Is it kind"\n', "score-not-yes-no", 6),
+        (GOOD.format(id="x").encode() + b'score = "  "\n', "empty-text", 6),
     ],
-    ids=["bad-toml", "not-utf8", "missing", "unknown", "empty", "mismatch", "no-choice", "weight"],
+    ids=[
+        "bad-toml",
+        "not-utf8",
+        "missing",
+        "unknown",
+        "empty",
+        "mismatch",
+        "no-choice",
+        "weight",
+        "score-chooses",
+        "score-not-a-question",
+        "score-no-question-mark",
+        "score-empty",
+    ],
 )
 def test_bad_principle_file_names_file_and_line(
     principles_dir: Path, content: bytes, code: str, line: int | None

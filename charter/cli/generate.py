@@ -14,6 +14,7 @@ from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
 from .fields import model_options
 from .models import judge_options, open_model, policy_options
+from .progress import ProgressBar
 
 
 @click.command()
@@ -139,7 +140,7 @@ def generate(
 
     async def go() -> dict[str, Any]:
         try:
-            with _progress(as_json) as progress:
+            with ProgressBar("prompts", quiet=as_json) as progress:
                 return await run_job(
                     db,
                     job,
@@ -174,52 +175,6 @@ def generate(
 def _note(as_json: bool, text: str) -> None:
     if not as_json:
         click.echo(text, err=True)
-
-
-class _progress:
-    """A rich progress bar (done/total, rate, ETA) on stderr; silent with --json."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> _progress:
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("prompts"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("generate", total=None, rate="")
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        elapsed = self.bar.tasks[0].elapsed or 0.0
-        rate = f"{done / elapsed * 60:.1f}/min" if elapsed > 1 and done else ""
-        self.bar.update(self.task, completed=done, total=total, rate=rate)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from charter.settings import JUDGE_BASE_URL_ENV
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
 from .fields import model_options
 from .models import judge_options, open_model
+from .progress import ProgressBar
 
 if TYPE_CHECKING:
     from charter.constitution import Constitution
@@ -288,6 +289,13 @@ plot_option = click.option(
     show_default=True,
     help="Also report labels through the store's (or a shipped) calibration for this judge.",
 )
+@click.option(
+    "--calibration",
+    "calibration_ref",
+    metavar="ID|FILE",
+    help="Report labels through this calibration: an id from `charter judge calibrate`, or "
+    "a JSON file ({temperature, bias} or a calibrate --json record).",
+)
 @click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
 @click.option("--price-in", type=click.FloatRange(min=0), help="USD per 1M prompt tokens.")
 @click.option("--price-out", type=click.FloatRange(min=0), help="USD per 1M completion tokens.")
@@ -299,6 +307,7 @@ def eval_judge(
     pairs_path: Path,
     protocols: list[str],
     calibrated: bool,
+    calibration_ref: str | None,
     bins: int,
     price_in: float | None,
     price_out: float | None,
@@ -314,29 +323,36 @@ def eval_judge(
     calibration fits this judge), position consistency and P(prefers first slot) (pairwise),
     P(prefers longer), parse failures, calls, tokens and cost.
     """
+    from charter.calibrations import load
     from charter.judge import evaluate, load_pairs
     from charter.store import open_store
 
     pairs = load_pairs(pairs_path)
     db = open_store(store_path, create=False)
+    given = load(db, calibration_ref) if calibration_ref else None
     configs = [setup.config.model_copy(update={"protocol": p}) for p in protocols or ["auto"]]
     prices = (price_in or 0.0, price_out or 0.0) if price_in or price_out else None
 
     async def work(model: ChatModel, constitution: Constitution) -> list[EvalReport]:
         reports = []
         for config in configs:
-            found = _calibration_for(db, model.spec, constitution, config) if calibrated else None
-            reports.append(
-                await evaluate(
-                    model,
-                    constitution,
-                    pairs,
-                    config,
-                    concurrency=setup.concurrency,
-                    calibration=found.calibration if found else None,
-                    prices=prices,
-                )
+            found = given or (
+                _calibration_for(db, model.spec, constitution, config) if calibrated else None
             )
+            label = f"pairs ({config.protocol_for(model.spec)})"
+            with ProgressBar(label, quiet=as_json) as bar:
+                reports.append(
+                    await evaluate(
+                        model,
+                        constitution,
+                        pairs,
+                        config,
+                        concurrency=setup.concurrency,
+                        calibration=found.calibration if found else None,
+                        prices=prices,
+                        on_result=bar.counter(len(pairs)),
+                    )
+                )
         return reports
 
     reports = setup.run(work)
@@ -468,16 +484,18 @@ def calibrate(
     db = open_store(store_path)
 
     async def work(model: ChatModel, constitution: Constitution) -> Any:
-        return await calibrate_on_pairs(
-            model,
-            constitution,
-            pairs,
-            setup.config,
-            holdout=holdout,
-            bins=bins,
-            concurrency=setup.concurrency,
-            pairs_source=str(pairs_path),
-        )
+        with ProgressBar("pairs", quiet=as_json) as bar:
+            return await calibrate_on_pairs(
+                model,
+                constitution,
+                pairs,
+                setup.config,
+                holdout=holdout,
+                bins=bins,
+                concurrency=setup.concurrency,
+                pairs_source=str(pairs_path),
+                on_result=bar.counter(len(pairs)),
+            )
 
     result = setup.run(work)
     save(db, result.record)

@@ -1,0 +1,67 @@
+"""The CLI's progress bar for long work (generation, judge evaluation, calibration)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class ProgressBar:
+    """A rich progress bar (done/total, rate, ETA) on stderr; silent with --json.
+
+    Use as a context manager; call it with (done, total) as work finishes.
+    """
+
+    def __init__(self, label: str, *, quiet: bool = False) -> None:
+        self.label = label
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.label, total=None, rate="")
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        elapsed = self.bar.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed * 60:.1f}/min" if elapsed > 1 and done else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def counter(self, total: int) -> Callable[..., None]:
+        """A callback that advances the bar by one each time it is called (any arguments)."""
+        done = 0
+
+        def tick(*_: object) -> None:
+            nonlocal done
+            done += 1
+            self(done, total)
+
+        return tick
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
