@@ -52,7 +52,7 @@ from charter.judge.aggregate import decide
 from charter.judge.backends.base import BackendError, ChatModel, GenerationRequest, Usage
 from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
 from charter.judge.prompts import RANDOM_NONCES, NonceSource
-from charter.judge.results import Judgment, ScoreJudgment, Winner
+from charter.judge.results import Question, Winner
 from charter.judge.selection import select_for_pair, select_for_prompt
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ async def _judge_one(
     c = await compare(judge, constitution, prompt, a, b, config, nonces=nonces)
     error = None
     if c.winner is None:
-        asked: list[Judgment | ScoreJudgment] = [
+        asked: list[Question] = [
             *c.judgments,
             *(j for scored in c.scores for j in scored.judgments),
         ]

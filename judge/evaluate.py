@@ -36,7 +36,7 @@ from .calibration import (
 from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
 from .prompts import RANDOM_NONCES, NonceSource
-from .results import Comparison, Judgment, ScoreJudgment, Winner
+from .results import Comparison, Question, Winner
 
 
 class PairsFileError(ValueError):
@@ -303,7 +303,7 @@ def summarise(
         longer_side = (
             None if len(pair.a) == len(pair.b) else ("a" if len(pair.a) > len(pair.b) else "b")
         )
-        every: list[Judgment | ScoreJudgment] = [
+        every: list[Question] = [
             *c.judgments,
             *(j for s in c.scores for j in s.judgments),
         ]

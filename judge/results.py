@@ -20,31 +20,24 @@ Winner = Literal["a", "b", "tie"]
 ErrorKind = Literal["parse", "backend"]
 
 
-class Judgment(BaseModel):
-    """One question asked of the judge: one principle, one order.
+class Question(BaseModel):
+    """What every question asked of the judge records: under which principle, the exact
+    messages, the last reply, how many tries it took, what it cost, and any error.
 
-    In order "AB" the original `a` is shown in slot A; in "BA" it is shown in slot B. `slot`
-    is the letter the judge answered, `choice` and `p_a` translate it back to the original
-    texts. A failed judgment (`error` set) has no `slot`, `choice` or `p_a` and counts for
-    nothing: neither A, nor B, nor 0.5.
+    A failed question (`error` set) has no answer and counts for nothing.
     """
 
     model_config = ConfigDict(extra="ignore")  # computed fields round-trip
 
     principle_id: str
     principle_digest: str
-    order: Order
     messages: tuple[Message, ...] = ()
-    reasoning: str | None = Field(default=None, description="Chain-of-thought, when asked.")
-    raw: str | None = Field(default=None, description="The last verdict reply received.")
-    slot: Literal["A", "B"] | None = None
-    choice: Side | None = None
-    p_a: float | None = Field(default=None, description="P(original a is better).")
+    raw: str | None = Field(default=None, description="The last reply received.")
     option_probs: dict[str, float] | None = Field(
-        default=None, description="P(slot A), P(slot B) from logprobs, renormalised over the two."
+        default=None, description="Each option's probability from logprobs, renormalised."
     )
     attempts: int = 0
-    replies: int = Field(default=0, description="Verdict replies received, incl. retried.")
+    replies: int = Field(default=0, description="Replies received, incl. retried.")
     parse_failures: int = Field(default=0, description="Unparseable replies seen, incl. retried.")
     latency_s: float = 0.0
     usage: Usage = Usage()
@@ -54,40 +47,47 @@ class Judgment(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
-        return self.error is None and self.p_a is not None
+        return self.error is None and self.answered
+
+    @property
+    def answered(self) -> bool:
+        """Whether a usable answer was recorded (each kind of question says what that is)."""
+        raise NotImplementedError
 
 
-class ScoreJudgment(BaseModel):
-    """One pointwise question: one principle's Yes/No question about one response.
+class Judgment(Question):
+    """One pairwise question: one principle, one order.
 
-    `p_yes` is P(Yes) renormalised over the Yes/No tokens' logprobs where the backend gives
-    them, else 1 or 0 from the parsed word. A failed judgment (`error` set) has no `p_yes`
-    and counts for nothing.
+    In order "AB" the original `a` is shown in slot A; in "BA" it is shown in slot B. `slot`
+    is the letter the judge answered, `choice` and `p_a` translate it back to the original
+    texts; `option_probs` are P(slot A), P(slot B). A failed judgment has no `slot`, `choice`
+    or `p_a`: neither A, nor B, nor 0.5.
     """
 
-    model_config = ConfigDict(extra="ignore")  # computed fields round-trip
+    order: Order
+    reasoning: str | None = Field(default=None, description="Chain-of-thought, when asked.")
+    slot: Literal["A", "B"] | None = None
+    choice: Side | None = None
+    p_a: float | None = Field(default=None, description="P(original a is better).")
 
-    principle_id: str
-    principle_digest: str
-    messages: tuple[Message, ...] = ()
-    raw: str | None = Field(default=None, description="The last reply received.")
+    @property
+    def answered(self) -> bool:
+        return self.p_a is not None
+
+
+class ScoreJudgment(Question):
+    """One pointwise question: one principle's Yes/No question about one response.
+
+    `p_yes` is P(Yes) renormalised over the Yes/No tokens' logprobs (`option_probs`) where the
+    backend gives them, else 1 or 0 from the parsed word.
+    """
+
     answer: Literal["Yes", "No"] | None = None
     p_yes: float | None = None
-    option_probs: dict[str, float] | None = Field(
-        default=None, description="P(Yes), P(No) from logprobs, renormalised over the two."
-    )
-    attempts: int = 0
-    replies: int = 0
-    parse_failures: int = 0
-    latency_s: float = 0.0
-    usage: Usage = Usage()
-    error: str | None = None
-    error_kind: ErrorKind | None = None
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
-    def ok(self) -> bool:
-        return self.error is None and self.p_yes is not None
+    def answered(self) -> bool:
+        return self.p_yes is not None
 
 
 class ResponseScore(BaseModel):

@@ -169,6 +169,10 @@ def test_compare_answers_with_the_cli_json(
     assert len(served["judgments"]) == 4  # K=2 principles x both orders
     typed = client.compare(PROMPT, good(PROMPT), bad(PROMPT), seed=3, principles=1)
     assert typed.winner == "a" and typed.k == 1 and typed.seed == 3
+    # Every JudgeConfig field is a request field: the pointwise protocol, for one.
+    pointwise = client.compare(PROMPT, good(PROMPT), bad(PROMPT), protocol="pointwise")
+    assert pointwise.protocol == "pointwise" and pointwise.winner == "a"
+    assert pointwise.judgments == [] and len(pointwise.scores) == 2
 
 
 def test_critique_and_rank(client: CharterClient) -> None:
@@ -208,6 +212,16 @@ INVALID = [
         "body.judge: unknown model spec",
     ),
     ("/v1/feedback/compare", {"prompt": "p", "a": "x", "b": "y", "seed": -1}, "body.seed"),
+    (
+        "/v1/feedback/compare",
+        {"prompt": "p", "a": "x", "b": "y", "protocol": "listwise"},
+        "body.protocol: Input should be 'auto', 'pairwise' or 'pointwise'",
+    ),
+    (
+        "/v1/feedback/compare",
+        {"prompt": "p", "a": "x", "b": "y", "tie_margin": 0.5},
+        "body.tie_margin: Input should be less than 0.5",
+    ),
     ("/v1/feedback/rank", {"prompt": "p", "responses": ["one"]}, "body.responses: List should"),
     ("/v1/feedback/critique", {"prompt": "p", "response": "r", "revisions": 0}, "revisions"),
     ("/v1/jobs", {"prompts": []}, "body.prompts: List should have at least 1 item"),

@@ -177,6 +177,24 @@ def _note(as_json: bool, text: str) -> None:
         click.echo(text, err=True)
 
 
+def _trust_line(calibration: dict[str, Any] | None) -> str:
+    """How far p_chosen can be trusted, in one line: the calibration and its held-out figures."""
+    if not calibration:
+        return "raw (no calibration fits this judge; run `charter judge calibrate`)"
+    line = f"calibrated by {calibration['id']} (T={calibration['temperature']:.2f})"
+    held = calibration.get("heldout") or {}
+    raw, fitted = held.get("raw"), held.get("calibrated")
+    if raw and fitted:
+        agreement = fitted.get("agreement")
+        line += (
+            f"; on {held.get('pairs')} held-out labelled pairs: agreement "
+            + ("n/a" if agreement is None else f"{agreement:.0%}")
+            + f", coverage {fitted['coverage']:.0%}, ECE {fitted['ece']:.3f} "
+            f"(raw {raw['ece']:.3f})"
+        )
+    return line
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     p = s["prompts"]
     consistency = s["position_consistency"]
@@ -204,6 +222,9 @@ def _print_summary(s: dict[str, Any]) -> None:
                 else ""
             )
         )
+    if s.get("protocol"):
+        lines.append(f"  protocol     {s['protocol']}")
+        lines.append(f"  p_chosen     {_trust_line(s.get('calibration'))}")
     lines.append(f"  model calls  {made} made, {reused} reused from the store")
     lines.append(
         f"  judge tokens {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"

@@ -457,6 +457,12 @@ def _print_report(report: EvalReport, bins: int) -> None:
     help="Share of pairs held out (never fitted on) to report the calibration on.",
 )
 @click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the calibration record to this JSON file (for --calibration elsewhere).",
+)
 @plot_option
 @store_option
 @_judging_options()
@@ -465,6 +471,7 @@ def calibrate(
     pairs_path: Path,
     holdout: float,
     bins: int,
+    out_path: Path | None,
     plot_path: Path | None,
     store_path: Path,
     setup: JudgeSetup,
@@ -499,6 +506,8 @@ def calibrate(
 
     result = setup.run(work)
     save(db, result.record)
+    if out_path is not None:
+        out_path.write_text(result.record.model_dump_json(indent=2) + "\n", encoding="utf-8")
     if plot_path is not None:
         _plot(plot_path, [result.heldout_report], result.heldout_pairs, bins)
     if as_json:
