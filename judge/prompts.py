@@ -101,6 +101,12 @@ class KeyedNonces:
 RANDOM_NONCES = RandomNonces()
 
 
+def shared_within_call(nonces: NonceSource) -> NonceSource:
+    """For one comparison or ranking: random nonces become keyed by a fresh random key, so
+    questions with the same context share a nonce within the call (and only within it)."""
+    return KeyedNonces(secrets.token_bytes(32)) if isinstance(nonces, RandomNonces) else nonces
+
+
 def choose_nonce(texts: Iterable[str], draw: Callable[[], str] = new_nonce) -> str:
     """Draw a nonce that occurs in none of `texts` (re-drawing until it does not)."""
     pool = tuple(texts)
@@ -180,7 +186,10 @@ def score_messages(
     """
     question = principle.score_question
     texts = [prompt, response, question]
-    nonce = choose_nonce(texts, nonces.drawer("score", str(attempt), *texts))
+    # Keyed by the prompt and question alone: every candidate for a prompt is asked under the
+    # same markers (a small judge's answers move with the marker text), unless a candidate
+    # contains the nonce, which is then redrawn for it.
+    nonce = choose_nonce(texts, nonces.drawer("score", str(attempt), prompt, question))
     content = (
         f"User:\n{fence('PROMPT', prompt, nonce)}\n"
         f"Assistant:\n{fence('RESPONSE', response, nonce)}\n\n"

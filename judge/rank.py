@@ -26,7 +26,7 @@ from .bradley_terry import DEFAULT_PRIOR, bradley_terry
 from .calibration import Calibration
 from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
-from .prompts import RANDOM_NONCES, NonceSource
+from .prompts import RANDOM_NONCES, NonceSource, shared_within_call
 from .results import Comparison, ResponseScore
 from .score import score, versus
 
@@ -200,6 +200,7 @@ async def rank(
             )
 
     if config.protocol_for(model.spec) == "pointwise":
+        nonces = shared_within_call(nonces)
         scored = list(
             await asyncio.gather(
                 *(score(model, constitution, prompt, r, config, nonces=nonces) for r in responses)

@@ -27,7 +27,13 @@ from .aggregate import decide
 from .backends.base import BackendError, ChatModel, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .parse import parse_yes_no
-from .prompts import RANDOM_NONCES, SCORE_OPTIONS, NonceSource, score_messages
+from .prompts import (
+    RANDOM_NONCES,
+    SCORE_OPTIONS,
+    NonceSource,
+    score_messages,
+    shared_within_call,
+)
 from .results import Comparison, PrincipleVerdict, ResponseScore, ScoreJudgment
 from .selection import select_for_prompt
 
@@ -243,6 +249,7 @@ async def compare_pointwise(
     nonces: NonceSource = RANDOM_NONCES,
 ) -> Comparison:
     """Score `a` and `b` alone (concurrently) and compare the scores."""
+    nonces = shared_within_call(nonces)
     score_a, score_b = await asyncio.gather(
         score(model, constitution, prompt, a, config, nonces=nonces),
         score(model, constitution, prompt, b, config, nonces=nonces),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,12 @@ def test_pointwise_scores_come_from_yes_no_logprobs() -> None:
     assert result.p_a == pytest.approx(sigmoid(logit(0.8) - logit(0.3)))
     assert result.position_consistent is None and result.judgments == []
     assert len(result.scores) == 2 and result.k == 2
+    # Both responses were asked under the same (random) markers, principle by principle.
+    tags = [
+        [re.search(r"tagged ([0-9a-f]+) ", j.messages[-1].content).group(1) for j in s.judgments]  # type: ignore[union-attr]
+        for s in result.scores
+    ]
+    assert tags[0] == tags[1]
 
 
 def test_pointwise_without_logprobs_uses_the_parsed_word() -> None:
@@ -529,3 +536,19 @@ def test_a_principle_without_a_score_question_keeps_its_digest_and_gets_one() ->
     assert old.score_question == 'Does the response follow the principle "Be kind"?'
     asked = Principle(**fields, score="Is the response kind?")  # type: ignore[arg-type]
     assert asked.digest != old.digest and asked.score_question == "Is the response kind?"
+
+
+def test_the_shipped_calibration_fits_the_default_constitution_and_demo_settings() -> None:
+    """The demo judges with smollm2, pointwise, K=1, on `principles/`: editing a default
+    principle changes the digest, and this fails until the calibration is fitted again
+    (`charter judge calibrate ... --out charter/data/calibrations/...`, see BENCHMARKS.md)."""
+    from charter.calibrations import find
+    from charter.constitution import load_constitution
+
+    digest = load_constitution(Path(__file__).parent.parent / "principles").digest
+    empty = sqlite_utils.Database(memory=True)
+    found = find(empty, "smollm2", digest, JudgeConfig(principles=1))
+    assert found is not None and found.shipped and found.protocol == "pointwise"
+    assert found.heldout["pairs"] > 0 and found.heldout["calibrated"]["ece"] <= 0.1
+    assert find(empty, "smollm2", digest, JudgeConfig(principles=2)) is None
+    assert find(empty, "openai:other", digest, JudgeConfig(principles=1)) is None

@@ -323,7 +323,7 @@ def eval_judge(
     calibration fits this judge), position consistency and P(prefers first slot) (pairwise),
     P(prefers longer), parse failures, calls, tokens and cost.
     """
-    from charter.calibrations import load
+    from charter.calibrations import find, load
     from charter.judge import evaluate, load_pairs
     from charter.store import open_store
 
@@ -337,7 +337,7 @@ def eval_judge(
         reports = []
         for config in configs:
             found = given or (
-                _calibration_for(db, model.spec, constitution, config) if calibrated else None
+                find(db, model.spec, constitution.digest, config) if calibrated else None
             )
             label = f"pairs ({config.protocol_for(model.spec)})"
             with ProgressBar(label, quiet=as_json) as bar:
@@ -378,14 +378,6 @@ def _recommended(reports: list[EvalReport]) -> str:
     from charter.judge import recommend
 
     return recommend(reports).protocol
-
-
-def _calibration_for(
-    db: Any, judge_spec: str, constitution: Constitution, config: JudgeConfig
-) -> Any:
-    from charter.calibrations import find
-
-    return find(db, judge_spec, constitution.digest, config)
 
 
 def _plot(path: Path, reports: list[EvalReport], pairs: list[Any], bins: int) -> None:
