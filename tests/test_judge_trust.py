@@ -99,7 +99,10 @@ def test_pointwise_scores_come_from_yes_no_logprobs() -> None:
     assert len(result.scores) == 2 and result.k == 2
     # Both responses were asked under the same (random) markers, principle by principle.
     tags = [
-        [re.search(r"tagged ([0-9a-f]+) ", j.messages[-1].content).group(1) for j in s.judgments]  # type: ignore[union-attr]
+        [
+            re.search(r"between the ([0-9a-f]+) markers", j.messages[-1].content).group(1)
+            for j in s.judgments
+        ]  # type: ignore[union-attr]
         for s in result.scores
     ]
     assert tags[0] == tags[1]
