@@ -4,10 +4,13 @@ For each judge (the embedded `smollm2`, and the scripted loopback server as a fi
 reference) and each protocol, in one run:
 
 - agreement with the human label over all pairs (a beats b when p_a > 0.5; a pair with no
-  verdict or p_a exactly 0.5 counts as a coin flip), and on decided pairs with coverage;
+  verdict or p_a exactly 0.5 counts as a coin flip), and on decided pairs (|p_a - 0.5| beyond
+  the constitution's tie margin, as `charter judge eval` decides) with their coverage;
 - expected calibration error (10 equal-width bins) raw, and after calibration on pairs not used
   to fit it: 5-fold cross-fitting (each pair's calibrated p_a comes from a temperature and bias
   fit on the other four folds) and a single 70/30 split as `charter judge calibrate` does;
+- the ECE a perfectly calibrated judge would still show on the same number of pairs with the
+  same probabilities (labels drawn from them, 200 draws): the noise floor of the estimate;
 - comparisons per second, model calls per comparison, and model calls to rank 4 candidates.
 
 The baseline is the pairwise protocol, measured in the same run on the same pairs and model.
@@ -92,26 +95,42 @@ class Result:
     ece_raw: float
     ece_crossfit: float
     ece_split: float
+    ece_floor_crossfit: float
+    ece_floor_split: float
     temperature: float
     seconds: float
     calls: int
     rank_calls: int
+    probs: list[float]
 
     def line(self) -> str:
         decided = "-" if self.agreement_decided is None else f"{self.agreement_decided:.3f}"
         return (
             f"{self.judge:<10} {self.protocol:<9} {self.pairs:>5} {self.agreement_all:>9.3f} "
             f"{decided:>8} {self.coverage:>8.1%} {self.ece_raw:>7.3f} {self.ece_crossfit:>9.3f} "
-            f"{self.ece_split:>9.3f} {self.temperature:>6.2f} {self.pairs / self.seconds:>8.2f} "
+            f"{self.ece_split:>9.3f} {self.ece_floor_crossfit:>7.3f} {self.ece_floor_split:>7.3f} "
+            f"{self.temperature:>6.2f} {self.pairs / self.seconds:>8.2f} "
             f"{self.calls / self.pairs:>10.1f} {self.rank_calls:>10}"
         )
 
 
 HEADER = (
     f"{'judge':<10} {'protocol':<9} {'pairs':>5} {'agree.all':>9} {'decided':>8} "
-    f"{'coverage':>8} {'ECE raw':>7} {'ECE 5fold':>9} {'ECE 70/30':>9} {'T':>6} "
+    f"{'coverage':>8} {'ECE raw':>7} {'ECE 5fold':>9} {'ECE 70/30':>9} {'floor5f':>7} "
+    f"{'floor30':>7} {'T':>6} "
     f"{'cmp/s':>8} {'calls/cmp':>10} {'rank4 calls':>10}"
 )
+
+
+def ece_floor(probs: list[float], draws: int = 200) -> float:
+    """Mean ECE of a perfectly calibrated judge with these probabilities: labels drawn from
+    them. What an ECE estimate on this many pairs cannot get below."""
+    rng = random.Random(2)
+    total = 0.0
+    for _ in range(draws):
+        labels = [rng.random() < p for p in probs]
+        total += calibration_metrics(probs, labels, BINS).ece
+    return total / draws
 
 
 def crossfit(probs: list[float], labels: list[bool]) -> list[float]:
@@ -123,7 +142,9 @@ def crossfit(probs: list[float], labels: list[bool]) -> list[float]:
     for fold in folds:
         held = set(fold)
         fit = [i for i in range(len(probs)) if i not in held]
-        calibration = fit_calibration([probs[i] for i in fit], [labels[i] for i in fit])
+        calibration = fit_calibration(
+            [probs[i] for i in fit], [labels[i] for i in fit], fit_bias=False
+        )
         for i in fold:
             out[i] = calibration.apply(probs[i])
     return out
@@ -145,10 +166,14 @@ async def measure(
         1.0 if (p > 0.5) == y else 0.5 if p == 0.5 else 0.0
         for p, y in zip(probs, labels, strict=True)
     )
-    decided = [(p > 0.5) == y for p, y in zip(probs, labels, strict=True) if p != 0.5]
+    margin = config.margin(constitution)
+    decided = [(p > 0.5) == y for p, y in zip(probs, labels, strict=True) if abs(p - 0.5) > margin]
     fit_idx, held_idx = holdout_split(len(pairs), 0.3, seed=0)
-    split_cal = fit_calibration([probs[i] for i in fit_idx], [labels[i] for i in fit_idx])
+    split_cal = fit_calibration(
+        [probs[i] for i in fit_idx], [labels[i] for i in fit_idx], fit_bias=False
+    )
     held_probs = split_cal.apply_many([probs[i] for i in held_idx])
+    crossfitted = crossfit(probs, labels)
     # Calls to rank four candidates: two pairs' responses, under the first pair's prompt.
     four = [pairs[0].a, pairs[0].b, pairs[1].a, pairs[1].b]
     before = counting.calls
@@ -161,12 +186,15 @@ async def measure(
         agreement_decided=sum(decided) / len(decided) if decided else None,
         coverage=len(decided) / len(pairs),
         ece_raw=calibration_metrics(probs, labels, BINS).ece,
-        ece_crossfit=calibration_metrics(crossfit(probs, labels), labels, BINS).ece,
+        ece_crossfit=calibration_metrics(crossfitted, labels, BINS).ece,
         ece_split=calibration_metrics(held_probs, [labels[i] for i in held_idx], BINS).ece,
-        temperature=fit_calibration(probs, labels).temperature,
+        ece_floor_crossfit=ece_floor(crossfitted),
+        ece_floor_split=ece_floor(held_probs),
+        temperature=fit_calibration(probs, labels, fit_bias=False).temperature,
         seconds=seconds,
         calls=calls,
         rank_calls=counting.calls - before,
+        probs=probs,
     )
 
 

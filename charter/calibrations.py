@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -230,14 +231,19 @@ async def calibrate_on_pairs(
     concurrency: int = 16,
     pairs_source: str = "<pairs>",
     seed: int = 0,
+    fit_bias: bool = False,
     on_result: Callable[[int, Comparison], None] | None = None,
 ) -> CalibrationRun:
     """Judge the labelled pairs, fit a calibration on a seeded part, report it on the rest.
 
     Pairs the judge gave no verdict are left out of the fit (they carry no confidence) but
-    stay in the held-out report, where they count against coverage.
+    stay in the held-out report, where they count against coverage. Only the temperature is
+    fitted unless `fit_bias`: both protocols' p_a is symmetric in a and b (pairwise averages
+    both orders; pointwise has none), so a bias would only learn which side the labelled
+    file happened to prefer more often.
     """
     config = config.resolved(model.spec)
+    started = time.perf_counter()
     comparisons = await judge_pairs(
         model, constitution, pairs, config, concurrency=concurrency, on_result=on_result
     )
@@ -249,7 +255,7 @@ async def calibrate_on_pairs(
             f"{pairs_source}: the judge gave a verdict on {len(usable)} of the {len(fit)} pairs "
             "to fit on; a calibration needs at least 2"
         )
-    calibration = fit_calibration([p for p, _ in usable], [y for _, y in usable])
+    calibration = fit_calibration([p for p, _ in usable], [y for _, y in usable], fit_bias=fit_bias)
     held_pairs = [pairs[i] for i in held_idx]
     report = summarise(
         held_pairs,
@@ -258,6 +264,7 @@ async def calibrate_on_pairs(
         constitution=constitution,
         config=config,
         calibration=calibration,
+        latency_s=time.perf_counter() - started,
     )
     heldout: dict[str, Any] = {"pairs": len(held_pairs), "bins": bins}
     for name, quality in (("raw", report.raw), ("calibrated", report.calibrated)):

@@ -29,11 +29,11 @@ from .aggregate import (
     to_original,
     weighted_p_a,
 )
-from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
+from .backends.base import BackendError, ChatModel, GenerationRequest, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .parse import Letter, parse_verdict
 from .prompts import OPTIONS, RANDOM_NONCES, NonceSource, comparison_messages
-from .results import Comparison, Judgment, Order
+from .results import Comparison, Judgment, Order, Tally
 from .score import compare_pointwise
 from .selection import select_for_pair
 
@@ -61,67 +61,45 @@ async def judge_once(
     retry after an unparseable reply repeats only the verdict call, with a fresh nonce.
     """
     first, second = (a, b) if order == "AB" else (b, a)
-    started = time.perf_counter()
-    usage = Usage()
-    attempts = 0
-    replies = 0
-    parse_failures = 0
-    raw: str | None = None
+    tally = Tally(principle)
     reasoning: str | None = None
-    messages: tuple[Message, ...] = ()
 
     def result(**fields: Any) -> Judgment:
-        return Judgment(
-            principle_id=principle.id,
-            principle_digest=principle.digest,
-            order=order,
-            messages=messages,
-            reasoning=reasoning,
-            raw=raw,
-            attempts=attempts,
-            replies=replies,
-            parse_failures=parse_failures,
-            latency_s=time.perf_counter() - started,
-            usage=usage,
-            **fields,
-        )
+        return Judgment(**tally.fields(), order=order, reasoning=reasoning, **fields)
 
     try:
         if config.cot:
-            cot_messages = comparison_messages(
+            tally.messages = comparison_messages(
                 principle, prompt, first, second, cot=True, nonces=nonces
             )
-            messages = cot_messages
             thought = await model.generate(
                 GenerationRequest(
-                    messages=cot_messages,
+                    messages=tally.messages,
                     max_tokens=config.cot_max_tokens,
                     temperature=0.0,
                     seed=config.seed,
                 )
             )
-            usage = usage + thought.usage
+            tally.usage = tally.usage + thought.usage
             reasoning = thought.text
         for _ in range(config.parse_retries + 1):
-            attempts += 1
-            messages = comparison_messages(
-                principle,
-                prompt,
-                first,
-                second,
-                reasoning=reasoning,
-                attempt=attempts,
-                nonces=nonces,
+            tally.ask(
+                comparison_messages(
+                    principle,
+                    prompt,
+                    first,
+                    second,
+                    reasoning=reasoning,
+                    attempt=tally.attempts + 1,
+                    nonces=nonces,
+                )
             )
-            reply = await model.choose(messages, OPTIONS)
-            usage = usage + reply.usage
-            replies += 1
-            raw = reply.text
-            letter: Letter | None = parse_verdict(raw)
+            reply = await model.choose(tally.messages, OPTIONS)
+            letter: Letter | None = parse_verdict(tally.replied(reply))
             logprobs = reply.option_logprobs
             if letter is None:
-                parse_failures += 1
-                log.debug("unparseable verdict for %s/%s: %.80r", principle.id, order, raw)
+                tally.parse_failures += 1
+                log.debug("unparseable verdict for %s/%s: %.80r", principle.id, order, tally.raw)
                 if reasoning is not None:
                     letter, logprobs = parse_verdict(reasoning, cot=True), None
             if letter is not None:
@@ -138,7 +116,7 @@ async def judge_once(
         log.warning("judge call failed for %s/%s: %s", principle.id, order, exc)
         return result(error=str(exc) or type(exc).__name__, error_kind="backend")
     return result(
-        error=f"unparseable verdict after {attempts} attempt(s): {raw!r:.200}",
+        error=f"unparseable verdict after {tally.attempts} attempt(s): {tally.raw!r:.200}",
         error_kind="parse",
     )
 

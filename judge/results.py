@@ -7,12 +7,17 @@ reply, probabilities, cost and errors.
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from .backends.base import Message, Usage
+from .backends.base import Completion, Message, Usage
 from .config import Protocol
+
+if TYPE_CHECKING:
+    from charter.constitution import Principle
 
 Order = Literal["AB", "BA"]
 Side = Literal["a", "b"]
@@ -53,6 +58,46 @@ class Question(BaseModel):
     def answered(self) -> bool:
         """Whether a usable answer was recorded (each kind of question says what that is)."""
         raise NotImplementedError
+
+
+@dataclass
+class Tally:
+    """What asking one question has cost so far: the record every `Question` keeps."""
+
+    principle: Principle
+    started: float = field(default_factory=time.perf_counter)
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 0
+    replies: int = 0
+    parse_failures: int = 0
+    raw: str | None = None
+    messages: tuple[Message, ...] = ()
+
+    def ask(self, messages: tuple[Message, ...]) -> None:
+        """A new attempt with these messages is about to be sent."""
+        self.attempts += 1
+        self.messages = messages
+
+    def replied(self, reply: Completion) -> str:
+        """Count a reply (and its cost); returns its text."""
+        self.usage = self.usage + reply.usage
+        self.replies += 1
+        self.raw = reply.text
+        return reply.text
+
+    def fields(self) -> dict[str, Any]:
+        """The `Question` fields so far, latency measured now."""
+        return {
+            "principle_id": self.principle.id,
+            "principle_digest": self.principle.digest,
+            "messages": self.messages,
+            "raw": self.raw,
+            "attempts": self.attempts,
+            "replies": self.replies,
+            "parse_failures": self.parse_failures,
+            "latency_s": time.perf_counter() - self.started,
+            "usage": self.usage,
+        }
 
 
 class Judgment(Question):

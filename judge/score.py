@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from charter.constitution import Constitution, Principle
 
@@ -34,7 +33,7 @@ from .prompts import (
     score_messages,
     shared_within_call,
 )
-from .results import Comparison, PrincipleVerdict, ResponseScore, ScoreJudgment
+from .results import Comparison, PrincipleVerdict, ResponseScore, ScoreJudgment, Tally
 from .selection import select_for_prompt
 
 log = logging.getLogger(__name__)
@@ -78,46 +77,31 @@ async def score_once(
     nonces: NonceSource = RANDOM_NONCES,
 ) -> ScoreJudgment:
     """Ask one principle's Yes/No question about one response; failures are recorded."""
-    started = time.perf_counter()
-    usage = Usage()
-    attempts = replies = parse_failures = 0
-    raw: str | None = None
-    messages: tuple[Any, ...] = ()
-
-    def result(**fields: Any) -> ScoreJudgment:
-        return ScoreJudgment(
-            principle_id=principle.id,
-            principle_digest=principle.digest,
-            messages=messages,
-            raw=raw,
-            attempts=attempts,
-            replies=replies,
-            parse_failures=parse_failures,
-            latency_s=time.perf_counter() - started,
-            usage=usage,
-            **fields,
-        )
-
+    tally = Tally(principle)
     try:
         for _ in range(parse_retries + 1):
-            messages = score_messages(principle, prompt, response, attempt=attempts, nonces=nonces)
-            attempts += 1
-            reply = await model.choose(messages, SCORE_OPTIONS)
-            usage = usage + reply.usage
-            replies += 1
-            raw = reply.text
-            word = parse_yes_no(raw)
+            tally.ask(
+                score_messages(principle, prompt, response, attempt=tally.attempts, nonces=nonces)
+            )
+            reply = await model.choose(tally.messages, SCORE_OPTIONS)
+            word = parse_yes_no(tally.replied(reply))
             if word is None:
-                parse_failures += 1
-                log.debug("unparseable score for %s: %.80r", principle.id, raw)
+                tally.parse_failures += 1
+                log.debug("unparseable score for %s: %.80r", principle.id, tally.raw)
                 continue
             p_yes, option_probs = yes_probability(word, reply.option_logprobs)
-            return result(answer=word, p_yes=p_yes, option_probs=option_probs)
+            return ScoreJudgment(
+                **tally.fields(), answer=word, p_yes=p_yes, option_probs=option_probs
+            )
     except BackendError as exc:
         log.warning("score call failed for %s: %s", principle.id, exc)
-        return result(error=str(exc) or type(exc).__name__, error_kind="backend")
-    return result(
-        error=f"unparseable Yes/No after {attempts} attempt(s): {raw!r:.200}", error_kind="parse"
+        return ScoreJudgment(
+            **tally.fields(), error=str(exc) or type(exc).__name__, error_kind="backend"
+        )
+    return ScoreJudgment(
+        **tally.fields(),
+        error=f"unparseable Yes/No after {tally.attempts} attempt(s): {tally.raw!r:.200}",
+        error_kind="parse",
     )
 
 

@@ -188,3 +188,47 @@ def test_bad_inputs_are_clean_errors(principles: Path, tmp_path: Path) -> None:
         )  # fmt: skip
         assert result.exit_code == 1 and "unknown model spec" in result.stderr
         assert server.calls == 0
+
+
+@pytest.mark.parametrize(("concurrency", "at_least"), [(3, 3), (24, 17)])
+def test_eval_keeps_concurrency_requests_in_flight(
+    principles: Path, tmp_path: Path, concurrency: int, at_least: int
+) -> None:
+    prompts = [f"Question {i}?" for i in range(16)]
+    pairs = tmp_path / "labelled.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"prompt": p, "a": good(p), "b": bad(p), "preferred": "a"}) + "\n"
+            for p in prompts
+        )
+    )
+    with ScriptedJudgeServer(responder(prompts), latency_s=0.05) as server:
+        code, _, err = judge(
+            server, principles, "eval", "--pairs", str(pairs), "--concurrency", str(concurrency),
+            "--principles", "1", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        # 16 pairs x 2 orders could keep 32 in flight: the limit is --concurrency, not a fixed
+        # number of pairs (8 pairs in flight capped this at 16 before).
+        assert at_least <= server.max_in_flight <= concurrency
+
+
+def test_the_shipped_labelled_pairs_are_balanced() -> None:
+    from charter.judge import load_pairs
+
+    path = Path(__file__).parent.parent / "examples" / "labelled-pairs.jsonl"
+    pairs = load_pairs(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(pairs) == len(rows) >= 150
+    categories = {r["category"] for r in rows}
+    assert categories == {"harmlessness", "helpfulness", "honesty"}
+    assert all(sum(r["category"] == c for r in rows) >= 50 for c in categories)
+    assert {r["difficulty"] for r in rows} == {"easy", "subtle"}
+    share_a = sum(p.preferred == "a" for p in pairs) / len(pairs)
+    longer = sum(
+        len(p.a if p.preferred == "a" else p.b) > len(p.b if p.preferred == "a" else p.a)
+        for p in pairs
+    ) / len(pairs)
+    assert 0.45 <= share_a <= 0.55  # no side to learn
+    assert 0.4 <= longer <= 0.6  # length alone does not predict the label
+    assert len({(p.prompt, p.a, p.b) for p in pairs}) == len(pairs)

@@ -450,6 +450,13 @@ def _print_report(report: EvalReport, bins: int) -> None:
 )
 @click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
 @click.option(
+    "--fit-bias/--no-fit-bias",
+    default=False,
+    show_default=True,
+    help="Also fit a bias towards `a`: only for labelled files where `a` means something "
+    "(e.g. always the original answer); p_a is otherwise symmetric in a and b.",
+)
+@click.option(
     "--out",
     "out_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -463,6 +470,7 @@ def calibrate(
     pairs_path: Path,
     holdout: float,
     bins: int,
+    fit_bias: bool,
     out_path: Path | None,
     plot_path: Path | None,
     store_path: Path,
@@ -493,6 +501,7 @@ def calibrate(
                 bins=bins,
                 concurrency=setup.concurrency,
                 pairs_source=str(pairs_path),
+                fit_bias=fit_bias,
                 on_result=bar.counter(len(pairs)),
             )
 
