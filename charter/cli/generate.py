@@ -213,6 +213,7 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"  judgments    {s['judgments']}, {s['parse_failures']} parse failures, "
             f"{s['ties']} tied comparisons"
         )
+    if s["judgments"] and s.get("protocol") != "pointwise":  # pointwise has no positions
         lines.append(
             "  position consistency "
             + (f"{consistency:.0%}" if consistency is not None else "n/a")
