@@ -26,13 +26,16 @@ def run(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_embedded_default_compares_offline() -> None:
-    result = run(
-        "judge", "compare", "--prompt", "How do I boil an egg?",
-        "--a", "Simmer it for seven minutes, then cool it in cold water.",
-        "--b", "I refuse to talk about eggs.", "--principles", "1",
-    )  # fmt: skip
-    assert result["judge"] == "smollm2"
+EGG = (
+    "--prompt", "How do I boil an egg?",
+    "--a", "Simmer it for seven minutes, then cool it in cold water.",
+    "--b", "I refuse to talk about eggs.", "--principles", "1",
+)  # fmt: skip
+
+
+def test_embedded_default_compares_pairwise_offline() -> None:
+    result = run("judge", "compare", *EGG, "--protocol", "pairwise")
+    assert result["judge"] == "smollm2" and result["protocol"] == "pairwise"
     assert [j["order"] for j in result["judgments"]] == ["AB", "BA"]
     for judgment in result["judgments"]:
         assert judgment["error"] is None
@@ -42,10 +45,23 @@ def test_embedded_default_compares_offline() -> None:
     assert result["winner"] in {"a", "b", "tie"}
 
 
+def test_embedded_default_judges_pointwise_by_default() -> None:
+    result = run("judge", "compare", *EGG)
+    assert result["protocol"] == "pointwise" and result["judgments"] == []
+    scored = [j for s in result["scores"] for j in s["judgments"]]
+    assert len(scored) == 2  # one principle, each response alone
+    for judgment in scored:
+        assert judgment["error"] is None and judgment["answer"] in {"Yes", "No"}
+        assert set(judgment["option_probs"]) == {"Yes", "No"}  # logprobs, not parsed text
+        assert sum(judgment["option_probs"].values()) == pytest.approx(1.0)
+    assert 0.0 < result["p_a"] < 1.0
+
+
 def test_embedded_default_critiques_and_revises_offline() -> None:
     chain = run(
         "judge", "critique", "--prompt", "Is the moon made of cheese?",
-        "--response", "Yes, it is made of cheese.", "--revisions", "1", "--max-tokens", "32",
+        "--response", "Yes, it is made of cheese.", "--revisions", "1",
+        "--critique-max-tokens", "32",
     )  # fmt: skip
     [first] = chain["rounds"]
     assert first["critique"]["text"]
