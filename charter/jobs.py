@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord
-from charter.judge.config import JudgeConfig
+from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
 
 JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
@@ -34,7 +34,7 @@ class JobError(Exception):
     """A job that cannot be found, started or resumed as asked."""
 
 
-_LEGACY_JUDGE_FIELDS = {"seed": "seed", "principles": "principles", "revisions": "revisions"}
+_LEGACY_JUDGE_FIELDS = ("seed", "principles", "revisions", "cot")
 
 
 class JobSpec(BaseModel):
@@ -67,14 +67,10 @@ class JobSpec(BaseModel):
         if not isinstance(data, dict) or "judge_config" in data:
             return data
         data = dict(data)
-        config: dict[str, Any] = {"protocol": "pairwise"}
-        for old, new in _LEGACY_JUDGE_FIELDS.items():
-            if old in data:
-                config[new] = data.pop(old)
-        config["cot"] = bool(data.pop("cot", False))
-        if "max_tokens" in data:
-            config["critique_max_tokens"] = data["max_tokens"]
-        data["judge_config"] = config
+        config = {name: data.pop(name) for name in _LEGACY_JUDGE_FIELDS if name in data}
+        if "max_tokens" in data:  # the old CLI had no upper bound; JudgeConfig has one
+            config["critique_max_tokens"] = min(data["max_tokens"], MAX_JUDGE_TOKENS)
+        data["judge_config"] = {"protocol": "pairwise", **config}
         return data
 
     @property

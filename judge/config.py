@@ -18,6 +18,7 @@ Protocol = Literal["pairwise", "pointwise"]
 ProtocolChoice = Literal["auto", "pairwise", "pointwise"]
 
 MAX_SEED = 2**31 - 1
+MAX_JUDGE_TOKENS = 8192
 
 RECOMMENDED_PROTOCOLS: dict[str, Protocol] = {"smollm2": "pointwise"}
 """Judges whose protocol was measured on the shipped labelled pairs (see BENCHMARKS.md).
@@ -63,7 +64,10 @@ class JudgeConfig(BaseModel):
         description="Chain-of-thought verdicts are clamped to 0.5 ± this (CAI used 0.1).",
     )
     cot_max_tokens: int = Field(
-        default=512, ge=1, le=8192, description="Max tokens of chain-of-thought reasoning."
+        default=512,
+        ge=1,
+        le=MAX_JUDGE_TOKENS,
+        description="Max tokens of chain-of-thought reasoning.",
     )
     tie_margin: float | None = Field(
         default=None,
@@ -90,7 +94,10 @@ class JudgeConfig(BaseModel):
         description="Critique -> revision rounds; default: the constitution's.",
     )
     critique_max_tokens: int = Field(
-        default=256, ge=1, le=8192, description="Max new tokens per critique or revision."
+        default=256,
+        ge=1,
+        le=MAX_JUDGE_TOKENS,
+        description="Max new tokens per critique or revision.",
     )
 
     def resolved(self, judge_spec: str) -> JudgeConfig:

@@ -1,9 +1,10 @@
 """What a caller may choose about a generation job, shared by the service and the CLI.
 
 `JobOptions` holds the knobs (mode, models, sampling, and every `JudgeConfig` setting);
-`JobOptions.to_spec` turns
-them, with the prompts and the constitution, into the `JobSpec` whose hash is the job id. Both
-front ends build jobs through it, so the same request makes the same job either way.
+`JobOptions.plan` turns them, with the prompts, the constitution and the calibration the store
+has for them, into the `JobSpec` whose hash is the job id. Both front ends build jobs through
+it, so the same request makes the same job either way; the CLI's options are built from its
+fields.
 No FastAPI here: the CLI imports this module.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field
 
 from charter.judge.backends.registry import parse_spec
-from charter.judge.config import MAX_SEED, JudgeConfig
+from charter.judge.config import JudgeConfig
 
 if TYPE_CHECKING:  # the CLI builds its options from this module: keep its imports light
     import sqlite_utils
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # the CLI builds its options from this module: keep its impor
     from charter.inputs import PromptRecord
     from charter.jobs import JobSpec
 
-__all__ = ["MAX_SEED", "JobOptions", "ModelSpec", "dedupe", "needs_policy"]
+__all__ = ["JobOptions", "ModelSpec", "dedupe", "needs_policy"]
 
 
 def _check_spec(value: str) -> str:
