@@ -234,6 +234,9 @@ def test_grpo_uses_the_judge_as_reward(world: dict[str, Any], tmp_path: Path) ->
     facts = json.loads((out / "charter_training.json").read_text())
     assert facts["online_judge"]["judge"] == "openai:scripted"
     assert facts["online_judge"]["reward_mode"] == "reference"
+    # The judge's whole config is recorded, its protocol resolved for this judge.
+    assert facts["online_judge"]["judge_config"]["protocol"] == "pairwise"
+    assert facts["online_judge"]["judge_config"]["principles"] is None
     assert facts["online_judge"]["constitution_version"] == "1.0"
     assert facts["data"]["format"] == "conversational"
 

@@ -409,3 +409,37 @@ def test_example_configs_use_only_known_keys(method: str) -> None:
     )
     assert {"data", "model", "output_dir"} <= set(run)
     assert trl
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "judge_protocol='listwise'",
+            "bad judge setting judge_protocol: Input should be 'auto', 'pairwise' or 'pointwise'",
+        ),
+        ("judge_principles=0", "bad judge setting judge_principles: Input should be greater"),
+    ],
+)
+def test_grpo_bad_judge_settings_are_one_line_errors(
+    tmp_path: Path, tiny: Path, setting: str, message: str
+) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:4])
+    principles = write_constitution(tmp_path / "principles")
+    error = fail("grpo", "--data", str(prompts), "--model", str(tiny), "--dir", str(principles),
+                 "--judge", "openai:scripted", "--judge-base-url", "http://127.0.0.1:9/v1",
+                 "--set", setting, "--out", str(tmp_path / "o"))  # fmt: skip
+    assert message in error
+    flag = CliRunner().invoke(cli, ["train", "grpo", "--judge-protocol", "listwise"])
+    assert flag.exit_code == 2 and "--judge-protocol" in flag.stderr
+
+
+def test_grpo_takes_judge_settings_as_one_judge_config() -> None:
+    from charter.judge import JudgeConfig
+    from charter.trainer import GRPORunConfig
+
+    config = GRPORunConfig(
+        data="d", model="m", output_dir="o", judge_config={"protocol": "pointwise", "principles": 2}
+    )
+    assert config.judge_config == JudgeConfig(protocol="pointwise", principles=2)
+    assert GRPORunConfig(data="d", model="m", output_dir="o").judge_config == JudgeConfig()

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ValidationError
+
 from charter.judge.config import JudgeConfig
 
 from .common import finish, hyperparameters, peft_config, prepare, run_and_save
@@ -86,8 +88,10 @@ class GRPORunConfig(RunConfig):
         if not isinstance(self.judge_config, JudgeConfig):
             try:
                 self.judge_config = JudgeConfig.model_validate(self.judge_config or {})
-            except ValueError as exc:
-                raise TrainError(f"bad judge settings: {exc}") from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = "judge_" + ".".join(str(p) for p in err["loc"])
+                raise TrainError(f"bad judge setting {key}: {err['msg']}") from None
 
 
 def trl_config_class() -> type[Any]:
