@@ -18,12 +18,12 @@ from tests.support.generation import (
     PROMPTS,
     bad,
     good,
-    request_identity,
     responder,
     write_constitution,
     write_prompts,
 )
 from tests.support.scripted_server import ScriptedJudgeServer
+from tests.support.service import request_call, stored_calls
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -321,13 +321,16 @@ def test_sigkill_mid_job_then_resume_matches_an_uninterrupted_run(tmp_path: Path
         )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        completed = {
-            request_identity(r.body) for r in server.log if r.status == 200 and r.completed_at
-        }
+        committed = stored_calls(world["store"])
+        assert committed, "some calls were committed before the kill"
+        completed = {request_call(r.body) for r in server.log if r.status == 200}
         killed_at = len(server.log)
         resumed = run_generate(world, server)
-        second_run = [request_identity(r.body) for r in server.log[killed_at:]]
-        assert not completed & set(second_run), "the resumed run repeated a completed call"
+        second_run = {request_call(r.body) for r in server.log[killed_at:]}
+        # Every call the store had committed is reused; only replies the server sent but the
+        # killed client had not yet committed (at most the calls in flight) are asked again.
+        assert not committed & second_run, "the resumed run repeated a committed call"
+        assert len(completed & second_run) <= server.max_in_flight
 
         fresh = dict(world, store=tmp_path / "fresh.db")
         uninterrupted = run_generate(fresh, server)
