@@ -14,24 +14,35 @@ from charter.constitution import Principle
 from .results import Judgment, Order, PrincipleVerdict, Side, Winner
 
 
+def option_probability(
+    answer: str,
+    option_logprobs: Mapping[str, float] | None,
+    options: tuple[str, str] = ("A", "B"),
+) -> tuple[float, dict[str, float] | None]:
+    """P(first option) for a parsed reply (slot A; Yes), and the renormalised option
+    probabilities if known.
+
+    Logprobs are used only when both options are present: they are renormalised over the two
+    (RLAIF's soft label). When either is missing (a backend without logprobs, or a top-k list
+    that omitted one), the parsed answer decides with certainty, since a missing option
+    carries no usable probability and guessing one would invent confidence.
+    """
+    first, second = options
+    if option_logprobs and first in option_logprobs and second in option_logprobs:
+        l1, l2 = option_logprobs[first], option_logprobs[second]
+        if math.isfinite(l1) or math.isfinite(l2):
+            top = max(l1, l2)
+            e1, e2 = math.exp(l1 - top), math.exp(l2 - top)
+            p = e1 / (e1 + e2)
+            return p, {first: p, second: 1.0 - p}
+    return (1.0 if answer == first else 0.0), None
+
+
 def slot_probabilities(
     letter: str, option_logprobs: Mapping[str, float] | None
 ) -> tuple[float, dict[str, float] | None]:
-    """P(slot A) for a parsed reply, and the renormalised option probabilities if known.
-
-    Logprobs are used only when both "A" and "B" are present: they are renormalised over the
-    two (RLAIF's soft label). When either is missing (a backend without logprobs, or a top-k
-    list that omitted one), the parsed letter decides with certainty, since a missing option
-    carries no usable probability and guessing one would invent confidence.
-    """
-    if option_logprobs and "A" in option_logprobs and "B" in option_logprobs:
-        la, lb = option_logprobs["A"], option_logprobs["B"]
-        if math.isfinite(la) or math.isfinite(lb):
-            top = max(la, lb)
-            ea, eb = math.exp(la - top), math.exp(lb - top)
-            p = ea / (ea + eb)
-            return p, {"A": p, "B": 1.0 - p}
-    return (1.0 if letter == "A" else 0.0), None
+    """P(slot A) for a parsed verdict letter (see `option_probability`)."""
+    return option_probability(letter, option_logprobs, ("A", "B"))
 
 
 def clamp(p: float, band: tuple[float, float]) -> float:

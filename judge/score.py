@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Sequence
 
 from charter.constitution import Constitution, Principle
 
+from . import calibration
 from ._sync import synced
-from .aggregate import decide
+from .aggregate import decide, option_probability
 from .backends.base import BackendError, ChatModel, Usage
+from .calibration import sigmoid
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .parse import parse_yes_no
 from .prompts import (
@@ -44,27 +45,8 @@ P_FLOOR = 1e-3
 
 
 def logit(p: float) -> float:
-    p = min(max(p, P_FLOOR), 1.0 - P_FLOOR)
-    return math.log(p / (1.0 - p))
-
-
-def sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def yes_probability(
-    word: str, option_logprobs: dict[str, float] | None
-) -> tuple[float, dict[str, float] | None]:
-    """P(Yes) renormalised over the Yes/No logprobs when both are known, else from the word."""
-    if option_logprobs and "Yes" in option_logprobs and "No" in option_logprobs:
-        ly, ln = option_logprobs["Yes"], option_logprobs["No"]
-        if math.isfinite(ly) or math.isfinite(ln):
-            p = sigmoid(ly - ln)
-            return p, {"Yes": p, "No": 1.0 - p}
-    return (1.0 if word == "Yes" else 0.0), None
+    """The logit of a score, clipped to the floor (see `P_FLOOR`)."""
+    return calibration.logit(min(max(p, P_FLOOR), 1.0 - P_FLOOR))
 
 
 async def score_once(
@@ -89,7 +71,7 @@ async def score_once(
                 tally.parse_failures += 1
                 log.debug("unparseable score for %s: %.80r", principle.id, tally.raw)
                 continue
-            p_yes, option_probs = yes_probability(word, reply.option_logprobs)
+            p_yes, option_probs = option_probability(word, reply.option_logprobs, SCORE_OPTIONS)
             return ScoreJudgment(
                 **tally.fields(), answer=word, p_yes=p_yes, option_probs=option_probs
             )
