@@ -60,10 +60,15 @@ class Completion(BaseModel):
     `option_logprobs` is set only by `choose`, and only when the backend exposes token
     probabilities: natural-log probability of each requested option as the next token
     (an option the model gave no probability to is absent).
+
+    `finish_reason` says why generation stopped, as OpenAI-style APIs report it: `stop` (the
+    model ended its turn), `length` (cut by `max_tokens`: the text is unfinished), or another
+    reason the server gave (`content_filter`, ...); None when the backend did not say.
     """
 
     text: str
     option_logprobs: dict[str, float] | None = None
+    finish_reason: str | None = None
     usage: Usage = Usage()
     latency_s: float = 0.0
     model: str = ""

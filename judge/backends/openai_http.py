@@ -365,11 +365,13 @@ class OpenAIChatModel:
     def _completion(
         self, response: Any, latency: float, option_logprobs: dict[str, float] | None
     ) -> Completion:
-        message = response.choices[0].message
+        choice = response.choices[0]
         usage = getattr(response, "usage", None)
+        finish_reason = getattr(choice, "finish_reason", None)
         return Completion(
-            text=str(getattr(message, "content", None) or ""),
+            text=str(getattr(choice.message, "content", None) or ""),
             option_logprobs=option_logprobs,
+            finish_reason=str(finish_reason) if finish_reason else None,
             usage=Usage(
                 prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                 completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
