@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
+from pydantic import BaseModel
 
 from charter import calibrations
 from charter.calibrations import CalibrationRecord
@@ -28,14 +30,19 @@ from charter.jobs import (
     finish_prompt,
     job_prompts,
     load_preferences,
+    prompt_attempts,
     prompt_counts,
     prompt_results,
     reset_failed,
     set_status,
 )
-from charter.judge import critique_and_revise, rank
+from charter.judge import compare, critique_and_revise, rank
 from charter.judge.backends.base import ChatModel, GenerationRequest
+from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
+from charter.judge.quality import Flaw, answer_flaw
+from charter.judge.rank import calibrated
+from charter.judge.results import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (prompts finished, prompts in the job) as the job advances."""
 
 DEFAULT_MIN_CONFIDENCE = 0.6
+DEFAULT_MAX_ATTEMPTS = 3
 STOP_AFTER_FAILURES = 3
 
 
@@ -64,9 +72,17 @@ class JobFailed(Exception):
     """Every prompt attempted failed: the judge (or policy) is unreachable or always failing."""
 
 
+class Candidate(BaseModel):
+    """A response to rank or revise, with why its generation stopped and any flaw found."""
+
+    text: str
+    finish_reason: str | None = None
+    flaw: Flaw | None = None
+
+
 async def sample_candidates(
     policy: ChatModel, record: PromptRecord, n: int, temperature: float, max_tokens: int, seed: int
-) -> list[str]:
+) -> list[Candidate]:
     """`n` responses from the policy, sample i seeded with `seed + i` (reproducible)."""
     replies = await asyncio.gather(
         *(
@@ -81,15 +97,20 @@ async def sample_candidates(
             for i in range(n)
         )
     )
-    return [r.text.strip() for r in replies]
+    return [Candidate(text=r.text.strip(), finish_reason=r.finish_reason) for r in replies]
 
 
-def distinct(texts: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for text in texts:
-        if text.strip():
-            seen.setdefault(text, None)
-    return list(seen)
+def checked(candidates: list[Candidate], prompt: str) -> list[Candidate]:
+    """The distinct candidates, each with its quality flaw (if any) recorded."""
+    seen: set[str] = set()
+    result: list[Candidate] = []
+    for candidate in candidates:
+        if candidate.text in seen:
+            continue
+        seen.add(candidate.text)
+        flaw = answer_flaw(candidate.text, prompt=prompt, finish_reason=candidate.finish_reason)
+        result.append(candidate.model_copy(update={"flaw": flaw}))
+    return result
 
 
 async def run_job(
@@ -101,11 +122,15 @@ async def run_job(
     concurrency: int = 8,
     on_progress: ProgressCallback | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     prices: Prices | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) `job` to the end and return its summary.
 
-    `concurrency` bounds the prompts in flight; the models bound their own requests.
+    `concurrency` bounds the prompts in flight; the models bound their own requests. A prompt
+    whose model calls did not all succeed is left failed, to be asked again (only the failed
+    calls: the others are answered from the store) by the next run, until its `max_attempts`-th
+    run, which keeps what succeeded and records what did not.
     """
     ensure_tables(db)  # a store from an earlier release gains the columns rows now carry
     calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
@@ -132,6 +157,7 @@ async def run_job(
         async with gate:
             if stop.is_set():
                 return
+            attempt = prompt_attempts(db, job.id, position) + 1
             try:
                 preferences, result, error = await _process(
                     job, position, record, cached_judge, cached_policy, nonces, calibration
@@ -139,6 +165,15 @@ async def run_job(
             except Exception as exc:  # a bug or an unexpected backend failure: keep going
                 log.exception("prompt %d failed", position)
                 preferences, result, error = [], {}, f"{type(exc).__name__}: {exc}"
+            failed_calls = count_failed_calls(result)
+            if error is None and failed_calls:
+                if attempt < max_attempts:
+                    preferences, error = [], (
+                        f"{failed_calls} model call(s) failed (attempt {attempt} of "
+                        f"{max_attempts}; the next run asks them again): {_first_error(result)}"
+                    )
+                else:
+                    result["incomplete"] = failed_calls  # kept with what succeeded
             finish_prompt(db, job.id, position, preferences, result, error)
             if error:
                 failures.append(error)
@@ -192,15 +227,14 @@ async def _process(
 ) -> tuple[list[Preference], dict[str, Any], str | None]:
     spec = job.spec
     if record.responses is not None:
-        candidates = distinct(list(record.responses))
+        candidates = [Candidate(text=text) for text in record.responses]
     else:
         if policy is None:
             raise ValueError("no candidate responses given and no policy model to sample them")
-        candidates = distinct(
-            await sample_candidates(
-                policy, record, spec.n, spec.temperature, spec.max_tokens, spec.judge_config.seed
-            )
+        candidates = await sample_candidates(
+            policy, record, spec.n, spec.temperature, spec.max_tokens, spec.judge_config.seed
         )
+    candidates = checked(candidates, record.text)
     common = {
         "job_id": job.id,
         "position": position,
@@ -211,55 +245,102 @@ async def _process(
         "constitution_digest": job.constitution.digest,
         "constitution_version": job.constitution.version,
     }
+    judging = _Judging(judge, job, nonces, calibration)
     if spec.mode == "compare":
-        if len(candidates) < 2:
-            return [], {"skipped": "fewer than two distinct candidates"}, None
-        ranking = await rank(
-            judge,
-            job.constitution,
-            record.text,
-            candidates,
-            spec.judge_config,
-            strategy=spec.pairs,
-            calibration=calibration.calibration if calibration else None,
-            nonces=nonces,
-        )
-        result = ranking.model_dump(mode="json")
-        if ranking.failed_comparisons == len(ranking.comparisons):
-            return [], result, f"every comparison failed: {_first_error(result)}"
-        preferences = [
-            Preference(
-                **common,
-                chosen=pair.chosen,
-                rejected=pair.rejected,
-                source="comparison",
-                p_chosen=pair.p_chosen,
-                p_chosen_raw=pair.p_chosen if pair.p_chosen_raw is None else pair.p_chosen_raw,
-                calibration=calibration.id if calibration else None,
-                protocol=ranking.protocol,
-                margin=pair.margin,
-                position_consistent=pair.position_consistent,
-                principles=pair.principle_ids,
-            )
-            for pair in ranking.pairs
-        ]
-        return preferences, result, None
+        return await _compare(judging, record, candidates, common)
+    return await _revise(judging, record, candidates, common)
 
+
+@dataclass
+class _Judging:
+    """What every judge call of one prompt needs."""
+
+    judge: ChatModel
+    job: JobRecord
+    nonces: KeyedNonces
+    calibration: CalibrationRecord | None
+
+    @property
+    def calibration_id(self) -> str | None:
+        return self.calibration.id if self.calibration else None
+
+
+async def _compare(
+    judging: _Judging, record: PromptRecord, candidates: list[Candidate], common: dict[str, Any]
+) -> tuple[list[Preference], dict[str, Any], str | None]:
+    """Rank the candidates (the flawless ones, unless the job ranks flawed ones too)."""
+    spec = judging.job.spec
+    ranked = [
+        c for c in candidates if c.flaw is None or spec.quality.rank_flawed_candidates
+    ]
+    flawed = {c.text for c in candidates if c.flaw is not None}
+    listed = {"candidates": [c.model_dump(mode="json") for c in candidates]}
+    if len(ranked) < 2:
+        return [], {**listed, "skipped": "fewer than two usable candidates"}, None
+    ranking = await rank(
+        judging.judge,
+        judging.job.constitution,
+        record.text,
+        [c.text for c in ranked],
+        spec.judge_config,
+        strategy=spec.pairs,
+        calibration=judging.calibration.calibration if judging.calibration else None,
+        nonces=judging.nonces,
+    )
+    result = {**listed, **ranking.model_dump(mode="json")}
+    if ranking.failed_comparisons == len(ranking.comparisons):
+        return [], result, f"every comparison failed: {_first_error(result)}"
+    preferences = [
+        Preference(
+            **common,
+            chosen=pair.chosen,
+            rejected=pair.rejected,
+            source="comparison",
+            p_chosen=pair.p_chosen,
+            p_chosen_raw=pair.p_chosen if pair.p_chosen_raw is None else pair.p_chosen_raw,
+            calibration=judging.calibration_id,
+            protocol=ranking.protocol,
+            margin=pair.margin,
+            position_consistent=pair.position_consistent,
+            principles=pair.principle_ids,
+        )
+        for pair in ranking.pairs
+        if pair.chosen not in flawed
+    ]
+    return preferences, result, None
+
+
+async def _revise(
+    judging: _Judging, record: PromptRecord, candidates: list[Candidate], common: dict[str, Any]
+) -> tuple[list[Preference], dict[str, Any], str | None]:
+    """Critique and revise every candidate; keep the revisions the judge prefers (if asked)."""
+    job = judging.job
+    originals = [c.text for c in candidates if c.flaw != "empty"]
     chains = await asyncio.gather(
         *(
             critique_and_revise(
-                judge,
+                judging.judge,
                 job.constitution,
                 record.text,
-                response,
-                spec.judge_config,
-                nonces=nonces,
+                original,
+                job.spec.judge_config,
+                nonces=judging.nonces,
             )
-            for response in candidates
+            for original in originals
         )
     )
-    result = {"chains": [c.model_dump(mode="json") for c in chains]}
-    if candidates and all(c.completed == 0 for c in chains):
+    revised = [c for c in chains if c.completed and c.final != c.original]
+    checks: list[Comparison | None] = [None] * len(revised)
+    if job.spec.quality.verify_revisions:
+        checks = list(await asyncio.gather(*(_verify(judging, chain) for chain in revised)))
+    verdicts = {id(chain): check for chain, check in zip(revised, checks, strict=True)}
+    result: dict[str, Any] = {
+        "candidates": [c.model_dump(mode="json") for c in candidates],
+        "chains": [c.model_dump(mode="json") for c in chains],
+        "verifications": [c.model_dump(mode="json") for c in checks if c is not None],
+        "rejected": [_rejection(chain, verdicts) for chain in chains],
+    }
+    if chains and all(c.error for c in chains):
         return [], result, f"every revision chain failed: {chains[0].error}"
     preferences = [
         Preference(
@@ -272,24 +353,86 @@ async def _process(
                 (r.critique.text for r in reversed(chain.rounds) if r.ok and r.critique.text),
                 None,
             ),
+            **_verdict_fields(check, judging.calibration_id),
         )
-        for chain in chains
-        if chain.completed and chain.final.strip() and chain.final != chain.original
+        for chain, check in zip(revised, checks, strict=True)
+        if check is None or check.p_a is not None
     ]
     return preferences, result, None
 
 
+def _rejection(chain: RevisionChain, verdicts: dict[int, Comparison | None]) -> Flaw | None:
+    """Why a chain made no row (None: it made one, which the judge may still not prefer)."""
+    if chain.flaw is not None:
+        return chain.flaw
+    if id(chain) not in verdicts:
+        return "unchanged"
+    check = verdicts[id(chain)]
+    return "failed" if check is not None and check.p_a is None else None
+
+
+async def _verify(judging: _Judging, chain: RevisionChain) -> Comparison:
+    """The judge's verdict on the final revision (as `a`) against the original (as `b`)."""
+    comparison = await compare(
+        judging.judge,
+        judging.job.constitution,
+        chain.prompt,
+        chain.final,
+        chain.original,
+        judging.job.spec.judge_config,
+        nonces=judging.nonces,
+    )
+    if judging.calibration is not None:
+        comparison = calibrated(comparison, judging.calibration.calibration)
+    return comparison
+
+
+def _verdict_fields(check: Comparison | None, calibration_id: str | None) -> dict[str, Any]:
+    """A revision row's p_chosen and provenance from its check (nothing when unchecked)."""
+    if check is None:
+        return {}
+    return {
+        "p_chosen": check.p_a,
+        "p_chosen_raw": check.p_a if check.p_a_raw is None else check.p_a_raw,
+        "calibration": calibration_id if check.p_a_raw is not None else None,
+        "protocol": check.protocol,
+        "margin": check.margin,
+        "position_consistent": check.position_consistent,
+    }
+
+
 def stored_judgments(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every judge question in a stored ranking: pairwise judgments and pointwise scores."""
-    pairwise = [j for c in result.get("comparisons", []) for j in c.get("judgments", [])]
-    pointwise = [j for s in result.get("response_scores", []) for j in s.get("judgments", [])]
+    """Every judge question in a stored result: pairwise judgments and pointwise scores,
+    of the ranking's comparisons and of the revisions' checks."""
+    comparisons = result.get("comparisons", []) + result.get("verifications", [])
+    scores = result.get("response_scores", []) + [
+        s for c in comparisons for s in c.get("scores", [])
+    ]
+    pairwise = [j for c in comparisons for j in c.get("judgments", [])]
+    pointwise = [j for s in scores for j in s.get("judgments", [])]
     return pairwise + pointwise
 
 
+def stored_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every critique and revision call in a stored result."""
+    return [
+        step
+        for chain in result.get("chains", [])
+        for rnd in chain.get("rounds", [])
+        for step in (rnd.get("critique"), rnd.get("revision"))
+        if step
+    ]
+
+
+def count_failed_calls(result: dict[str, Any]) -> int:
+    """Model calls in a result that got no usable answer (backend errors, unparseable replies)."""
+    return sum(1 for item in stored_judgments(result) + stored_steps(result) if item.get("error"))
+
+
 def _first_error(result: dict[str, Any]) -> str | None:
-    for judgment in stored_judgments(result):
-        if judgment.get("error"):
-            return str(judgment["error"])
+    for item in stored_judgments(result) + stored_steps(result):
+        if item.get("error"):
+            return str(item["error"])
     return None
 
 
@@ -303,20 +446,14 @@ def summarise(
     """Figures for a job from what is stored, so a resumed job's summary covers all of it."""
     counts = prompt_counts(db, job.id)
     results = prompt_results(db, job.id)
+    finished = prompt_results(db, job.id, status="done")
     preferences = load_preferences(db, job.id)
     comparisons = [c for r in results for c in r.get("comparisons", [])]
     judgments = [j for r in results for j in stored_judgments(r)]
     consistency = [
         c["position_consistent"] for c in comparisons if c.get("position_consistent") is not None
     ]
-    steps = [
-        step
-        for r in results
-        for chain in r.get("chains", [])
-        for rnd in chain.get("rounds", [])
-        for step in (rnd.get("critique"), rnd.get("revision"))
-        if step
-    ]
+    steps = [step for r in results for step in stored_steps(r)]
     usage = [j.get("usage", {}) for j in judgments] + [s.get("usage", {}) for s in steps]
     prompt_tokens = sum(u.get("prompt_tokens", 0) for u in usage)
     completion_tokens = sum(u.get("completion_tokens", 0) for u in usage)
@@ -342,7 +479,11 @@ def summarise(
         "min_confidence": min_confidence,
         "judgments": len(judgments),
         "parse_failures": sum(1 for j in judgments if j.get("error_kind") == "parse"),
+        "backend_failures": sum(1 for j in judgments if j.get("error_kind") == "backend")
+        + sum(1 for step in steps if step.get("error")),
         "failed_judgments": sum(1 for j in judgments if j.get("error")),
+        "incomplete_prompts": sum(1 for r in results if r.get("incomplete")),
+        "texts": text_outcomes(job, finished, preferences, min_confidence),
         "position_consistency": (sum(consistency) / len(consistency) if consistency else None),
         "ties": sum(1 for c in comparisons if c.get("winner") == "tie"),
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
@@ -352,6 +493,36 @@ def summarise(
             (prompt_tokens * prices.prompt + completion_tokens * prices.completion) / 1e6, 6
         )
     return summary
+
+
+def text_outcomes(
+    job: JobRecord,
+    results: list[dict[str, Any]],
+    preferences: list[Preference],
+    min_confidence: float,
+) -> dict[str, Any]:
+    """What became of each text that could have been `chosen` (in finished prompts' `results`):
+    kept, or rejected and why.
+
+    Compare mode counts the candidates (kept: flawless, so ranked and choosable); revise mode
+    counts revision chains (kept: an exportable row; a row the judge did not prefer at
+    `min_confidence` counts as `not_preferred`).
+    """
+    if job.spec.mode == "compare":
+        flaws = [c.get("flaw") for r in results for c in r.get("candidates", [])]
+        kept = flaws.count(None)
+    else:
+        flaws = [flaw for r in results for flaw in r.get("rejected", [])]
+        rows = [p for p in preferences if p.source == "revision"]
+        kept = sum(1 for p in rows if is_exportable(p, min_confidence))
+        flaws = [f for f in flaws if f] + ["not_preferred"] * (len(rows) - kept) + [None] * kept
+    rejected = Counter(f for f in flaws if f)
+    return {
+        "kind": "candidates" if job.spec.mode == "compare" else "revisions",
+        "total": len(flaws),
+        "kept": kept,
+        "rejected": dict(rejected.most_common()),
+    }
 
 
 def _calibration_summary(
@@ -370,7 +541,8 @@ def _calibration_summary(
 
 
 def is_exportable(preference: Preference, min_confidence: float) -> bool:
-    """Revisions are preferred by construction; comparisons need p_chosen >= min_confidence."""
-    if preference.source == "revision":
+    """A row needs p_chosen >= min_confidence; only an unchecked revision (the CAI paper's
+    preference by construction, `--no-verify-revisions`) has no p_chosen and passes as is."""
+    if preference.source == "revision" and preference.p_chosen is None:
         return True
     return preference.p_chosen is not None and preference.p_chosen >= min_confidence

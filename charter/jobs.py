@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord
 from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
+from charter.judge.quality import QualityConfig
 
 JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
@@ -55,6 +56,7 @@ class JobSpec(BaseModel):
     max_tokens: int = Field(default=128, ge=1)
     pairs: Literal["best_worst", "margin"] = "best_worst"
     judge_config: JudgeConfig = JudgeConfig(protocol="pairwise")
+    quality: QualityConfig = QualityConfig()
     calibration: str | None = None
     prompts_digest: str
     constitution_digest: str
@@ -72,6 +74,14 @@ class JobSpec(BaseModel):
             config["critique_max_tokens"] = min(data["max_tokens"], MAX_JUDGE_TOKENS)
         data["judge_config"] = {"protocol": "pairwise", **config}
         return data
+
+    @classmethod
+    def from_store(cls, stored: str) -> JobSpec:
+        """A spec as the store holds it. Specs stored before quality settings existed ran
+        without checking revisions: they resume so (a new spec defaults to checking)."""
+        data = json.loads(stored)
+        data.setdefault("quality", {"verify_revisions": False})
+        return cls.model_validate(data)
 
     @property
     def job_id(self) -> str:
@@ -159,9 +169,12 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
                 "status": str,
                 "error": str,
                 "result": str,
+                "attempts": int,
             },
             pk=("job_id", "position"),
         )
+    elif "attempts" not in db[JOB_PROMPTS].columns_dict:  # a store from an earlier release
+        db[JOB_PROMPTS].add_column("attempts", int, not_null_default=0)  # type: ignore[union-attr]
     columns: dict[str, Any] = {name: str for name in Preference.model_fields}
     columns.update(
         position=int, p_chosen=float, p_chosen_raw=float, margin=float, position_consistent=int
@@ -224,6 +237,7 @@ def create_or_get_job(
                 "status": "pending",
                 "error": None,
                 "result": None,
+                "attempts": 0,
             }
             for i, r in enumerate(records)
         )
@@ -266,13 +280,16 @@ def prompt_counts(db: sqlite_utils.Database, job_id: str) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def prompt_results(db: sqlite_utils.Database, job_id: str) -> list[dict[str, Any]]:
-    """The stored per-prompt results (rankings or revision chains) of finished prompts."""
+def prompt_results(
+    db: sqlite_utils.Database, job_id: str, status: PromptStatus | None = None
+) -> list[dict[str, Any]]:
+    """The stored per-prompt results (rankings or revision chains) of attempted prompts
+    (only those with `status`, if given)."""
+    where = "job_id = ? and result is not null" + (" and status = ?" if status else "")
+    args = [job_id, status] if status else [job_id]
     return [
         json.loads(r["result"])
-        for r in db[JOB_PROMPTS].rows_where(
-            "job_id = ? and result is not null", [job_id], order_by="position"
-        )
+        for r in db[JOB_PROMPTS].rows_where(where, args, order_by="position")
     ]
 
 
@@ -288,8 +305,8 @@ def finish_prompt(
     status: PromptStatus = "failed" if error else "done"
     with db.conn:
         db.execute(
-            f"UPDATE {JOB_PROMPTS} SET status = ?, error = ?, result = ? "
-            "WHERE job_id = ? AND position = ?",
+            f"UPDATE {JOB_PROMPTS} SET status = ?, error = ?, result = ?, "
+            "attempts = coalesce(attempts, 0) + 1 WHERE job_id = ? AND position = ?",
             [status, error, json.dumps(result, ensure_ascii=False), job_id, position],
         )
         for pref in preferences:
@@ -301,6 +318,14 @@ def finish_prompt(
                 f"VALUES ({', '.join('?' * (len(row) + 1))})",
                 [pref.key, *row.values()],
             )
+
+
+def prompt_attempts(db: sqlite_utils.Database, job_id: str, position: int) -> int:
+    """How many runs have finished (or failed) this prompt so far."""
+    row = db.execute(
+        f"SELECT attempts FROM {JOB_PROMPTS} WHERE job_id = ? AND position = ?", [job_id, position]
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
 
 
 def reset_failed(db: sqlite_utils.Database, job_id: str) -> int:
@@ -356,7 +381,7 @@ def preference_from_row(row: dict[str, Any]) -> Preference:
 def _job_from_row(row: dict[str, Any]) -> JobRecord:
     return JobRecord(
         id=row["id"],
-        spec=JobSpec.model_validate_json(row["spec"]),
+        spec=JobSpec.from_store(row["spec"]),
         constitution=Constitution.model_validate_json(row["constitution"]),
         status=row["status"],
         prompts_source=row["prompts_source"],

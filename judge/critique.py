@@ -4,6 +4,11 @@ Each round samples a principle (seeded; no repeats until all have been used), as
 critique of the current response under it, then for a revision that answers the critique; the
 revision feeds the next round. Every step is recorded with its messages, cost and any error.
 A failed step ends the chain there: `final` is the last revision that succeeded.
+
+Each text is also checked (`charter.judge.quality`): a critique that copies the response, or
+a revision that is cut off, echoes the prompt or the critique, or leaves the response
+unchanged, is asked once more with a fresh sample and, if still flawed, ends the chain with the
+flaw recorded; it never becomes `final`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -21,6 +26,7 @@ from ._sync import synced
 from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .prompts import RANDOM_NONCES, NonceSource, critique_messages, revision_messages
+from .quality import Flaw, answer_flaw, critique_flaw
 from .selection import revision_schedule
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,15 @@ class Step(BaseModel):
 
     messages: tuple[Message, ...]
     text: str | None = None
+    finish_reason: str | None = Field(default=None, description="The backend's, e.g. length.")
+    flaw: Flaw | None = Field(default=None, description="Why the text was not accepted.")
     usage: Usage = Usage()
     latency_s: float = 0.0
     error: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None and self.flaw is None and self.text is not None
 
 
 class RevisionRound(BaseModel):
@@ -55,7 +67,7 @@ class RevisionRound(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
-        return self.revision is not None and self.revision.error is None
+        return self.revision is not None and self.revision.accepted
 
 
 class RevisionChain(BaseModel):
@@ -91,6 +103,16 @@ class RevisionChain(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def flaw(self) -> Flaw | None:
+        """Why the chain ended early: the flaw of its last step, "failed" after an error."""
+        last = self.rounds[-1] if self.rounds else None
+        step = None if last is None else (last.revision or last.critique)
+        if step is None or step.accepted:
+            return None
+        return "failed" if step.error else step.flaw
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def principle_ids(self) -> list[str]:
         return [r.principle_id for r in self.rounds]
 
@@ -113,6 +135,21 @@ def clean_reply(text: str, echoes: Sequence[str] = ()) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
+Check = Callable[[str, str | None], Flaw | None]
+"""Judges a cleaned reply and the backend's finish reason: the reply's flaw, or None."""
+
+
+def _critique_check(prompt: str, response: str) -> Check:
+    """A critique may be cut off (it only guides the revision) but must not copy its inputs."""
+    return lambda text, _finish: critique_flaw(text, prompt=prompt, response=response)
+
+
+def _revision_check(prompt: str, original: str, critique: str) -> Check:
+    return lambda text, finish: answer_flaw(
+        text, prompt=prompt, finish_reason=finish, original=original, critique=critique
+    )
+
+
 async def _step(
     model: ChatModel,
     messages: tuple[Message, ...],
@@ -120,12 +157,14 @@ async def _step(
     temperature: float,
     seed: int,
     echoes: Sequence[str],
+    check: Check,
 ) -> Step:
-    """One critique or revision call. A reply that is empty once cleaned is asked once more,
-    sampled with the next seed (a new request, so a store never replays the empty one)."""
+    """One critique or revision call. A reply that `check` finds flawed is asked once more,
+    sampled with the next seed (a new request, so a store never replays the flawed one)."""
     started = time.perf_counter()
     usage = Usage()
     attempts = ((temperature, seed), (max(temperature, RETRY_TEMPERATURE), seed + 1))
+    text, finish_reason, flaw = "", None, None
     for attempt_temperature, attempt_seed in attempts:
         try:
             reply = await model.generate(
@@ -145,15 +184,17 @@ async def _step(
                 error=str(exc) or type(exc).__name__,
             )
         usage = usage + reply.usage
-        text = clean_reply(reply.text, echoes)
-        if text:
+        text, finish_reason = clean_reply(reply.text, echoes), reply.finish_reason
+        flaw = check(text, finish_reason)
+        if flaw is None:
             break
     return Step(
         messages=messages,
         text=text,
+        finish_reason=finish_reason,
+        flaw=flaw,
         usage=usage,
         latency_s=time.perf_counter() - started,
-        error=None if text else "empty reply",
     )
 
 
@@ -184,6 +225,7 @@ async def critique_and_revise(
             temperature,
             seed,
             echoes=(prompt,),
+            check=_critique_check(prompt, current),
         )
         usage = usage + critique.usage
         record = RevisionRound(
@@ -194,7 +236,7 @@ async def critique_and_revise(
             critique=critique,
         )
         rounds.append(record)
-        if critique.error or critique.text is None:
+        if not critique.accepted or critique.text is None:
             break
         revision = await _step(
             model,
@@ -203,10 +245,11 @@ async def critique_and_revise(
             temperature,
             seed,
             echoes=(prompt, critique.text),
+            check=_revision_check(prompt, current, critique.text),
         )
         usage = usage + revision.usage
         record.revision = revision
-        if revision.error or revision.text is None:
+        if not revision.accepted or revision.text is None:
             break
         current = revision.text
     return RevisionChain(

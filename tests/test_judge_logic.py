@@ -572,7 +572,8 @@ def test_critique_chain_records_errors_and_stops(loopback: Loopback) -> None:
     blank = loopback(text=lambda m: "  ")
     empty = run(blank, critique_and_revise(blank, c, "q", "draft", JudgeConfig(revisions=2)))
     assert empty.completed == 0 and empty.final == "draft"
-    assert empty.rounds[0].critique.error == "empty reply" and empty.rounds[0].revision is None
+    assert empty.rounds[0].critique.flaw == "empty" and empty.rounds[0].revision is None
+    assert empty.rounds[0].critique.error is None and empty.flaw == "empty"
     # The blank critique was asked once more, with the next seed, then the chain stopped.
     retried = loopback.server.requests[4:]
     assert [b["seed"] for b in retried] == [0, 1]

@@ -281,7 +281,9 @@ def test_cot_through_the_server_is_clamped() -> None:
 def test_critique_rank_and_evaluate_end_to_end() -> None:
     def text_reply(body: dict[str, Any]) -> str:
         message = last_user_message(body)
-        return "Too terse." if "Revision request" not in message else "A fuller, kinder answer."
+        if "Revision request" not in message:
+            return "Too terse."
+        return "Fuller still." if "A fuller, kinder answer." in message else "A fuller, kinder answer."
 
     responder = PreferenceResponder(
         {GOOD[4]: 3, GOOD[5]: 2, BAD[4]: 1, BAD[5]: 0},
@@ -316,7 +318,7 @@ def test_critique_rank_and_evaluate_end_to_end() -> None:
                 await model.aclose()
 
         chain, ranking, report = asyncio.run(run())
-    assert chain.completed == 2 and chain.final == "A fuller, kinder answer."
+    assert chain.completed == 2 and chain.final == "Fuller still."
     assert [r.critique.text for r in chain.rounds] == ["Too terse.", "Too terse."]
     assert chain.rounds[1].response == "A fuller, kinder answer."
     assert ranking.order[0] == 3 and ranking.order[-1] == 0  # GOOD[4] best, BAD[5] worst

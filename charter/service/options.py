@@ -17,6 +17,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 
 from charter.judge.backends.registry import parse_spec
 from charter.judge.config import JudgeConfig
+from charter.judge.quality import QualityConfig
 
 if TYPE_CHECKING:  # the CLI builds its options from this module: keep its imports light
     import sqlite_utils
@@ -41,9 +42,10 @@ ModelSpec = Annotated[
 """A model spec string; the service decides where it runs (never the caller)."""
 
 
-class JobOptions(JudgeConfig):
-    """How to run a job: the judge's settings (`JudgeConfig`, inherited field for field) plus
-    the job's own. Models left out are the service's (or the CLI's) defaults."""
+class JobOptions(JudgeConfig, QualityConfig):
+    """How to run a job: the judge's settings (`JudgeConfig`) and what to do with flawed texts
+    (`QualityConfig`), both inherited field for field, plus the job's own. Models left out are
+    the service's (or the CLI's) defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -117,7 +119,10 @@ class JobOptions(JudgeConfig):
             max_tokens=self.max_tokens,
             pairs=self.pairs,
             judge_config=self.judge_config(judge),
-            calibration=calibration if self.mode == "compare" else None,
+            quality=QualityConfig.model_validate(
+                self.model_dump(include=set(QualityConfig.model_fields))
+            ),
+            calibration=calibration if self.mode == "compare" or self.verify_revisions else None,
             prompts_digest=prompts_digest(list(records)),
             constitution_digest=constitution.digest,
         )

@@ -3,7 +3,7 @@
 The scripted judge server plays both roles. As the policy it answers a prompt with a "good"
 candidate for even seeds and a "bad" one for odd seeds; as the judge it prefers the good one
 (whatever slot it is in, unless a position bias is scripted); critique and revision requests get
-a critique and a revised text that names the original.
+a critique and a revised text (`revised`) that the judge prefers to either candidate.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def good(prompt: str) -> str:
 
 def bad(prompt: str) -> str:
     return f"A careless answer to: {prompt}"
+
+
+def revised(prompt: str) -> str:
+    return f"Revised: {good(prompt)}"
 
 
 def write_constitution(directory: Path, k: int = 2) -> Path:
@@ -57,14 +61,15 @@ def _text_reply(body: dict[str, Any]) -> str:
     if "Revision request:" in message:
         start = message.index(">>>\n") + 4  # the fenced prompt comes first
         prompt = message[start : message.index("\n<<<END_PROMPT")]
-        return f"Revised: {good(prompt)}"
+        return revised(prompt)
     seed = int(body.get("seed") or 0)
     return good(message) if seed % 2 == 0 else bad(message)
 
 
 def responder(prompts: list[str] = PROMPTS, position_bias_a: float = 0.0) -> PreferenceResponder:
+    scores = {revised(p): 2.0 for p in prompts} | {good(p): 1.0 for p in prompts}
     return PreferenceResponder(
-        preferred=[good(p) for p in prompts],
+        preferred=scores,
         others=[bad(p) for p in prompts],
         position_bias_a=position_bias_a,
         text_reply=_text_reply,

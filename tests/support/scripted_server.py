@@ -211,8 +211,9 @@ class PreferenceResponder:
             if not text:
                 continue
             idx = message.find(text)
-            if idx >= 0:
+            while idx >= 0:  # every occurrence: the first may lie inside a longer known text
                 found.append((idx, idx + len(text), text))
+                idx = message.find(text, idx + 1)
         kept = [
             (start, end, text)
             for start, end, text in found
@@ -221,7 +222,7 @@ class PreferenceResponder:
                 for o_start, o_end, _ in found
             )
         ]
-        return [text for _, _, text in sorted(kept)]
+        return list(dict.fromkeys(text for _, _, text in sorted(kept)))
 
     def find_slots(self, message: str) -> tuple[str, str] | None:
         """The two known texts in `message`, in order of first occurrence; None unless exactly 2."""
