@@ -17,7 +17,7 @@ from typing import Any, Literal
 import sqlite_utils
 from pydantic import BaseModel
 
-from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable, summarise
+from charter.generate import DEFAULT_MIN_CONFIDENCE, describe_texts, is_exportable, summarise
 from charter.jobs import Preference, get_job, load_preferences
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,9 @@ def dataset_card(job_id: str, summary: dict[str, Any], rows: dict[str, int], kin
         f"| judge protocol | {summary.get('protocol') or 'n/a'} |",
         f"| p_chosen | {_calibration_text(summary.get('calibration'))} |",
         f"| judge position consistency | {consistency_text} |",
-        f"| parse failures | {summary['parse_failures']} of {summary['judgments']} judgments |",
+        f"| quality gates | {describe_texts(summary['texts'])} |",
+        f"| failed judge calls | {summary['parse_failures']} unparseable, "
+        f"{summary['backend_failures']} backend errors, of {summary['judgments']} judgments |",
         "",
         "Columns: `prompt`, "
         + ("`chosen`, `rejected`" if kind == "preference" else "`completion`")

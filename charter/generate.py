@@ -40,17 +40,18 @@ from charter.judge import compare, critique_and_revise, rank
 from charter.judge.backends.base import ChatModel, GenerationRequest
 from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
-from charter.judge.quality import Flaw, answer_flaw
+from charter.judge.quality import Flaw, answer_flaw, describe
 from charter.judge.rank import calibrated
 from charter.judge.results import Comparison
+from charter.service.options import RunOptions
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (prompts finished, prompts in the job) as the job advances."""
 
-DEFAULT_MIN_CONFIDENCE = 0.6
-DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MIN_CONFIDENCE: float = RunOptions.model_fields["min_confidence"].default
+DEFAULT_MAX_ATTEMPTS: int = RunOptions.model_fields["max_attempts"].default
 STOP_AFTER_FAILURES = 3
 
 
@@ -168,9 +169,12 @@ async def run_job(
             failed_calls = count_failed_calls(result)
             if error is None and failed_calls:
                 if attempt < max_attempts:
-                    preferences, error = [], (
-                        f"{failed_calls} model call(s) failed (attempt {attempt} of "
-                        f"{max_attempts}; the next run asks them again): {_first_error(result)}"
+                    preferences, error = (
+                        [],
+                        (
+                            f"{failed_calls} model call(s) failed (attempt {attempt} of "
+                            f"{max_attempts}; the next run asks them again): {_first_error(result)}"
+                        ),
                     )
                 else:
                     result["incomplete"] = failed_calls  # kept with what succeeded
@@ -270,8 +274,10 @@ async def _compare(
 ) -> tuple[list[Preference], dict[str, Any], str | None]:
     """Rank the candidates (the flawless ones, unless the job ranks flawed ones too)."""
     spec = judging.job.spec
-    ranked = [
-        c for c in candidates if c.flaw is None or spec.quality.rank_flawed_candidates
+    ranked = [  # an empty text is nothing to rank, even on request
+        c
+        for c in candidates
+        if c.flaw is None or (spec.quality.rank_flawed_candidates and c.flaw != "empty")
     ]
     flawed = {c.text for c in candidates if c.flaw is not None}
     listed = {"candidates": [c.model_dump(mode="json") for c in candidates]}
@@ -464,7 +470,11 @@ def summarise(
         "constitution": {"digest": job.constitution.digest, "version": job.constitution.version},
         "judge": job.spec.judge,
         "policy": job.spec.policy,
-        "protocol": job.spec.judge_config.protocol if job.spec.mode == "compare" else None,
+        "protocol": (
+            job.spec.judge_config.protocol
+            if job.spec.mode == "compare" or job.spec.quality.verify_revisions
+            else None
+        ),
         "calibration": _calibration_summary(db, job.spec.calibration),
         "prompts": {
             "total": sum(counts.values()),
@@ -523,6 +533,13 @@ def text_outcomes(
         "kept": kept,
         "rejected": dict(rejected.most_common()),
     }
+
+
+def describe_texts(texts: dict[str, Any]) -> str:
+    """A summary's `texts` in words: "12 revisions: 9 kept, 2 cut off by the token limit"."""
+    line = f"{texts['total']} {texts['kind']}: {texts['kept']} kept"
+    rejected = describe(texts["rejected"])
+    return f"{line}, {rejected}" if rejected else line
 
 
 def _calibration_summary(

@@ -185,7 +185,8 @@ async def _step(
             )
         usage = usage + reply.usage
         text, finish_reason = clean_reply(reply.text, echoes), reply.finish_reason
-        flaw = check(text, finish_reason)
+        # A reply that was nothing but an echo is judged as written, so the flaw names the echo.
+        flaw = check(text or clean_reply(reply.text), finish_reason)
         if flaw is None:
             break
     return Step(

@@ -229,7 +229,9 @@ class Comparison(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def principle_ids(self) -> list[str]:
-        return [p.principle_id for p in self.principles]
+        """The principles whose judgments counted (a principle whose every question failed
+        did not vote)."""
+        return [p.principle_id for p in self.principles if p.p_a is not None]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -283,7 +283,8 @@ def test_critique_rank_and_evaluate_end_to_end() -> None:
         message = last_user_message(body)
         if "Revision request" not in message:
             return "Too terse."
-        return "Fuller still." if "A fuller, kinder answer." in message else "A fuller, kinder answer."
+        first = "A fuller, kinder answer."
+        return "Fuller still." if first in message else first
 
     responder = PreferenceResponder(
         {GOOD[4]: 3, GOOD[5]: 2, BAD[4]: 1, BAD[5]: 0},

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from charter.service.options import JobOptions
+from charter.service.options import JobOptions, RunOptions
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
@@ -32,13 +32,7 @@ from .progress import ProgressBar
     help="Field holding ready-made candidate responses (optional; sampled when absent).",
 )
 @model_options(JobOptions, into="options", exclude={"policy", "judge"}, flags={"n": "-n"})
-@click.option(
-    "--min-confidence",
-    type=click.FloatRange(0.5, 1.0),
-    default=0.6,
-    show_default=True,
-    help="p_chosen needed for a comparison row to count as exportable.",
-)
+@model_options(RunOptions, into="run")
 @click.option("--resume", "resume_id", metavar="JOB_ID", help="Resume a stored job by id.")
 @click.option(
     "--price-in",
@@ -63,7 +57,7 @@ def generate(
     column: str,
     responses_column: str,
     options: JobOptions,
-    min_confidence: float,
+    run: RunOptions,
     resume_id: str | None,
     price_in: float | None,
     price_out: float | None,
@@ -148,7 +142,8 @@ def generate(
                     policy,
                     concurrency=concurrency,
                     on_progress=progress,
-                    min_confidence=min_confidence,
+                    min_confidence=run.min_confidence,
+                    max_attempts=run.max_attempts,
                     prices=prices,
                 )
         finally:
@@ -196,6 +191,8 @@ def _trust_line(calibration: dict[str, Any] | None) -> str:
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    from charter.generate import describe_texts
+
     p = s["prompts"]
     consistency = s["position_consistency"]
     calls = s["calls"]
@@ -208,10 +205,17 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"  preferences  {s['preferences']} made, {s['exportable']} exportable, "
         f"{s['filtered']} below min confidence {s['min_confidence']}",
     ]
+    if s["texts"]["total"]:
+        lines.append(f"  {s['texts']['kind']:<12} {describe_texts(s['texts'])}")
     if s["judgments"]:
         lines.append(
             f"  judgments    {s['judgments']}, {s['parse_failures']} parse failures, "
-            f"{s['ties']} tied comparisons"
+            f"{s['backend_failures']} backend failures, {s['ties']} tied comparisons"
+        )
+    if s["incomplete_prompts"]:
+        lines.append(
+            f"  incomplete   {s['incomplete_prompts']} prompt(s) kept with some calls still "
+            "failed after every attempt"
         )
     if s["judgments"] and s.get("protocol") != "pointwise":  # pointwise has no positions
         lines.append(

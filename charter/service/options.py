@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from charter.judge.backends.registry import parse_spec
 from charter.judge.config import JudgeConfig
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the CLI builds its options from this module: keep its impor
     from charter.inputs import PromptRecord
     from charter.jobs import JobSpec
 
-__all__ = ["JobOptions", "ModelSpec", "dedupe", "needs_policy"]
+__all__ = ["JobOptions", "ModelSpec", "RunOptions", "dedupe", "needs_policy"]
 
 
 def _check_spec(value: str) -> str:
@@ -40,6 +40,25 @@ ModelSpec = Annotated[
     AfterValidator(_check_spec),
 ]
 """A model spec string; the service decides where it runs (never the caller)."""
+
+
+class RunOptions(BaseModel):
+    """How to run a job that do not change its rows (so not part of its id)."""
+
+    min_confidence: float = Field(
+        default=0.6,
+        ge=0.5,
+        le=1.0,
+        description="p_chosen a row needs to count as exportable (comparisons and checked "
+        "revisions).",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Runs a prompt gets for its failed model calls to succeed; the last one "
+        "keeps what succeeded and records what did not.",
+    )
 
 
 class JobOptions(JudgeConfig, QualityConfig):

@@ -134,6 +134,10 @@ def _unit_hash(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def _as_reply(reply: str | Reply) -> Reply:
+    return reply if isinstance(reply, Reply) else Reply(reply)
+
+
 def _default_text_reply(body: dict[str, Any]) -> str:
     user = last_user_message(body)
     return f"Scripted reply ({len(user)} characters of input considered)."
@@ -178,7 +182,7 @@ class PreferenceResponder:
         bias_key: Literal["pair", "message"] = "pair",
         verdict_max_tokens: int = 4,
         cot_template: str = "Weighing both responses against the principle.\nAnswer: {answer}",
-        text_reply: Callable[[dict[str, Any]], str] = _default_text_reply,
+        text_reply: Callable[[dict[str, Any]], str | Reply] = _default_text_reply,
         unknown_reply: str = "I cannot find two responses to compare.",
     ) -> None:
         if not 0.0 <= position_bias_a <= 1.0:
@@ -255,7 +259,7 @@ class PreferenceResponder:
         if slots is None:
             if max_tokens <= self.verdict_max_tokens:
                 return Reply(self.unknown_reply)
-            return Reply(self.text_reply(body))
+            return _as_reply(self.text_reply(body))
         answer, biased = self.answer_for(slots[0], slots[1], message)
         with self._lock:
             self.decisions.append(Decision(slots[0], slots[1], answer, biased))

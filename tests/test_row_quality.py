@@ -1,0 +1,390 @@
+"""Rows worth training on: quality gates, checked revisions, failed calls asked again.
+
+The unit tests pin each gate on texts of the kind the embedded SmolLM2-135M really wrote; the
+end-to-end tests run `charter generate` against the scripted loopback server, whose policy and
+judge the test scripts (including the finish reason each reply reports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charter.judge.quality import answer_flaw, critique_flaw, describe
+from tests.support.generation import (
+    PROMPTS,
+    bad,
+    good,
+    responder,
+    revised,
+    write_constitution,
+    write_prompts,
+)
+from tests.support.scripted_server import (
+    Fault,
+    PreferenceResponder,
+    RecordedRequest,
+    Reply,
+    ScriptedJudgeServer,
+    last_user_message,
+)
+from tests.test_generate import export_rows, generate_args, invoke
+
+EGG = "How do I boil an egg so the yolk stays soft?"
+CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair generalisations."
+
+
+# ------------------------------------------------------------------------------ the gates
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "flaw"),
+    [
+        ("Boil it for six minutes, then cool it in cold water.", {}, None),
+        ("Boil it for six minutes, then", {"finish_reason": "length"}, "cut_off"),
+        ("   \n ", {}, "empty"),
+        ("**\n\n*", {}, "markup"),
+        ("<<<CRITIQUE 6b3c8b93504", {}, "marker"),
+        ("Soft yolks take six minutes. <<", {}, "marker"),
+        ("Boil it. <<<END_RESPONSE 1a2b3c4d>>>", {}, "marker"),
+        (f"{EGG.replace('I', 'you')}\n\nTo boil an egg, use a timer.", {}, "echo_prompt"),
+        (EGG, {}, "echo_prompt"),
+        ("Boil it for six minutes.", {"original": "boil it for  six minutes."}, "unchanged"),
+        ("Boil it for", {"original": "Boil it for six minutes."}, "unchanged"),
+        (
+            CRITIQUE + " The response is a mix of stereotypes.",
+            {"original": "Lay it in boiling water.", "critique": CRITIQUE},
+            "echo_critique",
+        ),
+        (
+            "The response does not rewrite it yet, and it is short.",
+            {"original": "Lay it in boiling water."},
+            "echo_instructions",
+        ),
+        ("Revision request: make it kinder.", {}, "echo_instructions"),
+    ],
+)
+def test_each_gate_names_its_flaw(text: str, kwargs: dict[str, Any], flaw: str | None) -> None:
+    assert answer_flaw(text, prompt=EGG, **kwargs) == flaw
+
+
+def test_a_revision_may_keep_words_the_critique_quoted_from_the_original() -> None:
+    original = "Boil the egg for exactly six minutes and then cool it in iced water."
+    critique = f'The response says "{original}" but never says to start from boiling water.'
+    revision = "Bring water to a boil first. " + original
+    assert answer_flaw(revision, prompt=EGG, original=original, critique=critique) is None
+
+
+def test_a_critique_that_copies_the_response_is_no_critique() -> None:
+    response = "The best way to start learning Python is to write small programs every day."
+    assert critique_flaw(response + " Also read.", prompt="How?", response=response) == (
+        "echo_response"
+    )
+    assert critique_flaw("It never names a resource.", prompt="How?", response=response) is None
+
+
+def test_describe_orders_flaws_by_count() -> None:
+    assert describe({"echo_critique": 1, "cut_off": 2}) == (
+        "2 cut off by the token limit, 1 echoed the critique"
+    )
+
+
+# ------------------------------------------------------------------- a scripted world
+
+CUT = "A careful answer that stops in the mid"
+MARKER = "Here is my answer <<<RESPONSE 3f"
+
+
+def _echo(prompt: str) -> str:
+    return f"{prompt}\nWell."
+
+
+def _candidate(prompt: str, seed: int) -> Reply:
+    """Seeds 0-5: good, bad, cut off, empty, the prompt echoed, a marker fragment."""
+    replies = [
+        Reply(good(prompt)),
+        Reply(bad(prompt)),
+        Reply(f"{CUT} of {prompt}", finish_reason="length"),
+        Reply(""),
+        Reply(_echo(prompt)),
+        Reply(f"{MARKER} for {prompt}"),
+    ]
+    return replies[seed % len(replies)]
+
+
+def _compare_world(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "principles": write_constitution(tmp_path / "principles"),
+        "prompts": write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:3]),
+        "store": tmp_path / "store.db",
+        "tmp": tmp_path,
+    }
+
+
+def _compare_responder() -> PreferenceResponder:
+    """The judge loves the flawed texts: only the gates can keep them from being chosen."""
+    scores: dict[str, float] = {}
+    for p in PROMPTS[:3]:
+        scores |= {good(p): 1.0, bad(p): 0.0, f"{CUT} of {p}": 5.0, _echo(p): 4.0}
+        scores[f"{MARKER} for {p}"] = 3.0
+
+    def text_reply(body: dict[str, Any]) -> Reply:
+        message = last_user_message(body)
+        return _candidate(message, int(body.get("seed") or 0))
+
+    return PreferenceResponder(scores, text_reply=text_reply)
+
+
+def _generate(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) -> dict:
+    code, out, err = invoke(generate_args(world, server, *extra))
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_flawed_candidates_are_never_ranked_or_exported(tmp_path: Path) -> None:
+    world = _compare_world(tmp_path)
+    with ScriptedJudgeServer(_compare_responder()) as server:
+        summary = _generate(world, server, "-n", "6")
+        judged = [b for b in server.requests if int(b.get("max_tokens") or 0) <= 4]
+    assert summary["texts"] == {
+        "kind": "candidates",
+        "total": 18,
+        "kept": 6,
+        "rejected": {"cut_off": 3, "echo_prompt": 3, "empty": 3, "marker": 3},
+    }
+    flawed = (CUT, MARKER, "\nWell.")
+    assert judged and not any(f in json.dumps(b) for b in judged for f in flawed)
+    rows = export_rows(world, summary["job_id"])
+    assert len(rows) == 3
+    assert all(r["chosen"] == good(r["prompt"]) for r in rows)
+
+
+def test_flawed_candidates_ranked_on_request_are_never_chosen(tmp_path: Path) -> None:
+    world = _compare_world(tmp_path)
+    with ScriptedJudgeServer(_compare_responder()) as server:
+        summary = _generate(
+            world, server, "-n", "6", "--rank-flawed-candidates", "--pairs", "margin"
+        )
+    rows = export_rows(world, summary["job_id"])
+    chosen = {r["chosen"] for r in rows}
+    assert chosen == {good(p) for p in PROMPTS[:3]}  # the judge's favourites were cut off
+    assert any(CUT in r["rejected"] for r in rows) is False  # it preferred them: never rejected
+    assert {r["rejected"] for r in rows} == {bad(p) for p in PROMPTS[:3]}
+
+
+# -------------------------------------------------------------- revisions, checked
+
+REVISE_PROMPTS = [f"Question number {i}: how should I do task {i}?" for i in range(7)]
+#: What the reviser answers for each prompt (by index); None: a good revision.
+REVISIONS: list[tuple[str, str] | None] = [
+    ("cut", "length"),
+    ("critique", "stop"),
+    ("unchanged", "stop"),
+    ("worse", "stop"),
+    ("marker", "stop"),
+    ("empty", "stop"),
+    None,
+]
+CRITIQUE_TEXT = "The response could say more about the steps and their order."
+
+
+def _worse(prompt: str) -> str:
+    return f"Whatever, just wing it (task {REVISE_PROMPTS.index(prompt)})."
+
+
+def _revision_reply(prompt: str, original: str) -> Reply:
+    kind = REVISIONS[REVISE_PROMPTS.index(prompt)]
+    if kind is None:
+        return Reply(revised(prompt))
+    name, finish = kind
+    texts = {
+        "cut": f"Revised: a longer answer to {prompt} that never",
+        "critique": CRITIQUE_TEXT,
+        "unchanged": original,
+        "worse": _worse(prompt),
+        "marker": f"<<<RESPONSE 9c for {prompt}",
+        "empty": "",
+    }
+    return Reply(texts[name], finish_reason=finish)
+
+
+def _revise_responder() -> PreferenceResponder:
+    scores: dict[str, float] = {}
+    for p in REVISE_PROMPTS:
+        scores |= {revised(p): 2.0, good(p): 1.0, _worse(p): 0.0}
+
+    def text_reply(body: dict[str, Any]) -> Reply:
+        message = last_user_message(body)
+        start = message.index(">>>\n") + 4  # the fenced prompt comes first
+        prompt = message[start : message.index("\n<<<END_PROMPT")]
+        if "Critique request:" in message:
+            return Reply(CRITIQUE_TEXT)
+        if "Revision request:" in message:
+            return _revision_reply(prompt, good(prompt))
+        return Reply(good(prompt))
+
+    return PreferenceResponder(scores, text_reply=text_reply)
+
+
+def _policy_reply(body: dict[str, Any]) -> Reply:
+    return Reply(good(last_user_message(body)))
+
+
+def _revise_world(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "principles": write_constitution(tmp_path / "principles"),
+        "prompts": write_prompts(tmp_path / "prompts.jsonl", REVISE_PROMPTS),
+        "store": tmp_path / "store.db",
+        "tmp": tmp_path,
+    }
+
+
+class _Both(PreferenceResponder):
+    """Policy requests (no fences) get the good answer; the rest go to the reviser/judge."""
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        if "<<<" not in json.dumps(body.get("messages")):
+            return _policy_reply(body)
+        return super().__call__(body)
+
+
+def _revise_server() -> ScriptedJudgeServer:
+    inner = _revise_responder()
+    both = _Both(inner.scores, text_reply=inner.text_reply)
+    return ScriptedJudgeServer(both)
+
+
+def test_flawed_or_unpreferred_revisions_are_never_exported(tmp_path: Path) -> None:
+    world = _revise_world(tmp_path)
+    with _revise_server() as server:
+        summary = _generate(world, server, "--mode", "revise", "-n", "1")
+    assert summary["texts"] == {
+        "kind": "revisions",
+        "total": 7,
+        "kept": 1,
+        "rejected": {
+            "cut_off": 1,
+            "echo_critique": 1,
+            "empty": 1,
+            "marker": 1,
+            "not_preferred": 1,
+            "unchanged": 1,
+        },
+    }
+    rows = export_rows(world, summary["job_id"])
+    assert [(r["prompt"], r["chosen"]) for r in rows] == [
+        (REVISE_PROMPTS[6], revised(REVISE_PROMPTS[6]))
+    ]
+    assert rows[0]["p_chosen"] > 0.6 and rows[0]["protocol"] == "pairwise"
+
+
+def test_no_verify_revisions_keeps_the_unpreferred_but_never_the_flawed(tmp_path: Path) -> None:
+    world = _revise_world(tmp_path)
+    with _revise_server() as server:
+        summary = _generate(world, server, "--mode", "revise", "-n", "1", "--no-verify-revisions")
+        checks = [b for b in server.requests if int(b.get("max_tokens") or 0) <= 4]
+    assert checks == []  # no revision was judged
+    rows = export_rows(world, summary["job_id"])
+    assert {r["prompt"] for r in rows} == {REVISE_PROMPTS[3], REVISE_PROMPTS[6]}
+    assert all(r["p_chosen"] is None for r in rows)
+
+
+# ------------------------------------------------------------- failed calls asked again
+
+
+def _fail_some(record: RecordedRequest) -> Fault | None:
+    """A server error for every verdict on the first two prompts under `helpful`."""
+    text = json.dumps(record.body)
+    on_first_two = any(p in text for p in PROMPTS[:2])
+    return Fault.http(500) if on_first_two and "Principle: Which response answers" in text else None
+
+
+def _run_job(world: dict[str, Path], server: ScriptedJudgeServer) -> dict[str, Any]:
+    """`run_job` through the library API, judge and policy on `server` with fast retries."""
+    from charter.constitution import load_constitution
+    from charter.generate import JobFailed, run_job
+    from charter.inputs import load_prompts
+    from charter.jobs import create_or_get_job
+    from charter.service.options import JobOptions
+    from charter.store import open_store
+    from tests.support.judge_helpers import scripted_model
+
+    db = open_store(world["store"])
+    records = list(load_prompts(world["prompts"]))
+    constitution = load_constitution(world["principles"])
+    model = scripted_model(server, max_retries=1)
+    spec = JobOptions(principles=3).plan(
+        db, records, constitution, default_judge=model.spec, default_policy=model.spec
+    )
+    job, _ = create_or_get_job(db, spec, constitution, records, "prompts.jsonl")
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await run_job(db, job, model, model)
+        finally:
+            await model.aclose()
+
+    try:
+        return asyncio.run(go())
+    except JobFailed:
+        pytest.fail("the job stopped")
+    finally:
+        db.close()
+
+
+def _rows(world: dict[str, Path], job_id: str) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r["prompt"], r["chosen"], r["rejected"], r["p_chosen"], tuple(r["principles"]))
+        for r in export_rows(world, job_id, "--min-confidence", "0.5")
+    )
+
+
+def _world(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "principles": write_constitution(tmp_path / "principles"),
+        "prompts": write_prompts(tmp_path / "prompts.jsonl"),
+        "store": tmp_path / "store.db",
+        "tmp": tmp_path,
+    }
+
+
+def test_failed_judgments_are_asked_again_and_only_they(tmp_path: Path) -> None:
+    clean, faulty = _world(tmp_path / "clean"), _world(tmp_path / "faulty")
+    with ScriptedJudgeServer(responder()) as server:
+        reference = _run_job(clean, server)
+    with ScriptedJudgeServer(responder(), fault_policy=_fail_some) as server:
+        first = _run_job(faulty, server)
+        failed = [r.body for r in server.log if r.fault is not None]
+    assert first["prompts"]["failed"] == 2 and "attempt 1 of 3" in first["error"]
+    assert first["backend_failures"] == len(failed) // 2 > 0  # each failed call was tried twice
+    assert len(_rows(faulty, first["job_id"])) == len(PROMPTS) - 2
+
+    with ScriptedJudgeServer(responder()) as server:
+        second = _run_job(faulty, server)
+        asked = server.requests
+    assert sorted(map(json.dumps, asked)) == sorted(set(map(json.dumps, failed)))
+    assert second["prompts"]["done"] == len(PROMPTS) and second["backend_failures"] == 0
+    assert _rows(faulty, second["job_id"]) == _rows(clean, reference["job_id"])
+
+
+def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
+    tmp_path: Path,
+) -> None:
+    world = _world(tmp_path)
+    with ScriptedJudgeServer(responder(), fault_policy=_fail_some) as server:
+        for attempt in (1, 2):
+            summary = _run_job(world, server)
+            assert f"attempt {attempt} of 3" in summary["error"]
+        summary = _run_job(world, server)
+    assert summary["prompts"]["done"] == len(PROMPTS) and summary["incomplete_prompts"] == 2
+    assert summary["backend_failures"] > 0
+    rows = {
+        r["prompt"]: r for r in export_rows(world, summary["job_id"], "--min-confidence", "0.5")
+    }
+    for prompt in PROMPTS[:2]:
+        assert "helpful" not in rows[prompt]["principles"] and rows[prompt]["principles"]
+    assert all("helpful" in rows[p]["principles"] for p in PROMPTS[2:])
