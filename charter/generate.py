@@ -169,12 +169,10 @@ async def run_job(
             failed_calls = count_failed_calls(result)
             if error is None and failed_calls:
                 if attempt < max_attempts:
-                    preferences, error = (
-                        [],
-                        (
-                            f"{failed_calls} model call(s) failed (attempt {attempt} of "
-                            f"{max_attempts}; the next run asks them again): {_first_error(result)}"
-                        ),
+                    preferences = []
+                    error = (
+                        f"{failed_calls} model call(s) failed (attempt {attempt} of "
+                        f"{max_attempts}; the next run asks them again): {_first_error(result)}"
                     )
                 else:
                     result["incomplete"] = failed_calls  # kept with what succeeded
@@ -335,16 +333,21 @@ async def _revise(
             for original in originals
         )
     )
-    revised = [c for c in chains if c.completed and c.final != c.original]
-    checks: list[Comparison | None] = [None] * len(revised)
+    revised = [c.completed > 0 and c.final != c.original for c in chains]
+    checks: list[Comparison | None] = [None] * len(chains)
     if job.spec.quality.verify_revisions:
-        checks = list(await asyncio.gather(*(_verify(judging, chain) for chain in revised)))
-    verdicts = {id(chain): check for chain, check in zip(revised, checks, strict=True)}
+        to_check = [i for i, is_revised in enumerate(revised) if is_revised]
+        verdicts = await asyncio.gather(*(_verify(judging, chains[i]) for i in to_check))
+        for i, verdict in zip(to_check, verdicts, strict=True):
+            checks[i] = verdict
     result: dict[str, Any] = {
         "candidates": [c.model_dump(mode="json") for c in candidates],
         "chains": [c.model_dump(mode="json") for c in chains],
         "verifications": [c.model_dump(mode="json") for c in checks if c is not None],
-        "rejected": [_rejection(chain, verdicts) for chain in chains],
+        "rejected": [
+            _rejection(chain, is_revised, check)
+            for chain, is_revised, check in zip(chains, revised, checks, strict=True)
+        ],
     }
     if chains and all(c.error for c in chains):
         return [], result, f"every revision chain failed: {chains[0].error}"
@@ -361,19 +364,18 @@ async def _revise(
             ),
             **_verdict_fields(check, judging.calibration_id),
         )
-        for chain, check in zip(revised, checks, strict=True)
-        if check is None or check.p_a is not None
+        for chain, is_revised, check in zip(chains, revised, checks, strict=True)
+        if is_revised and (check is None or check.p_a is not None)
     ]
     return preferences, result, None
 
 
-def _rejection(chain: RevisionChain, verdicts: dict[int, Comparison | None]) -> Flaw | None:
+def _rejection(chain: RevisionChain, revised: bool, check: Comparison | None) -> Flaw | None:
     """Why a chain made no row (None: it made one, which the judge may still not prefer)."""
     if chain.flaw is not None:
         return chain.flaw
-    if id(chain) not in verdicts:
+    if not revised:
         return "unchanged"
-    check = verdicts[id(chain)]
     return "failed" if check is not None and check.p_a is None else None
 
 
