@@ -33,6 +33,8 @@ from charter.judge.parse import parse_option
 
 CALLS = "calls"
 SECRETS = "secrets"
+#: `GenerationRequest` fields newer than the store format: keyed only when set.
+_ADDED_LATER = ("frequency_penalty",)
 
 
 @dataclass
@@ -85,6 +87,9 @@ class CachedModel:
 
     async def generate(self, request: GenerationRequest) -> Completion:
         payload = {"request": request.model_dump(mode="json")}
+        for name in _ADDED_LATER:  # at their defaults, calls stored before keep their keys
+            if payload["request"][name] == GenerationRequest.model_fields[name].default:
+                del payload["request"][name]
         key = call_key(self.spec, "generate", payload)
         return await self._cached(
             key, "generate", payload, lambda: self.inner.generate(request), _has_text

@@ -25,6 +25,7 @@ from charter.calls import CachedModel, CallStats, store_secret
 from charter.inputs import PromptRecord
 from charter.jobs import (
     JobRecord,
+    JobSpec,
     Preference,
     ensure_tables,
     finish_prompt,
@@ -82,20 +83,21 @@ class Candidate(BaseModel):
 
 
 async def sample_candidates(
-    policy: ChatModel, record: PromptRecord, n: int, temperature: float, max_tokens: int, seed: int
+    policy: ChatModel, record: PromptRecord, spec: JobSpec
 ) -> list[Candidate]:
-    """`n` responses from the policy, sample i seeded with `seed + i` (reproducible)."""
+    """`spec.n` responses from the policy, sample i seeded with `seed + i` (reproducible)."""
     replies = await asyncio.gather(
         *(
             policy.generate(
                 GenerationRequest(
                     messages=record.messages,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    seed=seed + i,
+                    max_tokens=spec.max_tokens,
+                    temperature=spec.temperature,
+                    seed=spec.judge_config.seed + i,
+                    frequency_penalty=spec.frequency_penalty,
                 )
             )
-            for i in range(n)
+            for i in range(spec.n)
         )
     )
     return [Candidate(text=r.text.strip(), finish_reason=r.finish_reason) for r in replies]
@@ -233,9 +235,7 @@ async def _process(
     else:
         if policy is None:
             raise ValueError("no candidate responses given and no policy model to sample them")
-        candidates = await sample_candidates(
-            policy, record, spec.n, spec.temperature, spec.max_tokens, spec.judge_config.seed
-        )
+        candidates = await sample_candidates(policy, record, spec)
     candidates = checked(candidates, record.text)
     common = {
         "job_id": job.id,

@@ -54,6 +54,7 @@ class JobSpec(BaseModel):
     n: int = Field(default=2, ge=1, description="Candidates per prompt (sampled when not given).")
     temperature: float = Field(default=0.8, ge=0)
     max_tokens: int = Field(default=128, ge=1)
+    frequency_penalty: float = 0.0
     pairs: Literal["best_worst", "margin"] = "best_worst"
     judge_config: JudgeConfig = JudgeConfig(protocol="pairwise")
     quality: QualityConfig = QualityConfig()

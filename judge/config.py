@@ -99,6 +99,14 @@ class JudgeConfig(BaseModel):
         le=MAX_JUDGE_TOKENS,
         description="Max new tokens per critique or revision.",
     )
+    critique_frequency_penalty: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2.0,
+        description="Critiques and revisions: OpenAI's frequency penalty (each token's logit "
+        "lowered by this times its count so far in the reply); 1.0 keeps a small judge such "
+        "as smollm2 from looping until the token limit.",
+    )
 
     def resolved(self, judge_spec: str) -> JudgeConfig:
         """The config with `protocol` decided for this judge (what a job records and hashes)."""
@@ -131,7 +139,7 @@ class JudgeConfig(BaseModel):
 
 DEFAULT_CONFIG = JudgeConfig()
 
-REVISION_FIELDS = frozenset({"revisions", "critique_max_tokens"})
+REVISION_FIELDS = frozenset({"revisions", "critique_max_tokens", "critique_frequency_penalty"})
 """Settings of critique -> revision alone: they never change a comparison."""
 VERDICT_FIELDS = frozenset(JudgeConfig.model_fields) - REVISION_FIELDS
 """Settings that can change a comparison's verdict (what a calibration is keyed by)."""

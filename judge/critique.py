@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Our fence markers as a small model may echo them (with a `>` too many or too few).
 _MARKER = re.compile(r"<<<\s*(?:END_)?[A-Z_]+ [0-9a-f]{6,}\s*>{1,4}")
+# Lines of bare markup ("*", "**", "---") a small model opens with before the text itself.
+_LEADING_MARKUP = re.compile(r"\A(?:[^\w\n]*\n)+")
 RETRY_TEMPERATURE = 0.7
 
 
@@ -118,7 +120,8 @@ class RevisionChain(BaseModel):
 
 
 def clean_reply(text: str, echoes: Sequence[str] = ()) -> str:
-    """The reply without our markers and without a leading copy of the inputs in `echoes`.
+    """The reply without our markers, leading lines of bare markup, or a leading copy of the
+    inputs in `echoes`.
 
     Small models often copy the prompt's fenced blocks (or just their markers) into their
     answer; a revision that starts with the question it answers would poison a training row.
@@ -132,6 +135,7 @@ def clean_reply(text: str, echoes: Sequence[str] = ()) -> str:
             if echo and text.startswith(echo):
                 text = text[len(echo) :].strip()
                 changed = True
+    text = _LEADING_MARKUP.sub("", text)
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
@@ -153,9 +157,8 @@ def _revision_check(prompt: str, original: str, critique: str) -> Check:
 async def _step(
     model: ChatModel,
     messages: tuple[Message, ...],
-    max_tokens: int,
+    config: JudgeConfig,
     temperature: float,
-    seed: int,
     echoes: Sequence[str],
     check: Check,
 ) -> Step:
@@ -163,6 +166,7 @@ async def _step(
     sampled with the next seed (a new request, so a store never replays the flawed one)."""
     started = time.perf_counter()
     usage = Usage()
+    seed = config.seed
     attempts = ((temperature, seed), (max(temperature, RETRY_TEMPERATURE), seed + 1))
     text, finish_reason, flaw = "", None, None
     for attempt_temperature, attempt_seed in attempts:
@@ -170,9 +174,10 @@ async def _step(
             reply = await model.generate(
                 GenerationRequest(
                     messages=messages,
-                    max_tokens=max_tokens,
+                    max_tokens=config.critique_max_tokens,
                     temperature=attempt_temperature,
                     seed=attempt_seed,
+                    frequency_penalty=config.critique_frequency_penalty,
                 )
             )
         except BackendError as exc:
@@ -212,7 +217,7 @@ async def critique_and_revise(
     """Run the config's critique→revision rounds (default: the constitution's `revisions`),
     each call at most `config.critique_max_tokens` new tokens."""
     rounds_wanted = config.rounds(constitution)
-    seed, max_tokens = config.seed, config.critique_max_tokens
+    seed = config.seed
     schedule = revision_schedule(constitution, prompt, response, rounds_wanted, seed)
     started = time.perf_counter()
     current = response
@@ -222,9 +227,8 @@ async def critique_and_revise(
         critique = await _step(
             model,
             critique_messages(principle, prompt, current, nonces=nonces),
-            max_tokens,
+            config,
             temperature,
-            seed,
             echoes=(prompt,),
             check=_critique_check(prompt, current),
         )
@@ -242,9 +246,8 @@ async def critique_and_revise(
         revision = await _step(
             model,
             revision_messages(principle, prompt, current, critique.text, nonces=nonces),
-            max_tokens,
+            config,
             temperature,
-            seed,
             echoes=(prompt, critique.text),
             check=_revision_check(prompt, current, critique.text),
         )

@@ -331,8 +331,19 @@ def test_a_job_id_covers_every_judge_config_field() -> None:
         "require_both_orders": False,
         "revisions": 4,
         "critique_max_tokens": 99,
+        "critique_frequency_penalty": 1.0,
+        "verify_revisions": False,
+        "rank_flawed_candidates": True,
+        "mode": "revise",
+        "policy": "openai:other",
+        "judge": "openai:other-judge",
+        "n": 3,
+        "temperature": 0.5,
+        "max_tokens": 77,
+        "frequency_penalty": 0.5,
+        "pairs": "margin",
     }
-    assert set(changed) == set(JudgeConfig.model_fields)  # a new field must be added here
+    assert set(changed) == set(JobOptions.model_fields)  # a new field must be added here
     ids = {base.job_id}
     for field, value in changed.items():
         spec = JobOptions(**{field: value}).to_spec(  # type: ignore[arg-type]

@@ -334,3 +334,34 @@ def test_decoding_never_blocks_the_event_loop(backend: LocalTransformersModel) -
         assert asyncio.run(scenario()) >= 10  # the loop kept running through ~0.3 s of decoding
     finally:
         handle.remove()
+
+
+def test_frequency_penalty_is_per_row_and_matches_its_definition(
+    backend: LocalTransformersModel,
+) -> None:
+    """OpenAI's frequency penalty: logit - penalty x (count of the token so far in the reply)."""
+    import torch
+
+    plain = _request(2, max_tokens=64)  # long enough for the plain reply to repeat tokens
+    penalised = plain.model_copy(update={"frequency_penalty": 2.0})
+    [base, alone] = _alone(backend, [plain, penalised])
+    together = _together(backend, [plain, penalised, _request(0, max_tokens=5)])
+    _same(base, together[0])  # a neighbour's penalty does not touch this row
+    _same(alone, together[1])
+    assert alone.text != base.text
+
+    tok = backend.tokenizer
+    prompt = tok.apply_chat_template(
+        [m.model_dump() for m in plain.messages], tokenize=False, add_generation_prompt=True
+    )
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(plain.max_tokens):
+            logits = backend.model(input_ids=torch.tensor([ids + new])).logits[0, -1]
+            counts = torch.bincount(torch.tensor(new, dtype=torch.long), minlength=len(logits))
+            token = int((logits - 2.0 * counts[: len(logits)]).argmax())
+            new.append(token)
+            if token == tok.eos_token_id:
+                break
+    assert alone.text == str(tok.decode(new, skip_special_tokens=True)).strip()

@@ -188,7 +188,19 @@ def test_generate_sends_sampling_settings_and_reports_usage(
     assert done.usage.total_tokens > 0
     body = server.requests[0]
     assert (body["max_tokens"], body["temperature"], body["seed"]) == (64, 0.7, 11)
-    assert "logprobs" not in body
+    assert "logprobs" not in body and "frequency_penalty" not in body  # left at its default
+    assert done.finish_reason == "stop"
+
+
+def test_generate_sends_a_frequency_penalty_and_reads_a_cut_off_reply(
+    make_model: Factory,
+) -> None:
+    cut = PreferenceResponder(text_reply=lambda body: Reply("Cut mid", finish_reason="length"))
+    with ScriptedJudgeServer(cut) as srv:
+        done = run_generate(make_model(srv), max_tokens=8, frequency_penalty=1.0)
+        body = srv.requests[0]
+    assert body["frequency_penalty"] == 1.0
+    assert done.finish_reason == "length"
 
 
 def test_a_model_survives_being_used_from_two_event_loops(

@@ -388,3 +388,35 @@ def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
     for prompt in PROMPTS[:2]:
         assert "helpful" not in rows[prompt]["principles"] and rows[prompt]["principles"]
     assert all("helpful" in rows[p]["principles"] for p in PROMPTS[2:])
+
+
+def test_calls_stored_before_the_frequency_penalty_existed_are_still_reused(
+    tmp_path: Path,
+) -> None:
+    from charter.calls import CALLS, CachedModel, call_key
+    from charter.judge.backends.base import Completion, GenerationRequest, Message
+    from charter.store import open_store
+
+    class Unreachable:
+        spec = "openai:old"
+
+        async def generate(self, request: GenerationRequest) -> Completion:
+            raise AssertionError("asked again")
+
+    db = open_store(tmp_path / "store.db")
+    request = GenerationRequest(messages=(Message(role="user", content="Hi"),), seed=3)
+    old = request.model_dump(mode="json")
+    del old["frequency_penalty"]  # the request as an earlier release stored it
+    cached = CachedModel(Unreachable(), db)  # type: ignore[arg-type]
+    db[CALLS].insert(
+        {
+            "key": call_key("openai:old", "generate", {"request": old}),
+            "model": "openai:old",
+            "kind": "generate",
+            "request": json.dumps({"request": old}),
+            "completion": Completion(text="Hello.").model_dump_json(),
+            "at": "2026-01-01T00:00:00+00:00",
+        }
+    )
+    assert asyncio.run(cached.generate(request)).text == "Hello."
+    assert cached.stats.reused == 1

@@ -82,6 +82,13 @@ class JobOptions(JudgeConfig, QualityConfig):
     max_tokens: int = Field(
         default=128, ge=1, le=4096, description="Max new tokens per sampled candidate."
     )
+    frequency_penalty: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2.0,
+        description="Sampled candidates: OpenAI's frequency penalty (see "
+        "--critique-frequency-penalty).",
+    )
     pairs: Literal["best_worst", "margin"] = Field(
         default="best_worst",
         description="Which ranked pairs become preferences: best vs worst, or every pair "
@@ -136,6 +143,7 @@ class JobOptions(JudgeConfig, QualityConfig):
             n=self.n,
             temperature=self.temperature,
             max_tokens=self.max_tokens,
+            frequency_penalty=self.frequency_penalty,
             pairs=self.pairs,
             judge_config=self.judge_config(judge),
             quality=QualityConfig.model_validate(

@@ -32,6 +32,13 @@ class GenerationRequest(BaseModel):
     max_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.0, ge=0)
     seed: int | None = None
+    frequency_penalty: float = Field(
+        default=0.0,
+        ge=-2.0,
+        le=2.0,
+        description="OpenAI's: lowers each token's logit by this times its count so far in the "
+        "reply; small models looping on a phrase need it.",
+    )
 
 
 class Usage(BaseModel):

@@ -512,7 +512,11 @@ def _decode(
         **{cache_arg: cache},
     ).logits[:, -1, :]
     next_position = positions[:, -1:] + 1
+    penalties = torch.tensor([g.request.frequency_penalty for g in batch])
+    counts = torch.zeros((len(batch), logits.shape[-1])) if penalties.any() else None
     while True:
+        if counts is not None:  # OpenAI's frequency penalty: tokens already in the reply
+            logits = logits - penalties[live, None] * counts[live]
         tokens = logits.argmax(dim=-1)
         for slot, row in enumerate(live):
             if generators[row] is not None:
@@ -522,6 +526,8 @@ def _decode(
         for slot, token in enumerate(tokens.tolist()):
             row, job = live[slot], batch[live[slot]]
             produced[row].append(token)
+            if counts is not None:
+                counts[row, token] += 1
             if token in stop_ids:
                 reasons[row] = "stop"
             elif len(produced[row]) < job.request.max_tokens and not job.abandoned.is_set():

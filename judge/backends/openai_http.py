@@ -208,6 +208,8 @@ class OpenAIChatModel:
         }
         if request.seed is not None:
             kwargs["seed"] = request.seed
+        if request.frequency_penalty:
+            kwargs["frequency_penalty"] = request.frequency_penalty
         response, latency = await self._create(kwargs)
         return self._completion(response, latency, option_logprobs=None)
 
