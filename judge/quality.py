@@ -30,6 +30,7 @@ Flaw = Literal[
     "echo_response",
     "echo_critique",
     "echo_instructions",
+    "commentary",
     "unchanged",
     "not_preferred",
 ]
@@ -44,6 +45,7 @@ DESCRIPTIONS: dict[str, str] = {
     "echo_response": "copied the response it critiques",
     "echo_critique": "echoed the critique",
     "echo_instructions": "echoed our instructions",
+    "commentary": "talked about the response instead of answering",
     "unchanged": "unchanged from the text it revises",
     "not_preferred": "not preferred by the judge over the original",
 }
@@ -59,6 +61,11 @@ INSTRUCTION_TEXTS = (
 
 _MARKER = re.compile(r"<<<|>>>|\bEND_(?:PROMPT|RESPONSE|CRITIQUE)\w*|^\s*<<|<<\s*$")
 _LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
+# How our critique and revision requests name their inputs; an answer has no reason to.
+_COMMENTARY = re.compile(
+    r"\b(?:the|this|that|your|original|revised) (?:response|critique|revision)s?\b", re.IGNORECASE
+)
+_TOPIC = re.compile(r"\b(?:response|critique|revision)s?\b", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
 _NGRAM = 4
@@ -98,6 +105,8 @@ def answer_flaw(
         _shared_run(text, source) >= INSTRUCTION_RUN for source in instructions
     ):
         return "echo_instructions"
+    if _COMMENTARY.search(text) and not _TOPIC.search(prompt):
+        return "commentary"
     return None
 
 

@@ -66,10 +66,17 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
             "echo_instructions",
         ),
         ("Revision request: make it kinder.", {}, "echo_instructions"),
+        ("Boil it. The response is too long and could be edited.", {}, "commentary"),
+        ("A thorough editing of the response is essential.", {}, "commentary"),
     ],
 )
 def test_each_gate_names_its_flaw(text: str, kwargs: dict[str, Any], flaw: str | None) -> None:
     assert answer_flaw(text, prompt=EGG, **kwargs) == flaw
+
+
+def test_an_answer_may_discuss_responses_when_the_prompt_asks_about_them() -> None:
+    prompt = "How should I word my response to a rude email?"
+    assert answer_flaw("Keep your response short and calm.", prompt=prompt) is None
 
 
 def test_a_revision_may_keep_words_the_critique_quoted_from_the_original() -> None:
