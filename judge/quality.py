@@ -45,7 +45,7 @@ DESCRIPTIONS: dict[str, str] = {
     "echo_response": "copied the response it critiques",
     "echo_critique": "echoed the critique",
     "echo_instructions": "echoed our instructions",
-    "commentary": "talked about the response instead of answering",
+    "commentary": "talked about the response or prompt instead of answering",
     "unchanged": "unchanged from the text it revises",
     "not_preferred": "not preferred by the judge over the original",
 }
@@ -63,9 +63,10 @@ _MARKER = re.compile(r"<<<|>>>|\bEND_(?:PROMPT|RESPONSE|CRITIQUE)\w*|^\s*<<|<<\s
 _LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
 # How our critique and revision requests name their inputs; an answer has no reason to.
 _COMMENTARY = re.compile(
-    r"\b(?:the|this|that|your|original|revised) (?:response|critique|revision)s?\b", re.IGNORECASE
+    r"\b(?:the|this|that|your|original|revised|rewritten) (?:response|critique|revision|prompt)s?\b",
+    re.IGNORECASE,
 )
-_TOPIC = re.compile(r"\b(?:response|critique|revision)s?\b", re.IGNORECASE)
+_TOPIC = re.compile(r"\b(?:response|critique|revision|prompt)s?\b", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
 _NGRAM = 4

@@ -68,6 +68,7 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
         ("Revision request: make it kinder.", {}, "echo_instructions"),
         ("Boil it. The response is too long and could be edited.", {}, "commentary"),
         ("A thorough editing of the response is essential.", {}, "commentary"),
+        ("Here's a rewritten response: the prompt is too persuasive.", {}, "commentary"),
     ],
 )
 def test_each_gate_names_its_flaw(text: str, kwargs: dict[str, Any], flaw: str | None) -> None:
