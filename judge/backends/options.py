@@ -29,7 +29,7 @@ class BackendOptions(BaseModel):
     max_retries: int = Field(default=4, ge=0)
     cache_dir: Path = Field(default_factory=default_cache_dir)
     batch_size: int = Field(
-        default=8, ge=1, description="Local backends: max prompts per forward pass."
+        default=16, ge=1, description="Local backends: max prompts per forward pass."
     )
 
     base_url_envs: tuple[str, ...] = Field(
