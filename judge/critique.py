@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from charter.constitution import Constitution
+from charter.constitution import Constitution, Principle
 
 from ._sync import synced
 from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .prompts import RANDOM_NONCES, NonceSource, critique_messages, revision_messages
-from .quality import Flaw, answer_flaw, critique_flaw
+from .quality import INSTRUCTION_TEXTS, Flaw, answer_flaw, critique_flaw
 from .selection import revision_schedule
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 # Our fence markers as a small model may echo them (with a `>` too many or too few).
 _MARKER = re.compile(r"<<<\s*(?:END_)?[A-Z_]+ [0-9a-f]{6,}\s*>{1,4}")
 # Lines of bare markup ("*", "**", "---") a small model opens with before the text itself.
-_LEADING_MARKUP = re.compile(r"\A(?:[^\w\n]*\n)+")
+# Not backticks: a code fence is structure, not noise.
+_LEADING_MARKUP = re.compile(r"\A(?:[^\w\n`]*\n)+")
+_TRAILING_MARKUP = re.compile(r"(?:\n[^\w\n`]*)+\Z")
 RETRY_TEMPERATURE = 0.7
 
 
@@ -120,8 +122,8 @@ class RevisionChain(BaseModel):
 
 
 def clean_reply(text: str, echoes: Sequence[str] = ()) -> str:
-    """The reply without our markers, leading lines of bare markup, or a leading copy of the
-    inputs in `echoes`.
+    """The reply without our markers, leading or trailing lines of bare markup, or a leading
+    copy of the inputs in `echoes`.
 
     Small models often copy the prompt's fenced blocks (or just their markers) into their
     answer; a revision that starts with the question it answers would poison a training row.
@@ -135,7 +137,7 @@ def clean_reply(text: str, echoes: Sequence[str] = ()) -> str:
             if echo and text.startswith(echo):
                 text = text[len(echo) :].strip()
                 changed = True
-    text = _LEADING_MARKUP.sub("", text)
+    text = _TRAILING_MARKUP.sub("", _LEADING_MARKUP.sub("", text))
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
@@ -148,9 +150,16 @@ def _critique_check(prompt: str, response: str) -> Check:
     return lambda text, _finish: critique_flaw(text, prompt=prompt, response=response)
 
 
-def _revision_check(prompt: str, original: str, critique: str) -> Check:
+def _revision_check(prompt: str, original: str, critique: str, principle: Principle) -> Check:
+    """A revision must be a whole, new answer: not a copy of its inputs or of our requests."""
+    requests = (*INSTRUCTION_TEXTS, principle.critique, principle.revision)
     return lambda text, finish: answer_flaw(
-        text, prompt=prompt, finish_reason=finish, original=original, critique=critique
+        text,
+        prompt=prompt,
+        finish_reason=finish,
+        original=original,
+        critique=critique,
+        instructions=requests,
     )
 
 
@@ -249,7 +258,7 @@ async def critique_and_revise(
             config,
             temperature,
             echoes=(prompt, critique.text),
-            check=_revision_check(prompt, current, critique.text),
+            check=_revision_check(prompt, current, critique.text, principle),
         )
         usage = usage + revision.usage
         record.revision = revision

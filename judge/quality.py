@@ -31,6 +31,7 @@ Flaw = Literal[
     "echo_critique",
     "echo_instructions",
     "commentary",
+    "repetitive",
     "unchanged",
     "not_preferred",
 ]
@@ -46,6 +47,7 @@ DESCRIPTIONS: dict[str, str] = {
     "echo_critique": "echoed the critique",
     "echo_instructions": "echoed our instructions",
     "commentary": "talked about the response or prompt instead of answering",
+    "repetitive": "repeated itself",
     "unchanged": "unchanged from the text it revises",
     "not_preferred": "not preferred by the judge over the original",
 }
@@ -63,7 +65,8 @@ _MARKER = re.compile(r"<<<|>>>|\bEND_(?:PROMPT|RESPONSE|CRITIQUE)\w*|^\s*<<|<<\s
 _LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
 # How our critique and revision requests name their inputs; an answer has no reason to.
 _COMMENTARY = re.compile(
-    r"\b(?:the|this|that|your|original|revised|rewritten) (?:response|critique|revision|prompt)s?\b",
+    r"\b(?:the|this|that|your|original|revised|rewritten) "
+    r"(?:response|critique|revision|prompt)s?\b",
     re.IGNORECASE,
 )
 _TOPIC = re.compile(r"\b(?:response|critique|revision|prompt)s?\b", re.IGNORECASE)
@@ -74,6 +77,8 @@ _NGRAM = 4
 ECHO_SHARE = 0.5
 #: A text whose first line matches the prompt this closely (difflib ratio) starts with an echo.
 PROMPT_ECHO_RATIO = 0.8
+#: A run of this many words said twice is a loop, not writing.
+REPEAT_RUN = 8
 #: Consecutive words shared with our instructions that make an instruction echo.
 INSTRUCTION_RUN = 4
 
@@ -91,6 +96,8 @@ def answer_flaw(
 
     `original` is the text a revision revises and `critique` the critique it answers (both
     None for a sampled candidate). `finish_reason` is the backend's; "length" means cut off.
+    `instructions` are request texts the answer must not repeat (ours, and a revision's
+    principle).
     """
     if finish_reason == "length":
         return "cut_off"
@@ -108,6 +115,8 @@ def answer_flaw(
         return "echo_instructions"
     if _COMMENTARY.search(text) and not _TOPIC.search(prompt):
         return "commentary"
+    if _repeats(text):
+        return "repetitive"
     return None
 
 
@@ -187,6 +196,13 @@ def _share_of_ngrams(text: str, source: str, *, besides: str | None = None) -> f
     if besides is not None:
         found -= set(_ngrams(_words(besides)))
     return sum(1 for g in grams if g in found) / len(grams)
+
+
+def _repeats(text: str) -> bool:
+    """Whether some run of `REPEAT_RUN` words occurs twice."""
+    words = _words(text)
+    runs = [tuple(words[i : i + REPEAT_RUN]) for i in range(len(words) - REPEAT_RUN + 1)]
+    return len(set(runs)) < len(runs)
 
 
 def _shared_run(text: str, source: str) -> int:

@@ -69,6 +69,11 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
         ("Boil it. The response is too long and could be edited.", {}, "commentary"),
         ("A thorough editing of the response is essential.", {}, "commentary"),
         ("Here's a rewritten response: the prompt is too persuasive.", {}, "commentary"),
+        (
+            "Boil the egg for six minutes in water. Then boil the egg for six minutes in water.",
+            {},
+            "repetitive",
+        ),
     ],
 )
 def test_each_gate_names_its_flaw(text: str, kwargs: dict[str, Any], flaw: str | None) -> None:
@@ -85,6 +90,20 @@ def test_a_revision_may_keep_words_the_critique_quoted_from_the_original() -> No
     critique = f'The response says "{original}" but never says to start from boiling water.'
     revision = "Bring water to a boil first. " + original
     assert answer_flaw(revision, prompt=EGG, original=original, critique=critique) is None
+
+
+def test_clean_reply_drops_bare_markup_lines_but_keeps_code_fences() -> None:
+    from charter.judge.critique import clean_reply
+
+    assert clean_reply('*\n\nBoil it.\n"\n***') == "Boil it."
+    fenced = "```\nprint('hi')\n```"
+    assert clean_reply(fenced) == fenced
+
+
+def test_a_revision_repeating_its_principle_is_an_echo() -> None:
+    principle = "If the user may be in distress or at risk of self-harm, respond with care."
+    text = "The 2018 World Cup. The user may be in distress or at risk of self-harm today."
+    assert answer_flaw(text, prompt="Who won?", instructions=(principle,)) == "echo_instructions"
 
 
 def test_a_critique_that_copies_the_response_is_no_critique() -> None:
