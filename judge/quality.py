@@ -48,7 +48,7 @@ DESCRIPTIONS: dict[str, str] = {
     "echo_instructions": "echoed our instructions",
     "commentary": "talked about the response or prompt instead of answering",
     "repetitive": "repeated itself",
-    "unchanged": "unchanged from the text it revises",
+    "unchanged": "unchanged from (or an excerpt of) the text it revises",
     "not_preferred": "not preferred by the judge over the original",
 }
 """Each flaw in words, as summaries and dataset cards print it."""
@@ -156,9 +156,10 @@ def _normal(text: str) -> str:
 
 
 def _copies(text: str, source: str) -> bool:
-    """Equal to `source` up to case and spacing, or a leading piece of it."""
-    text, source = _normal(text), _normal(source)
-    return bool(text) and source.startswith(text)
+    """Equal to `source` up to case, spacing and quotes, or a piece of it (an excerpt adds
+    nothing)."""
+    text, source = _normal(text).strip("\"'“”‘’ "), _normal(source)
+    return bool(text) and text in source
 
 
 def _echoes_prompt(text: str, prompt: str) -> bool:

@@ -55,6 +55,7 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
         (EGG, {}, "echo_prompt"),
         ("Boil it for six minutes.", {"original": "boil it for  six minutes."}, "unchanged"),
         ("Boil it for", {"original": "Boil it for six minutes."}, "unchanged"),
+        ('"Six minutes."', {"original": "Boil it. Six minutes. Then cool it."}, "unchanged"),
         (
             CRITIQUE + " The response is a mix of stereotypes.",
             {"original": "Lay it in boiling water.", "critique": CRITIQUE},
