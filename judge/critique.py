@@ -25,8 +25,14 @@ from charter.constitution import Constitution, Principle
 from ._sync import synced
 from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
-from .prompts import RANDOM_NONCES, NonceSource, critique_messages, revision_messages
-from .quality import INSTRUCTION_TEXTS, Flaw, answer_flaw, critique_flaw
+from .prompts import (
+    INSTRUCTION_TEXTS,
+    RANDOM_NONCES,
+    NonceSource,
+    critique_messages,
+    revision_messages,
+)
+from .quality import Flaw, answer_flaw, critique_flaw
 from .selection import revision_schedule
 
 log = logging.getLogger(__name__)

@@ -206,6 +206,14 @@ def score_messages(
     return (Message(role="user", content=content),)
 
 
+CRITIQUE_INTRO = "Here is a prompt and a response to it."
+CRITIQUE_TASK = "Write a concise critique of the response. Do not rewrite it yet."
+REVISION_INTRO = "Here is a prompt, a response to it, and a critique of the response."
+REVISION_TASK = "Reply with the revised response only: no preamble, no markers, no commentary."
+INSTRUCTION_TEXTS = (CRITIQUE_INTRO, CRITIQUE_TASK, REVISION_INTRO, REVISION_TASK)
+"""What we write into critique and revision requests (an answer repeating it is an echo)."""
+
+
 def critique_messages(
     principle: Principle,
     prompt: str,
@@ -217,11 +225,11 @@ def critique_messages(
     texts = [prompt, response, principle.critique]
     nonce = choose_nonce(texts, nonces.drawer("critique", *texts))
     parts = [
-        "Here is a prompt and a response to it.",
+        CRITIQUE_INTRO,
         fence("PROMPT", prompt, nonce),
         fence("RESPONSE", response, nonce),
         f"Critique request: {principle.critique}",
-        "Write a concise critique of the response. Do not rewrite it yet.",
+        CRITIQUE_TASK,
     ]
     return (_system(REVISE_SYSTEM, nonce), Message(role="user", content="\n\n".join(parts)))
 
@@ -238,11 +246,11 @@ def revision_messages(
     texts = [prompt, response, critique, principle.revision]
     nonce = choose_nonce(texts, nonces.drawer("revision", *texts))
     parts = [
-        "Here is a prompt, a response to it, and a critique of the response.",
+        REVISION_INTRO,
         fence("PROMPT", prompt, nonce),
         fence("RESPONSE", response, nonce),
         fence("CRITIQUE", critique, nonce),
         f"Revision request: {principle.revision}",
-        "Reply with the revised response only: no preamble, no markers, no commentary.",
+        REVISION_TASK,
     ]
     return (_system(REVISE_SYSTEM, nonce), Message(role="user", content="\n\n".join(parts)))

@@ -20,6 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .prompts import INSTRUCTION_TEXTS
+
 Flaw = Literal[
     "failed",
     "cut_off",
@@ -52,14 +54,6 @@ DESCRIPTIONS: dict[str, str] = {
     "not_preferred": "not preferred by the judge over the original",
 }
 """Each flaw in words, as summaries and dataset cards print it."""
-
-#: Sentences we write into critique and revision requests; a text repeating them is an echo.
-INSTRUCTION_TEXTS = (
-    "Here is a prompt and a response to it.",
-    "Here is a prompt, a response to it, and a critique of the response.",
-    "Write a concise critique of the response. Do not rewrite it yet.",
-    "Reply with the revised response only: no preamble, no markers, no commentary.",
-)
 
 _MARKER = re.compile(r"<<<|>>>|\bEND_(?:PROMPT|RESPONSE|CRITIQUE)\w*|^\s*<<|<<\s*$")
 _LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
