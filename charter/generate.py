@@ -453,8 +453,9 @@ def summarise(
 ) -> dict[str, Any]:
     """Figures for a job from what is stored, so a resumed job's summary covers all of it."""
     counts = prompt_counts(db, job.id)
-    results = prompt_results(db, job.id)
-    finished = prompt_results(db, job.id, status="done")
+    attempted = prompt_results(db, job.id)
+    results = [result for _, result in attempted]
+    finished = [result for status, result in attempted if status == "done"]
     preferences = load_preferences(db, job.id)
     comparisons = [c for r in results for c in r.get("comparisons", [])]
     judgments = [j for r in results for j in stored_judgments(r)]

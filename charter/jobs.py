@@ -282,15 +282,14 @@ def prompt_counts(db: sqlite_utils.Database, job_id: str) -> dict[str, int]:
 
 
 def prompt_results(
-    db: sqlite_utils.Database, job_id: str, status: PromptStatus | None = None
-) -> list[dict[str, Any]]:
-    """The stored per-prompt results (rankings or revision chains) of attempted prompts
-    (only those with `status`, if given)."""
-    where = "job_id = ? and result is not null" + (" and status = ?" if status else "")
-    args = [job_id, status] if status else [job_id]
+    db: sqlite_utils.Database, job_id: str
+) -> list[tuple[PromptStatus, dict[str, Any]]]:
+    """Each attempted prompt's status and stored result (its ranking or revision chains)."""
     return [
-        json.loads(r["result"])
-        for r in db[JOB_PROMPTS].rows_where(where, args, order_by="position")
+        (r["status"], json.loads(r["result"]))
+        for r in db[JOB_PROMPTS].rows_where(
+            "job_id = ? and result is not null", [job_id], order_by="position"
+        )
     ]
 
 
