@@ -23,6 +23,7 @@ from charter.judge.backends.base import (
 )
 from charter.judge.backends.local import LocalTransformersModel, ModelNotFoundError
 from charter.judge.backends.options import BackendOptions
+from tests.support.event_loop import ticks_during
 from tests.support.tiny_models import tiny_model_dir  # noqa: F401
 
 QUESTION = "Which response is more helpful? Answer with a single letter, A or B."
@@ -152,23 +153,10 @@ def test_model_work_never_blocks_the_event_loop(
 
     monkeypatch.setattr(backend, "_score_batch", slow_score)
 
-    async def scenario() -> int:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(ticker())
+    async def work() -> None:
         await asyncio.gather(*(backend.choose(_messages(i), ["A", "B"]) for i in range(6)))
-        done.set()
-        await task
-        return ticks
 
-    assert asyncio.run(scenario()) >= 10  # the loop kept running through ~0.6 s of model work
+    assert ticks_during(work) >= 10  # the loop kept running through ~0.6 s of model work
 
 
 def test_generate_greedy_is_argmax_decoding(backend: LocalTransformersModel) -> None:

@@ -14,6 +14,7 @@ import pytest
 from charter.judge.backends.base import Completion, GenerationRequest, Message
 from charter.judge.backends.local import LocalTransformersModel
 from charter.judge.backends.options import BackendOptions
+from tests.support.event_loop import ticks_during
 from tests.support.tiny_models import tiny_model_dir  # noqa: F401
 
 TOPICS = (
@@ -317,24 +318,11 @@ def test_decoding_never_blocks_the_event_loop(backend: LocalTransformersModel) -
 
     handle = backend.model.register_forward_pre_hook(slow)
 
-    async def scenario() -> int:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        task = asyncio.create_task(ticker())
+    async def work() -> None:
         await asyncio.gather(*(backend.generate(_request(i, 30)) for i in range(2)))
-        done.set()
-        await task
-        return ticks
 
     try:
-        assert asyncio.run(scenario()) >= 10  # the loop kept running through ~0.3 s of decoding
+        assert ticks_during(work) >= 10  # the loop kept running through ~0.3 s of decoding
     finally:
         handle.remove()
 
