@@ -18,6 +18,7 @@ from tests.support.generation import (
     PROMPTS,
     bad,
     good,
+    make_world,
     responder,
     write_constitution,
     write_prompts,
@@ -30,12 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "principles": write_constitution(tmp_path / "principles"),
-        "prompts": write_prompts(tmp_path / "prompts.jsonl"),
-        "store": tmp_path / "store.db",
-        "tmp": tmp_path,
-    }
+    return make_world(tmp_path)
 
 
 def generate_args(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) -> list[str]:

@@ -19,10 +19,9 @@ from tests.support.generation import (
     PROMPTS,
     bad,
     good,
+    make_world,
     responder,
     revised,
-    write_constitution,
-    write_prompts,
 )
 from tests.support.scripted_server import (
     Fault,
@@ -144,15 +143,6 @@ def _candidate(prompt: str, seed: int) -> Reply:
     return replies[seed % len(replies)]
 
 
-def _compare_world(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "principles": write_constitution(tmp_path / "principles"),
-        "prompts": write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:3]),
-        "store": tmp_path / "store.db",
-        "tmp": tmp_path,
-    }
-
-
 def _compare_responder() -> PreferenceResponder:
     """The judge loves the flawed texts: only the gates can keep them from being chosen."""
     scores: dict[str, float] = {}
@@ -174,7 +164,7 @@ def _generate(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) 
 
 
 def test_flawed_candidates_are_never_ranked_or_exported(tmp_path: Path) -> None:
-    world = _compare_world(tmp_path)
+    world = make_world(tmp_path, PROMPTS[:3])
     with ScriptedJudgeServer(_compare_responder()) as server:
         summary = _generate(world, server, "-n", "6")
         judged = [b for b in server.requests if int(b.get("max_tokens") or 0) <= 4]
@@ -192,7 +182,7 @@ def test_flawed_candidates_are_never_ranked_or_exported(tmp_path: Path) -> None:
 
 
 def test_flawed_candidates_ranked_on_request_are_never_chosen(tmp_path: Path) -> None:
-    world = _compare_world(tmp_path)
+    world = make_world(tmp_path, PROMPTS[:3])
     with ScriptedJudgeServer(_compare_responder()) as server:
         summary = _generate(
             world, server, "-n", "6", "--rank-flawed-candidates", "--pairs", "margin"
@@ -262,15 +252,6 @@ def _policy_reply(body: dict[str, Any]) -> Reply:
     return Reply(good(last_user_message(body)))
 
 
-def _revise_world(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "principles": write_constitution(tmp_path / "principles"),
-        "prompts": write_prompts(tmp_path / "prompts.jsonl", REVISE_PROMPTS),
-        "store": tmp_path / "store.db",
-        "tmp": tmp_path,
-    }
-
-
 class _Both(PreferenceResponder):
     """Policy requests (no fences) get the good answer; the rest go to the reviser/judge."""
 
@@ -287,7 +268,7 @@ def _revise_server() -> ScriptedJudgeServer:
 
 
 def test_flawed_or_unpreferred_revisions_are_never_exported(tmp_path: Path) -> None:
-    world = _revise_world(tmp_path)
+    world = make_world(tmp_path, REVISE_PROMPTS)
     with _revise_server() as server:
         summary = _generate(world, server, "--mode", "revise", "-n", "1")
     assert summary["texts"] == {
@@ -311,7 +292,7 @@ def test_flawed_or_unpreferred_revisions_are_never_exported(tmp_path: Path) -> N
 
 
 def test_no_verify_revisions_keeps_the_unpreferred_but_never_the_flawed(tmp_path: Path) -> None:
-    world = _revise_world(tmp_path)
+    world = make_world(tmp_path, REVISE_PROMPTS)
     with _revise_server() as server:
         summary = _generate(world, server, "--mode", "revise", "-n", "1", "--no-verify-revisions")
         checks = [b for b in server.requests if int(b.get("max_tokens") or 0) <= 4]
@@ -371,17 +352,8 @@ def _rows(world: dict[str, Path], job_id: str) -> list[tuple[Any, ...]]:
     )
 
 
-def _world(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "principles": write_constitution(tmp_path / "principles"),
-        "prompts": write_prompts(tmp_path / "prompts.jsonl"),
-        "store": tmp_path / "store.db",
-        "tmp": tmp_path,
-    }
-
-
 def test_failed_judgments_are_asked_again_and_only_they(tmp_path: Path) -> None:
-    clean, faulty = _world(tmp_path / "clean"), _world(tmp_path / "faulty")
+    clean, faulty = make_world(tmp_path / "clean"), make_world(tmp_path / "faulty")
     with ScriptedJudgeServer(responder()) as server:
         reference = _run_job(clean, server)
     with ScriptedJudgeServer(responder(), fault_policy=_fail_some) as server:
@@ -402,7 +374,7 @@ def test_failed_judgments_are_asked_again_and_only_they(tmp_path: Path) -> None:
 def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
     tmp_path: Path,
 ) -> None:
-    world = _world(tmp_path)
+    world = make_world(tmp_path)
     with ScriptedJudgeServer(responder(), fault_policy=_fail_some) as server:
         for attempt in (1, 2):
             summary = _run_job(world, server)

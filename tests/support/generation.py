@@ -54,6 +54,17 @@ def write_prompts(path: Path, prompts: list[str] = PROMPTS) -> Path:
     return path
 
 
+def make_world(root: Path, prompts: list[str] = PROMPTS) -> dict[str, Path]:
+    """A constitution, a prompts file and a store path under `root`: what `charter generate`
+    reads in these tests."""
+    return {
+        "principles": write_constitution(root / "principles"),
+        "prompts": write_prompts(root / "prompts.jsonl", prompts),
+        "store": root / "store.db",
+        "tmp": root,
+    }
+
+
 def _text_reply(body: dict[str, Any]) -> str:
     message = last_user_message(body)
     if "Critique request:" in message:
