@@ -58,11 +58,25 @@ def test_show_json_is_stable_and_tracks_edits(principles_dir: Path) -> None:
     assert edited["digest"] != first["digest"]
 
 
-def test_env_vars_choose_directory_and_store(principles_dir: Path, store_path: Path) -> None:
+def test_env_vars_choose_directory_and_store(
+    principles_dir: Path, store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run from a directory where the defaults (./principles, ./.charter) would find nothing, on
+    # a constitution the shipped one is not (its own version), so only the variables can work.
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    header = principles_dir / "constitution.toml"
+    header.write_text(header.read_text().replace('"1.0.0"', '"7.7.7"'))
+    shown = json.loads(run("constitution", "show", "--dir", str(principles_dir), "--json")[1])
     env = {"CHARTER_PRINCIPLES": str(principles_dir), "CHARTER_STORE": str(store_path)}
-    code, out, _ = run("constitution", "freeze", "-m", "via env", env=env)
-    assert code == 0 and "froze" in out
-    assert store_path.exists()
+    code, out, err = run("constitution", "freeze", "-m", "via env", env=env)
+    assert code == 0 and "froze" in out, err
+    code, out, err = run("constitution", "log", "--json", env=env)
+    assert code == 0, err
+    [frozen] = json.loads(out)
+    assert (frozen["version"], frozen["digest"]) == ("7.7.7", shown["digest"])
+    assert list(cwd.iterdir()) == []  # nothing went to the default store
 
 
 def test_lint_passes_on_defaults_and_fails_naming_the_file(principles_dir: Path) -> None:
