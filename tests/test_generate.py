@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.support.generation import (
     good,
     make_world,
     responder,
+    revised,
     write_constitution,
     write_prompts,
 )
@@ -263,8 +265,21 @@ def test_jobs_list_and_show(world: dict[str, Path]) -> None:
 def test_export_formats_splits_and_card(world: dict[str, Path]) -> None:
     import datasets
 
+    # Three ranked candidates a prompt and every decided pair kept: three rows share each
+    # prompt, so a split keyed by anything but the prompt would put a prompt on both sides.
+    three_each = world["tmp"] / "three-each.jsonl"
+    three_each.write_text(
+        "".join(
+            json.dumps({"prompt": p, "responses": [bad(p), good(p), revised(p)]}) + "\n"
+            for p in PROMPTS
+        )
+    )
     with ScriptedJudgeServer(responder()) as server:
-        job_id = run_generate(world, server)["job_id"]
+        args = generate_args(world, server, "--pairs", "margin")
+        args[args.index("--prompts") + 1] = str(three_each)
+        code, out, err = invoke(args)
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
     store = ["--store", str(world["store"])]
     out = world["tmp"] / "hf"
     code, _, err = invoke(["export", job_id, "--format", "hf", "--out", str(out), "--split",
@@ -272,20 +287,23 @@ def test_export_formats_splits_and_card(world: dict[str, Path]) -> None:
     assert code == 0, err
     loaded = datasets.load_from_disk(str(out))
     assert set(loaded) == {"train", "test"}
-    assert loaded["train"].num_rows + loaded["test"].num_rows == len(PROMPTS)
+    split_prompts = {name: [row["prompt"][0]["content"] for row in loaded[name]] for name in loaded}
+    assert Counter(split_prompts["train"] + split_prompts["test"]) == dict.fromkeys(PROMPTS, 3)
+    assert not set(split_prompts["train"]) & set(split_prompts["test"])  # split by prompt
     assert loaded["train"][0]["chosen"][0]["role"] == "assistant"
     card = (out / "README.md").read_text()
     assert "1.0" in card and "openai:scripted" in card and "position consistency" in card
-    # The split is deterministic, and by prompt.
+    # The split is deterministic: the JSONL export puts the same prompts in test.
     again = world["tmp"] / "split"
-    invoke(["export", job_id, "--out", str(again), "--split", "test=0.25", *store])
-    test_prompts = {
+    assert invoke(["export", job_id, "--out", str(again), "--split", "test=0.25", *store])[0] == 0
+    test_prompts = [
         json.loads(x)["prompt"] for x in (again / "test.jsonl").read_text().splitlines()
-    }
-    assert test_prompts == {row["prompt"][0]["content"] for row in loaded["test"]}
+    ]
+    assert sorted(test_prompts) == sorted(split_prompts["test"])
     parquet = world["tmp"] / "prefs.parquet"
     assert invoke(["export", job_id, "--format", "parquet", "--out", str(parquet), *store])[0] == 0
-    assert datasets.load_dataset("parquet", data_files=str(parquet))["train"].num_rows == 8
+    parquet_rows = datasets.load_dataset("parquet", data_files=str(parquet))["train"].num_rows
+    assert parquet_rows == 3 * len(PROMPTS)
     code, _, err = invoke(["export", job_id, "--out", str(out), "--format", "hf", *store])
     assert code == 1 and "not empty" in err
     code, _, err = invoke(["export", job_id, "--out", "x.jsonl", "--split", "test=2", *store])
