@@ -57,7 +57,11 @@ def invoke(args: list[str]) -> tuple[int, str, str]:
 
 
 def run_generate(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) -> dict:
-    code, out, err = invoke(generate_args(world, server, *extra))
+    return run_generate_args(generate_args(world, server, *extra))
+
+
+def run_generate_args(args: list[str]) -> dict:
+    code, out, err = invoke(args)
     assert code == 0, err
     return json.loads(out)
 
@@ -185,30 +189,40 @@ def test_unreachable_judge_is_a_clear_error_and_resumable(world: dict[str, Path]
 def test_judge_failing_every_call_keeps_finished_work(world: dict[str, Path]) -> None:
     from tests.support.scripted_server import Fault
 
-    with ScriptedJudgeServer(responder(), fault_policy=lambda r: None) as server:
+    def garbage(record: object) -> Fault | None:
+        body = getattr(record, "body", None) or {}
+        return Fault.garbage() if "Principle:" in json.dumps(body) else None
+
+    with ScriptedJudgeServer(responder()) as server:
         # Finish half the prompts, then make the judge answer garbage to every verdict.
         half = world["tmp"] / "half.jsonl"
         write_prompts(half, PROMPTS[:4])
-        first = json.loads(
-            invoke([*generate_args(world, server)[:1], "--prompts", str(half),
-                    *generate_args(world, server)[3:]])[1]
-        )  # fmt: skip
+        args = generate_args(world, server)
+        args[args.index("--prompts") + 1] = str(half)
+        first = run_generate_args(args)
         assert first["preferences"] == 4
-
-        def garbage(record: object) -> Fault | None:
-            body = getattr(record, "body", None) or {}
-            return Fault.garbage() if "Principle:" in json.dumps(body) else None
 
         server.fault_policy = garbage
         code, out, err = invoke(generate_args(world, server))
-        assert code == 1
-        assert "every comparison failed" in err or "failed" in err
+        assert code == 1 and out, f"no prompt finished: {err}"
+        failing = json.loads(out)
+        # The finished half is answered from the store and done; only the new half failed.
+        assert failing["prompts"]["done"] == 4 and failing["prompts"]["failed"] == 4
+        assert failing["calls"]["judge"]["reused"] == first["calls"]["judge"]["made"]
+        assert "every comparison failed" in err
+
         server.fault_policy = None
+        before = server.calls
         code, out, err = invoke(generate_args(world, server))
         assert code == 0, err
+        asked = [json.dumps(body) for body in server.requests[before:]]
     summary = json.loads(out)
     assert summary["prompts"]["done"] == len(PROMPTS)
     assert summary["preferences"] == len(PROMPTS)
+    # The resumed run asks only the failed prompts' verdicts: their candidates were stored.
+    assert summary["calls"]["policy"]["made"] == 0
+    assert len(asked) == summary["calls"]["judge"]["made"] == first["calls"]["judge"]["made"]
+    assert not any(p in body for p in PROMPTS[:4] for body in asked)
 
 
 def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
