@@ -113,13 +113,19 @@ def test_editing_one_principle_re_asks_only_its_judgments(world: dict[str, Path]
         second = run_generate(world, server)
         new_requests = server.requests[before:]
     assert second["job_id"] != first["job_id"]  # a new constitution is a new job
-    assert new_requests, "the edited principle was sampled for some pairs"
+    # Each prompt's one pair was judged under two of the three principles, in both orders.
+    rows = export_rows(world, first["job_id"])
+    assert len(rows) == len(PROMPTS) and first["judgments"] == len(PROMPTS) * 2 * 2
+    under_honest = sum("honest" in row["principles"] for row in rows)
+    assert 0 < under_honest < len(PROMPTS), "the edited principle was sampled for some pairs"
     for body in new_requests:
         assert "Which response is more truthful?" in json.dumps(body)
     # Every judgment under the edited principle, both orders, was asked again: no more.
-    stored = first["judgments"]
-    assert len(new_requests) < stored
-    assert second["preferences"] == first["preferences"]
+    assert len(new_requests) == second["calls"]["judge"]["made"] == 2 * under_honest
+    assert second["calls"]["policy"]["made"] == 0
+    assert [
+        (r["prompt"], r["chosen"], r["principles"]) for r in export_rows(world, second["job_id"])
+    ] == [(r["prompt"], r["chosen"], r["principles"]) for r in rows]
 
 
 def test_editing_every_principle_re_asks_everything(world: dict[str, Path]) -> None:
