@@ -195,7 +195,13 @@ def test_ppo_runs_updates_with_the_trained_reward_model(
     metrics = result["metrics"]
     assert metrics["episodes"] == 8
     assert math.isfinite(metrics["score_last"]) and math.isfinite(metrics["kl_last"])
-    AutoModelForCausalLM.from_pretrained(out)  # the policy, saved alone
+    # The policy, saved alone, is the base model moved by the updates.
+    base = AutoModelForCausalLM.from_pretrained(world["model"]).state_dict()
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert trained.keys() == base.keys()
+    moved = [name for name, w in trained.items() if not w.equal(base[name])]
+    assert any(".layers." in name for name in moved), moved
+    assert all(w.isfinite().all() for w in trained.values())
     facts = json.loads((out / "charter_training.json").read_text())
     assert facts["reward_model"] == str(reward_model["dir"])
     assert facts["reward_model_data"]["jobs"] == [world["job"]]
