@@ -241,7 +241,10 @@ def test_library_sync_api_model_always_preferred(world: dict[str, Any]) -> None:
     # Separated outcomes: the ridge keeps the length fit finite, just below 1.
     assert report.overall.length_controlled is not None
     assert 0.95 < report.overall.length_controlled < 1.0
-    assert report.a_longer_rate is not None and report.mean_length_a is not None
+    # Lengths in characters: every good answer is longer than its "no" repeated.
+    assert report.a_longer_rate == 1.0
+    assert report.mean_length_a == pytest.approx(sum(map(len, good.values())) / len(good))
+    assert report.mean_length_b == pytest.approx(sum(map(len, bad.values())) / len(bad))
 
 
 # ---------------------------------------------------------------------------- bad input
