@@ -106,10 +106,18 @@ def test_choose_scores_options_from_one_forward_pass(backend: LocalTransformersM
 
 
 def test_choose_multi_token_options_use_their_first_token(backend: LocalTransformersModel) -> None:
-    result = asyncio.run(backend.choose(_messages(), ["Yes", "No"]))
+    messages = _messages()
+    result = asyncio.run(backend.choose(messages, ["Yes", "No"]))
     assert result.option_logprobs is not None
     assert set(result.option_logprobs) == {"Yes", "No"}
-    assert all(v < 0 for v in result.option_logprobs.values())
+    # The tiny vocabulary spells "Yes" as "Y" "es" and " Yes" as " " "Y" "es": the option is
+    # scored by "Y" alone (a lone space would credit every option with a space's probability).
+    tok = backend.tokenizer
+    reference, _ = _next_token_logprobs(backend, messages)
+    for option, first in (("Yes", "Y"), ("No", "N")):
+        assert tok.tokenize(option) == [first, option[1:]]
+        expected = float(reference[tok.convert_tokens_to_ids(first)])
+        assert result.option_logprobs[option] == pytest.approx(expected, abs=1e-5)
 
 
 def test_concurrent_choose_calls_are_batched_and_match_sequential(
