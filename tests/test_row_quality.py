@@ -174,7 +174,7 @@ def test_flawed_candidates_are_never_ranked_or_exported(tmp_path: Path) -> None:
         "kept": 6,
         "rejected": {"cut_off": 3, "echo_prompt": 3, "empty": 3, "marker": 3},
     }
-    flawed = (CUT, MARKER, "\nWell.")
+    flawed = (CUT, MARKER, "\\nWell.")  # as JSON spells the echo's newline
     assert judged and not any(f in json.dumps(b) for b in judged for f in flawed)
     rows = export_rows(world, summary["job_id"])
     assert len(rows) == 3
@@ -187,6 +187,9 @@ def test_flawed_candidates_ranked_on_request_are_never_chosen(tmp_path: Path) ->
         summary = _generate(
             world, server, "-n", "6", "--rank-flawed-candidates", "--pairs", "margin"
         )
+        judged = [json.dumps(b) for b in server.requests if int(b.get("max_tokens") or 0) <= 4]
+    # Ranked they were: the judge was asked about every flawed kind but the empty text.
+    assert all(any(f in body for body in judged) for f in (CUT, MARKER, "\\nWell."))
     rows = export_rows(world, summary["job_id"])
     chosen = {r["chosen"] for r in rows}
     assert chosen == {good(p) for p in PROMPTS[:3]}  # the judge's favourites were cut off
