@@ -361,10 +361,12 @@ def test_saved_dataset_and_export_dirs_load_with_their_test_split(tmp_path: Path
     assert len(data.train) == 3 and data.test is not None and len(data.test) == 1
     export = tmp_path / "export"
     export.mkdir()
+    held = [{**row, "prompt": f"Held {i}"} for i in range(2)]  # told apart from the train row
     (export / "train.jsonl").write_text(json.dumps(row) + "\n")
-    (export / "test.jsonl").write_text(json.dumps(row) + "\n")
+    (export / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held))
     data = load_preference_data(export)
-    assert len(data.train) == 1 and data.test is not None
+    assert [r["prompt"] for r in data.train] == ["Q"]
+    assert data.test is not None and [r["prompt"] for r in data.test] == ["Held 0", "Held 1"]
 
 
 def test_line_separator_characters_inside_strings_do_not_split_rows(tmp_path: Path) -> None:
