@@ -241,16 +241,20 @@ def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
     latin1 = world["tmp"] / "latin1.txt"
     latin1.write_bytes(b"caf\xe9\n")
     with ScriptedJudgeServer(responder()) as server:
+        # Each needle names the file, the place and the fault (the file's directory is the
+        # test's, whose name holds "prompt": a bare "prompt" would match any message).
         for path, needle in [
-            (empty, "empty.jsonl"),
-            (broken, "broken.jsonl: line 2"),
-            (wrong_column, "prompt"),
-            (latin1, "latin1.txt"),
+            (empty, "empty.jsonl: the file is empty"),
+            (broken, "broken.jsonl: line 2: malformed JSON"),
+            (wrong_column, "wrong.jsonl: line 1: no 'prompt' column"),
+            (latin1, "latin1.txt: line 1: not valid UTF-8"),
         ]:
             args = generate_args(world, server)
             args[args.index("--prompts") + 1] = str(path)
             code, _, err = invoke(args)
-            assert code == 1 and needle in err and "Traceback" not in err
+            assert code == 1 and "Traceback" not in err
+            [line] = err.strip().splitlines()
+            assert needle in line, line
         assert server.calls == 0
     assert not (world["store"].exists() and "jobs" in _tables(world["store"]) and _jobs(world))
 
