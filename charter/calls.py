@@ -9,7 +9,7 @@ The judge's prompts carry nonces that fence untrusted text; for those prompts to
 repeatable (and so cacheable) the judge draws nonces from a keyed hash of each question's
 inputs (see `charter.judge.prompts.KeyedNonces`) with a secret kept in the store. The key
 thus includes the principle's own text: editing one principle changes only the calls asked
-under it, which are the only ones asked again (design guide §6).
+under it, which are the only ones asked again.
 
 Failed calls and unusable replies (a verdict that names no option, an empty text) are not
 remembered: a re-run asks them again, so a judge that misbehaved for a while is given another

@@ -1,6 +1,6 @@
 """Principles, loaded from files, frozen into versioned constitutions, linted and diffed.
 
-This package imports nothing else of charter (design guide §2).
+This package imports nothing else of charter.
 """
 
 from .diff import ConstitutionDiff, FieldChange, PrincipleChange, diff_constitutions
