@@ -6,6 +6,7 @@ its job id, as a user would run it. Models are built by the test (no hub, no net
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -208,6 +209,17 @@ def test_ppo_runs_updates_with_the_trained_reward_model(
     assert facts["hyperparameters"]["kl_coef"] == 0.1
 
 
+def prefers_by_digest(body: dict[str, Any]) -> Reply:
+    """A consistent judge whose preference does not track length, so short sampled completions
+    win against a long reference about half the time and GRPO's rewards vary within a group."""
+    slots = {name: text for name, _, text in SLOT.findall(last_user_message(body))}
+    if set(slots) != {"A", "B"}:
+        return Reply("Scripted text.")
+    digest = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in slots.items()}
+    answer, other = ("A", "B") if digest["A"] > digest["B"] else ("B", "A")
+    return Reply(answer, top_logprobs=[(answer, math.log(0.9)), (other, math.log(0.1))])
+
+
 def longer_is_better(body: dict[str, Any]) -> Reply:
     """A judge that prefers the longer response (ties even); anything else is not a verdict."""
     slots = {name: text for name, _, text in SLOT.findall(last_user_message(body))}
@@ -221,8 +233,10 @@ def longer_is_better(body: dict[str, Any]) -> Reply:
 
 
 def test_grpo_uses_the_judge_as_reward(world: dict[str, Any], tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
     out = tmp_path / "grpo"
-    with ScriptedJudgeServer(longer_is_better) as server:
+    with ScriptedJudgeServer(prefers_by_digest) as server:
         result = train("grpo", *job_args(world), "--out", str(out), "--dir",
                        str(world["principles"]), "--judge", "openai:scripted",
                        "--judge-base-url", server.base_url, "--num-generations", "4",
@@ -237,6 +251,10 @@ def test_grpo_uses_the_judge_as_reward(world: dict[str, Any], tmp_path: Path) ->
     assert metrics["judge_failed_comparisons"] == 0
     assert 0.0 <= metrics["reward_last"] <= 1.0
     assert len(requests) == metrics["judge_comparisons"] * 2 * 2  # K=2 principles, both orders
+    # The judge's rewards reached the optimiser: the saved policy moved from the base.
+    base = AutoModelForCausalLM.from_pretrained(world["model"]).state_dict()
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert any(".layers." in n and not w.equal(base[n]) for n, w in trained.items())
     facts = json.loads((out / "charter_training.json").read_text())
     assert facts["online_judge"]["judge"] == "openai:scripted"
     assert facts["online_judge"]["reward_mode"] == "reference"
