@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -17,18 +18,21 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from charter.calls import CachedModel, CallStats
 from charter.cli.main import cli
 from charter.client import CharterAPIError, CharterClient
 from charter.constitution import freeze, load_constitution
 from charter.export import export_job
 from charter.inputs import PromptRecord
 from charter.jobs import JobSpec, create_or_get_job, set_status
+from charter.judge.backends.base import GenerationRequest, Message
 from charter.service import records
 from charter.service.app import create_app
 from charter.service.options import JobOptions
 from charter.service.settings import ServiceSettings, SettingsError, owner_of
 from charter.store import open_store
 from tests.support.generation import PROMPTS, bad, good, responder, write_constitution
+from tests.support.judge_helpers import scripted_model
 from tests.support.scripted_server import Fault, ScriptedJudgeServer
 from tests.support.service import (
     TOKEN_A,
@@ -575,6 +579,36 @@ def test_another_tokens_identical_request_is_a_job_of_its_own(
     with sqlite3.connect(settings.store_path) as conn:
         owners = dict(conn.execute("SELECT job_id, owner FROM service_job_owners").fetchall())
     assert owners == {mine.id: owner_of(TOKEN_A), done.id: owner_of(TOKEN_B)}
+
+
+def test_a_call_first_made_for_another_tenant_counts_and_takes_as_a_new_call(
+    tmp_path: Path,
+) -> None:
+    """Shared calls are not paid twice, yet neither a tenant's counts nor its waiting tell it
+    that someone else asked first; a tenant's own repeats (and the CLI's) are plain reuse."""
+    request = GenerationRequest(messages=(Message(role="user", content=PROMPT),), max_tokens=32)
+    db = open_store(tmp_path / "calls.db")
+
+    async def timed(tenant: str | None) -> tuple[float, CallStats]:
+        cached = CachedModel(scripted_model(server), db, tenant)
+        started = time.monotonic()
+        await cached.generate(request)
+        elapsed = time.monotonic() - started
+        await cached.aclose()
+        return elapsed, cached.stats
+
+    with ScriptedJudgeServer(responder(), latency_s=0.4) as server:
+        first, made = asyncio.run(timed("tenant-a"))
+        assert server.calls == 1 and (made.made, made.reused) == (1, 0) and first >= 0.4
+        other, new_to_b = asyncio.run(timed("tenant-b"))
+        assert server.calls == 1  # answered from the store
+        assert (new_to_b.made, new_to_b.reused) == (1, 0) and other >= 0.35
+        again, reused = asyncio.run(timed("tenant-a"))
+        assert (reused.made, reused.reused) == (0, 1) and again < 0.2
+        cli, cli_stats = asyncio.run(timed(None))
+        assert (cli_stats.made, cli_stats.reused) == (0, 1) and cli < 0.2
+        assert server.calls == 1
+    db.close()
 
 
 def test_a_token_cannot_cancel_anothers_running_job(tmp_path: Path) -> None:
