@@ -14,10 +14,17 @@ under it, which are the only ones asked again.
 Failed calls and unusable replies (a verdict that names no option, an empty text) are not
 remembered: a re-run asks them again, so a judge that misbehaved for a while is given another
 chance rather than having its bad answers replayed.
+
+The service's tenants share the stored calls (no call is paid twice), but what one tenant
+learns from its job must not tell it what another asked. A `CachedModel` with a `tenant`
+therefore counts a stored call as `reused` only if that tenant has had it before (the
+`call_tenants` table); a call first made for someone else counts as `made`, and is answered
+after as long as it first took, as a call of its own would be.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -32,6 +39,7 @@ from charter.judge.backends.base import ChatModel, Completion, GenerationRequest
 from charter.judge.parse import parse_option
 
 CALLS = "calls"
+CALL_TENANTS = "call_tenants"
 SECRETS = "secrets"
 #: `GenerationRequest` fields newer than the store format: keyed only when set.
 _ADDED_LATER = ("frequency_penalty",)
@@ -39,7 +47,8 @@ _ADDED_LATER = ("frequency_penalty",)
 
 @dataclass
 class CallStats:
-    """How many calls were answered from the store and how many went to the model."""
+    """How many calls were answered from the store and how many went to the model (for a
+    tenant: how many it had had before, and how many were new to it)."""
 
     reused: int = 0
     made: int = 0
@@ -58,6 +67,10 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
         )
     if SECRETS not in db.table_names():
         db[SECRETS].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
+    if CALL_TENANTS not in db.table_names():
+        db[CALL_TENANTS].create(  # type: ignore[union-attr]
+            {"key": str, "tenant": str}, pk=("key", "tenant")
+        )
 
 
 def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
@@ -73,12 +86,16 @@ def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
 
 
 class CachedModel:
-    """A `ChatModel` that answers repeated calls from the store."""
+    """A `ChatModel` that answers repeated calls from the store; `tenant`: whose calls these
+    are, so its counts and timings reveal nothing of other tenants' calls."""
 
-    def __init__(self, inner: ChatModel, db: sqlite_utils.Database) -> None:
+    def __init__(
+        self, inner: ChatModel, db: sqlite_utils.Database, tenant: str | None = None
+    ) -> None:
         ensure_tables(db)
         self.inner = inner
         self.db = db
+        self.tenant = tenant
         self.stats = CallStats()
 
     @property
@@ -122,8 +139,15 @@ class CachedModel:
     ) -> Completion:
         row = self.db.execute(f"SELECT completion FROM {CALLS} WHERE key = ?", [key]).fetchone()
         if row is not None:
-            self.stats.reused += 1
-            return Completion.model_validate_json(row[0])
+            stored = Completion.model_validate_json(row[0])
+            if self._had(key):
+                self.stats.reused += 1
+                return stored
+            await asyncio.sleep(stored.latency_s)  # as slow as the call it stands for
+            with self.db.conn:
+                self._note(key)
+            self.stats.made += 1
+            return stored
         completion = await call()
         self.stats.made += 1
         if not usable(completion):
@@ -141,7 +165,26 @@ class CachedModel:
                     datetime.now(UTC).isoformat(),
                 ],
             )
+            self._note(key)
         return completion
+
+    def _had(self, key: str) -> bool:
+        """Whether this model's tenant has had the stored call `key` before (always, without
+        a tenant: the CLI's store is its own)."""
+        if self.tenant is None:
+            return True
+        row = self.db.execute(
+            f"SELECT 1 FROM {CALL_TENANTS} WHERE key = ? AND tenant = ?", [key, self.tenant]
+        ).fetchone()
+        return row is not None
+
+    def _note(self, key: str) -> None:
+        """Record that this model's tenant has had the call `key` (inside a transaction)."""
+        if self.tenant is not None:
+            self.db.execute(
+                f"INSERT OR IGNORE INTO {CALL_TENANTS} (key, tenant) VALUES (?, ?)",
+                [key, self.tenant],
+            )
 
 
 def _has_text(completion: Completion) -> bool:

@@ -127,21 +127,24 @@ async def run_job(
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     prices: Prices | None = None,
+    resume_with: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) `job` to the end and return its summary.
 
     `concurrency` bounds the prompts in flight; the models bound their own requests. A prompt
     whose model calls did not all succeed is left failed, to be asked again (only the failed
     calls: the others are answered from the store) by the next run, until its `max_attempts`-th
-    run, which keeps what succeeded and records what did not.
+    run, which keeps what succeeded and records what did not. `resume_with` is how the job's
+    owner resumes it, for the error of a job left with failed prompts (default: the CLI's
+    `charter generate --resume`).
     """
     ensure_tables(db)  # a store from an earlier release gains the columns rows now carry
     calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
     retried = reset_failed(db, job.id)
     if retried:
         log.info("retrying %d prompt(s) that failed before", retried)
-    cached_judge = CachedModel(judge, db)
-    cached_policy = CachedModel(policy, db) if policy is not None else None
+    cached_judge = CachedModel(judge, db, job.spec.tenant)
+    cached_policy = CachedModel(policy, db, job.spec.tenant) if policy is not None else None
     nonces = KeyedNonces(store_secret(db))
     pending = job_prompts(db, job.id, status="pending")
     counts = prompt_counts(db, job.id)
@@ -210,9 +213,10 @@ async def run_job(
         raise JobFailed(error)
     failed = summary["prompts"]["failed"]
     if failed:
+        resume = resume_with or f"`charter generate --resume {job.id}`"
         summary["error"] = (
             f"{failed} prompt(s) failed (last error: {failures[-1] if failures else 'unknown'}); "
-            f"resume with `charter generate --resume {job.id}`"
+            f"resume with {resume}"
         )
         set_status(db, job.id, "failed", summary=summary, error=summary["error"])
     else:

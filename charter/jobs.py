@@ -39,11 +39,14 @@ _LEGACY_JUDGE_FIELDS = ("seed", "principles", "revisions", "cot")
 
 
 class JobSpec(BaseModel):
-    """Everything that determines a job's output. Equal specs make the same job.
+    """Everything that determines a job's output, and whose job it is. Equal specs make the
+    same job.
 
     `judge_config` is the whole effective `JudgeConfig` (its protocol resolved for the judge)
     and `calibration` the id of the calibration its `p_chosen` went through, so changing any
-    setting that changes the rows changes the job id.
+    setting that changes the rows changes the job id. `tenant` keeps the service's tenants
+    apart: two tokens sending the same request get two jobs (their model calls are still
+    shared underneath, through the `calls` table).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,6 +64,10 @@ class JobSpec(BaseModel):
     calibration: str | None = None
     prompts_digest: str
     constitution_digest: str
+    tenant: str | None = Field(
+        default=None,
+        description="The service owner (a token's hash) the job belongs to; None for the CLI's.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -86,7 +93,10 @@ class JobSpec(BaseModel):
 
     @property
     def job_id(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A hash of the spec; a job without a tenant hashes as before tenants existed, so the
+        CLI's jobs keep their ids."""
+        untenanted = {"tenant"} if self.tenant is None else None
+        blob = json.dumps(self.model_dump(mode="json", exclude=untenanted), sort_keys=True)
         return "job-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

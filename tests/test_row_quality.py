@@ -363,6 +363,7 @@ def test_failed_judgments_are_asked_again_and_only_they(tmp_path: Path) -> None:
         first = _run_job(faulty, server)
         failed = [r.body for r in server.log if r.fault is not None]
     assert first["prompts"]["failed"] == 2 and "attempt 1 of 3" in first["error"]
+    assert first["error"].endswith(f"resume with `charter generate --resume {first['job_id']}`")
     assert first["backend_failures"] == len(failed) // 2 > 0  # each failed call was tried twice
     assert len(_rows(faulty, first["job_id"])) == len(PROMPTS) - 2
 

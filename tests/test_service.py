@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+import socket
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +18,21 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from charter.calls import CachedModel, CallStats
 from charter.cli.main import cli
 from charter.client import CharterAPIError, CharterClient
 from charter.constitution import freeze, load_constitution
 from charter.export import export_job
+from charter.inputs import PromptRecord
+from charter.jobs import JobSpec, create_or_get_job, set_status
+from charter.judge.backends.base import GenerationRequest, Message
+from charter.service import records
+from charter.service.app import create_app
+from charter.service.options import JobOptions
 from charter.service.settings import ServiceSettings, SettingsError, owner_of
 from charter.store import open_store
 from tests.support.generation import PROMPTS, bad, good, responder, write_constitution
+from tests.support.judge_helpers import scripted_model
 from tests.support.scripted_server import Fault, ScriptedJudgeServer
 from tests.support.service import (
     TOKEN_A,
@@ -104,20 +116,19 @@ def test_readiness_fails_when_the_judge_is_unreachable(tmp_path: Path) -> None:
     assert "127.0.0.1:9" not in ready.text
 
 
-V1_ENDPOINTS = [
-    ("POST", "/v1/feedback/compare"),
-    ("POST", "/v1/feedback/critique"),
-    ("POST", "/v1/feedback/rank"),
-    ("POST", "/v1/jobs"),
-    ("GET", "/v1/jobs"),
-    ("GET", "/v1/jobs/job-000000000000"),
-    ("GET", "/v1/jobs/job-000000000000/preferences"),
-    ("POST", "/v1/jobs/job-000000000000/cancel"),
-    ("POST", "/v1/jobs/job-000000000000/resume"),
-    ("GET", "/v1/constitutions"),
-    ("GET", "/v1/constitutions/current"),
-    ("GET", "/v1/constitutions/diff?a=current"),
-]
+PATH_SAMPLES = {"job_id": "job-000000000000", "ref": "current"}
+"""A valid value for each path parameter of a /v1 route (a new parameter needs one here)."""
+
+
+def v1_endpoints(settings: ServiceSettings) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves under /v1, read from its route table (its OpenAPI
+    paths), so a route added later is covered without anyone remembering to list it."""
+    endpoints = []
+    for template, operations in create_app(settings).openapi()["paths"].items():
+        if template.startswith("/v1/"):
+            path = re.sub(r"\{(\w+)\}", lambda m: PATH_SAMPLES[m.group(1)], template)
+            endpoints += [(method.upper(), path) for method in sorted(operations)]
+    return endpoints
 
 
 @pytest.mark.parametrize(
@@ -132,10 +143,16 @@ V1_ENDPOINTS = [
     ids=["none", "wrong", "basic", "suffix", "empty"],
 )
 def test_every_v1_endpoint_refuses_a_missing_or_bad_token(
-    service: RunningService, judge_server: ScriptedJudgeServer, headers: dict[str, str]
+    service: RunningService,
+    settings: ServiceSettings,
+    judge_server: ScriptedJudgeServer,
+    headers: dict[str, str],
 ) -> None:
     body = {"prompt": PROMPT, "a": good(PROMPT), "b": bad(PROMPT), "prompts": [PROMPT]}
-    for method, path in V1_ENDPOINTS:
+    endpoints = v1_endpoints(settings)
+    assert {("POST", "/v1/jobs"), ("GET", "/v1/constitutions/diff")} <= set(endpoints)
+    assert len(endpoints) >= 12
+    for method, path in endpoints:
         response = httpx.request(method, service.base_url + path, headers=headers, json=body)
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["www-authenticate"] == "Bearer"
@@ -195,6 +212,73 @@ def test_named_constitution_and_model(
     with pytest.raises(CharterAPIError) as missing:
         client.compare(PROMPT, good(PROMPT), bad(PROMPT), constitution="9.9")
     assert missing.value.status == 404 and "9.9" in missing.value.message
+
+
+def closed_port_url() -> str:
+    """An endpoint on a loopback port nothing listens on: connections to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+FEEDBACK_CALLS = {
+    "compare": ("/v1/feedback/compare", {"prompt": PROMPT, "a": good(PROMPT), "b": bad(PROMPT)}),
+    "critique": ("/v1/feedback/critique", {"prompt": PROMPT, "response": good(PROMPT)}),
+    "rank": ("/v1/feedback/rank", {"prompt": PROMPT, "responses": [bad(PROMPT), good(PROMPT)]}),
+}
+JUDGE_FAULTS = {  # what the judge does, and the answer the service then gives
+    "down": (None, 503, "judge_unreachable"),
+    "http_500": (Fault.http(500, message="upstream exploded"), 502, "judge_failed"),
+    "slow": (Fault.delay(3.0), 504, "judge_timeout"),
+}
+
+
+@pytest.mark.parametrize("fault", list(JUDGE_FAULTS))
+def test_feedback_without_a_usable_answer_is_a_5xx_saying_why(tmp_path: Path, fault: str) -> None:
+    injected, status, code = JUDGE_FAULTS[fault]
+    with ScriptedJudgeServer(responder()) as server:
+        endpoint = closed_port_url() if fault == "down" else server.base_url
+        settings = settings_for(
+            tmp_path, server, judge_base_url=endpoint, timeout_s=0.5, max_retries=0
+        )
+        server.fault_policy = lambda record: injected
+        with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as c:
+            for name, (path, body) in FEEDBACK_CALLS.items():
+                started = time.monotonic()
+                response = c.http.post(path, json=body)
+                assert response.status_code == status, (name, response.text)
+                error = error_of(response)
+                assert error["code"] == code, name
+                assert error["message"].startswith("no result: the judge"), error
+                assert "\n" not in error["message"] and "Traceback" not in response.text
+                assert endpoint not in response.text and "the configured endpoint" in response.text
+                assert time.monotonic() - started < 2.5, name  # one attempt, bounded by timeout_s
+        if fault == "down":
+            assert server.calls == 0
+        else:
+            assert server.calls > 0 and all(r.fault == injected for r in server.log)
+
+
+def test_unusable_verdicts_are_a_502(tmp_path: Path) -> None:
+    with ScriptedJudgeServer(responder(), fault_policy=lambda r: Fault.garbage()) as server:
+        settings = settings_for(tmp_path, server, max_retries=0)
+        with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as c:
+            for name in ("compare", "rank"):
+                path, body = FEEDBACK_CALLS[name]
+                response = c.http.post(path, json=body)
+                assert response.status_code == 502, response.text
+                error = error_of(response)
+                assert error["code"] == "judge_failed"
+                assert error["message"].startswith("no result: the judge's replies could not")
+
+
+def test_a_partly_failed_comparison_is_still_an_answer(
+    client: CharterClient, judge_server: ScriptedJudgeServer
+) -> None:
+    judge_server.enqueue(Fault.http(403, message="one refused question"))
+    result = client.compare(PROMPT, good(PROMPT), bad(PROMPT))
+    assert result.winner == "a" and result.failed == 1 and len(result.judgments) == 4
 
 
 INVALID = [
@@ -299,31 +383,38 @@ def test_request_bodies_over_the_limit_are_refused(tmp_path: Path) -> None:
 
 
 def test_no_stack_trace_or_secret_in_responses_or_logs(
-    client: CharterClient,
-    settings: ServiceSettings,
+    tmp_path: Path,
     judge_server: ScriptedJudgeServer,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    key = "sk-live-123"
+    monkeypatch.setenv("OPENAI_API_KEY", key)  # the service's real key, which a server echoes
     caplog.set_level(logging.DEBUG)
-    judge_server.fault_policy = lambda record: Fault.http(401, message="bad key sk-live-123")
-    failed = client.compare(PROMPT, good(PROMPT), bad(PROMPT))
-    assert failed.winner is None and all(j.error for j in failed.judgments)
-    raw = client.http.post("/v1/feedback/compare", json={"prompt": "p", "a": "x", "b": "y"})
-    assert settings.judge_base_url and settings.judge_base_url not in raw.text
-    assert "the configured endpoint" in raw.text
+    settings = settings_for(tmp_path, judge_server)
+    judge_server.fault_policy = lambda record: Fault.http(401, message=f"bad key {key}")
+    with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as client:
+        raw = client.http.post("/v1/feedback/compare", json={"prompt": "p", "a": "x", "b": "y"})
+        assert judge_server.log[-1].headers["authorization"] == f"Bearer {key}"  # the key is live
+        assert raw.status_code == 502 and error_of(raw)["code"] == "judge_failed"
+        assert "HTTP 401: bad key [redacted]" in error_of(raw)["message"]
+        assert key not in raw.text
+        assert settings.judge_base_url and settings.judge_base_url not in raw.text
+        assert "the configured endpoint" in raw.text
 
-    async def broken(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("internal detail sk-secret-999")
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("internal detail sk-secret-999")
 
-    monkeypatch.setattr("charter.service.app.judge_compare", broken)
-    crash = client.http.post("/v1/feedback/compare", json={"prompt": "p", "a": "x", "b": "y"})
+        monkeypatch.setattr("charter.service.app.judge_compare", broken)
+        crash = client.http.post("/v1/feedback/compare", json={"prompt": "p", "a": "x", "b": "y"})
     assert crash.status_code == 500
     assert error_of(crash) == {
         "code": "internal_error",
         "message": "internal error; see the service log",
         "fields": [],
     }
+    assert "bad key [redacted]" in caplog.text  # the judge's failure was logged, scrubbed
+    assert key not in caplog.text
     assert "RuntimeError: internal" not in caplog.text and "sk-secret-999" not in caplog.text
     assert "Traceback" not in caplog.text
     assert all(record.exc_info is None for record in caplog.records)
@@ -406,6 +497,18 @@ def test_upload_job_and_bad_uploads(
     assert nofile.status_code == 422 and "file" in error_of(nofile)["message"]
 
 
+def test_a_corrupt_parquet_upload_names_the_clients_file(client: CharterClient) -> None:
+    name = "my prompts.parquet"
+    response = client.http.post("/v1/jobs", files={"file": (name, b"PAR1 not really parquet")})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_prompts"
+    assert error["message"].startswith(f"{name}: cannot read as Parquet"), error
+    assert f"'{name}'" in error["message"]  # where the reader named the file, it is the client's
+    assert tempfile.gettempdir() not in response.text and "charter-upload" not in response.text
+    assert "upload.parquet" not in response.text
+
+
 def test_a_job_is_visible_only_to_its_owner(
     service: RunningService, client: CharterClient, settings: ServiceSettings
 ) -> None:
@@ -429,6 +532,144 @@ def test_a_job_is_visible_only_to_its_owner(
     for path in settings.store_path.parent.glob("service.db*"):
         data = path.read_bytes()
         assert TOKEN_A.encode() not in data and TOKEN_B.encode() not in data
+
+
+def test_another_tokens_identical_request_is_a_job_of_its_own(
+    service: RunningService,
+    client: CharterClient,
+    settings: ServiceSettings,
+    judge_server: ScriptedJudgeServer,
+) -> None:
+    mine = client.wait_for_job(client.create_job(PROMPTS[:3]).job.id, timeout=60)
+    assert mine.state == "done"
+    paid = judge_server.calls
+    with CharterClient(service.base_url, TOKEN_B) as other:
+        created = other.http.post("/v1/jobs", json={"prompts": PROMPTS[:3]})
+        assert created.status_code == 201 and created.json()["created"] is True
+        theirs = created.json()["job"]
+        assert theirs["id"] != mine.id and theirs["state"] in ("queued", "running")
+        done = other.wait_for_job(theirs["id"], timeout=60)
+        assert done.state == "done" and done.preferences == mine.preferences
+        assert judge_server.calls == paid  # the shared calls were not paid for twice
+        # To B, every call is new: the counts say nothing of A having asked first.
+        assert done.summary["calls"] == mine.summary["calls"]
+        assert done.summary["calls"]["judge"]["reused"] == 0
+        assert done.summary["calls"]["judge"]["made"] > 0
+        rows = [(r["prompt"], r["chosen"], r["job_id"]) for r in other.preferences(done.id)]
+        assert {r[2] for r in rows} == {done.id}
+        assert [(r["prompt"], r["chosen"]) for r in client.preferences(mine.id)] == [
+            r[:2] for r in rows
+        ]
+        for call in (
+            lambda: other.job(mine.id),
+            lambda: other.preference_page(mine.id),
+            lambda: other.cancel_job(mine.id),
+            lambda: other.resume_job(mine.id),
+            lambda: client.job(done.id),
+            lambda: client.cancel_job(done.id),
+        ):
+            with pytest.raises(CharterAPIError) as refused:
+                call()
+            assert refused.value.status == 404
+        again = other.http.post("/v1/jobs", json={"prompts": PROMPTS[:3]})
+        assert again.status_code == 200 and again.json()["created"] is False
+        assert again.json()["job"]["id"] == done.id  # the same token: the same job
+        assert [j.id for j in other.jobs()] == [done.id]
+    assert [j.id for j in client.jobs()] == [mine.id]
+    with sqlite3.connect(settings.store_path) as conn:
+        owners = dict(conn.execute("SELECT job_id, owner FROM service_job_owners").fetchall())
+    assert owners == {mine.id: owner_of(TOKEN_A), done.id: owner_of(TOKEN_B)}
+
+
+def test_a_call_first_made_for_another_tenant_counts_and_takes_as_a_new_call(
+    tmp_path: Path,
+) -> None:
+    """Shared calls are not paid twice, yet neither a tenant's counts nor its waiting tell it
+    that someone else asked first; a tenant's own repeats (and the CLI's) are plain reuse."""
+    request = GenerationRequest(messages=(Message(role="user", content=PROMPT),), max_tokens=32)
+    db = open_store(tmp_path / "calls.db")
+
+    async def timed(tenant: str | None) -> tuple[float, CallStats]:
+        cached = CachedModel(scripted_model(server), db, tenant)
+        started = time.monotonic()
+        await cached.generate(request)
+        elapsed = time.monotonic() - started
+        await cached.aclose()
+        return elapsed, cached.stats
+
+    with ScriptedJudgeServer(responder(), latency_s=0.6) as server:
+        first, made = asyncio.run(timed("tenant-a"))
+        assert server.calls == 1 and (made.made, made.reused) == (1, 0) and first >= 0.6
+        other, new_to_b = asyncio.run(timed("tenant-b"))
+        assert server.calls == 1  # answered from the store
+        assert (new_to_b.made, new_to_b.reused) == (1, 0) and other >= 0.55
+        again, reused = asyncio.run(timed("tenant-a"))
+        assert (reused.made, reused.reused) == (0, 1) and again < 0.3
+        cli, cli_stats = asyncio.run(timed(None))
+        assert (cli_stats.made, cli_stats.reused) == (0, 1) and cli < 0.3
+        assert server.calls == 1
+    db.close()
+
+
+def test_a_token_cannot_cancel_anothers_running_job(tmp_path: Path) -> None:
+    with ScriptedJudgeServer(responder(), latency_s=0.05) as server:
+        slow = settings_for(tmp_path, server, job_concurrency=1)
+        with running_service(slow) as running, CharterClient(running.base_url, TOKEN_A) as a:
+            job = a.create_job(PROMPTS).job
+            with CharterClient(running.base_url, TOKEN_B) as b:
+                copy = b.create_job(PROMPTS).job
+                assert copy.id != job.id
+                with pytest.raises(CharterAPIError) as refused:
+                    b.cancel_job(job.id)
+                assert refused.value.status == 404
+                assert b.cancel_job(copy.id).state == "cancelled"
+            assert a.job(job.id).state in ("queued", "running")
+            assert a.wait_for_job(job.id, timeout=60).state == "done"
+
+
+def test_jobs_without_a_tenant_keep_their_ids() -> None:
+    """The CLI's job ids are hashes of their specs: adding tenants must not change them."""
+    spec = JobSpec(prompts_digest="0" * 64, constitution_digest="1" * 64)
+    assert spec.job_id == "job-80e787cfb990"
+    revise = JobSpec(mode="revise", n=3, prompts_digest="a" * 64, constitution_digest="b" * 64)
+    assert revise.job_id == "job-a51cf26e1cdf"
+    assert spec.model_copy(update={"tenant": owner_of(TOKEN_A)}).job_id != spec.job_id
+
+
+def test_jobs_shared_before_tenants_are_left_to_their_first_owner(
+    tmp_path: Path, judge_server: ScriptedJudgeServer
+) -> None:
+    """A store from before tenants may hold a job two tokens co-own: only the first keeps it."""
+    settings = settings_for(tmp_path, judge_server)
+    db = open_store(settings.store_path)
+    records.ensure_tables(db)
+    constitution = load_constitution(settings.principles_dir)
+    prompts = [PromptRecord(prompt=PROMPT, responses=(good(PROMPT), bad(PROMPT)), source="x")]
+    spec = JobOptions().to_spec(
+        prompts, constitution, default_judge="openai:scripted", default_policy="openai:scripted"
+    )
+    shared, _ = create_or_get_job(db, spec, constitution, prompts, "inline")
+    set_status(db, shared.id, "cancelled")
+    first, later = (owner_of(TOKEN_A), "2024-01-01"), (owner_of(TOKEN_B), "2024-02-01")
+    with db.conn:  # the old service's co-ownership: B sent A's request a month later
+        db.conn.executemany(
+            "INSERT INTO service_job_owners (job_id, owner, added_at) VALUES (?, ?, ?)",
+            [(shared.id, *later), (shared.id, *first)],
+        )
+    db.close()
+    with running_service(settings) as running:
+        with CharterClient(running.base_url, TOKEN_A) as a:
+            assert [j.id for j in a.jobs()] == [shared.id]
+            assert a.job(shared.id).state == "cancelled"
+        with CharterClient(running.base_url, TOKEN_B) as b:
+            assert b.jobs() == []
+            for call in (lambda: b.job(shared.id), lambda: b.cancel_job(shared.id)):
+                with pytest.raises(CharterAPIError) as refused:
+                    call()
+                assert refused.value.status == 404
+    with sqlite3.connect(settings.store_path) as conn:
+        kept = conn.execute("SELECT count(*) FROM job_prompts WHERE job_id = ?", [shared.id])
+        assert kept.fetchone()[0] == 1  # the job itself is kept
 
 
 def test_cancel_then_resume_finishes_without_repeating_calls(tmp_path: Path) -> None:
@@ -483,6 +724,26 @@ def test_a_failing_judge_fails_the_job_with_a_clean_error(tmp_path: Path) -> Non
             assert view.state == "failed"
             assert view.error and "stopped after the first" in view.error
             assert view.errors and server.base_url not in json.dumps(view.model_dump())
+            server.fault_policy = None
+            c.resume_job(view.id)
+            assert c.wait_for_job(view.id, timeout=60).state == "done"
+
+
+def test_a_failed_service_job_names_the_resume_endpoint(tmp_path: Path) -> None:
+    unlucky = PROMPTS[1]
+
+    def fail_one(record: Any) -> Fault | None:
+        return Fault.http(400, message="nope") if unlucky in json.dumps(record.body) else None
+
+    with ScriptedJudgeServer(responder(), fault_policy=fail_one) as server:
+        settings = settings_for(tmp_path, server)
+        with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as c:
+            view = c.wait_for_job(c.create_job(PROMPTS[:2]).job.id, timeout=60)
+            assert view.state == "failed" and view.prompts.failed == 1 and view.prompts.done == 1
+            assert view.error and view.error.endswith(
+                f"resume with POST /v1/jobs/{view.id}/resume"
+            ), view.error
+            assert "charter generate" not in json.dumps(view.model_dump())
             server.fault_policy = None
             c.resume_job(view.id)
             assert c.wait_for_job(view.id, timeout=60).state == "done"

@@ -3,7 +3,7 @@
 `create_app(settings)` builds it; `charter serve` runs it on uvicorn. One event loop owns the
 store connection, the models and the job tasks: handlers are `async`, store calls are short
 synchronous SQLite statements, and model calls are awaited, so nothing blocks for long.
-Everything under /v1 needs a bearer token; a job is visible only to the tokens that submitted it.
+Everything under /v1 needs a bearer token; a job is visible only to the token that submitted it.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from charter.judge import rank as judge_rank
 from charter.store import open_store
 
 from . import records
+from .feedback import JudgeWatch, unanswered
 from .middleware import BodyLimit, ErrorShield
 from .models import ModelNotAllowed, ModelPool, ModelUnavailable
 from .options import JobOptions, dedupe, needs_policy
@@ -187,6 +188,14 @@ class Service:
         except ModelUnavailable as exc:
             raise ApiError(503, "model_unavailable", str(exc)) from None
 
+    def feedback(self, judge: JudgeWatch, result: Comparison | RevisionChain | Ranking) -> Response:
+        """The result of a feedback call, or the 5xx error saying why it holds no answer."""
+        empty, detail = unanswered(result)
+        if empty:
+            failure = judge.failure(detail)
+            raise ApiError(failure.status, failure.code, self.scrub(failure.message))
+        return self.json(result)
+
     def json(self, model: BaseModel, status: int = 200) -> Response:
         return Response(
             self.scrub(model.model_dump_json()), status_code=status, media_type="application/json"
@@ -234,7 +243,10 @@ class Service:
         *,
         dropped: int = 0,
     ) -> Response:
-        """Create (or find) the job for this request, own it, and start it unless done."""
+        """Create (or find) this token's job for this request and start it unless done.
+
+        The owner is part of the job's spec, so another token's identical request is another
+        job: it neither sees nor controls this one, though both reuse the same stored calls."""
         records_in, repeats = dedupe(records_in)
         dropped += repeats
         if len(records_in) > self.settings.max_prompts:
@@ -257,7 +269,7 @@ class Service:
             constitution,
             default_judge=self.settings.judge,
             default_policy=self.settings.policy,
-        )
+        ).model_copy(update={"tenant": owner})
         job, _ = create_or_get_job(self.db, spec, constitution, records_in, source)
         newly_owned = records.add_owner(self.db, job.id, owner)
         if job.status != "done":
@@ -292,6 +304,18 @@ JobId = Annotated[str, PathParam(pattern=JOB_ID, description="A job id, e.g. job
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or invalid bearer token."},
     422: {"model": ErrorBody, "description": "Invalid request; `fields` says where."},
+}
+_JUDGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    502: {
+        "model": ErrorBody,
+        "description": "`judge_failed`: the judge answered with errors or unusable replies only.",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "`judge_unreachable`: the judge cannot be reached; "
+        "`model_unavailable`: it cannot be loaded.",
+    },
+    504: {"model": ErrorBody, "description": "`judge_timeout`: the judge did not answer in time."},
 }
 
 
@@ -356,50 +380,50 @@ def _feedback_routes(v1: APIRouter) -> None:
         "/feedback/compare",
         tags=["feedback"],
         response_class=Response,
-        responses={200: {"model": Comparison}, **_ERRORS},
+        responses={200: {"model": Comparison}, **_ERRORS, **_JUDGE_ERRORS},
     )
     async def compare(body: CompareRequest, service: ServiceDep, owner: OwnerDep) -> Response:
         """Which of `a` and `b` the constitution prefers: pairwise, debiased over both orders;
         pointwise, from each one's score (as `charter judge compare --json`)."""
         constitution = service.constitutions.get(body.constitution)
-        model = await service.judge(body.judge)
+        model = JudgeWatch(await service.judge(body.judge))
         result = await judge_compare(
             model, constitution, body.prompt, body.a, body.b, body.judge_config()
         )
-        return service.json(result)
+        return service.feedback(model, result)
 
     @v1.post(
         "/feedback/critique",
         tags=["feedback"],
         response_class=Response,
-        responses={200: {"model": RevisionChain}, **_ERRORS},
+        responses={200: {"model": RevisionChain}, **_ERRORS, **_JUDGE_ERRORS},
     )
     async def critique(body: CritiqueRequest, service: ServiceDep, owner: OwnerDep) -> Response:
         """Critique -> revision rounds under sampled principles (as `charter judge critique`)."""
         constitution = service.constitutions.get(body.constitution)
-        model = await service.judge(body.judge)
+        model = JudgeWatch(await service.judge(body.judge))
         chain = await judge_critique(
             model, constitution, body.prompt, body.response, body.judge_config()
         )
-        return service.json(chain)
+        return service.feedback(model, chain)
 
     @v1.post(
         "/feedback/rank",
         tags=["feedback"],
         response_class=Response,
-        responses={200: {"model": Ranking}, **_ERRORS},
+        responses={200: {"model": Ranking}, **_ERRORS, **_JUDGE_ERRORS},
     )
     async def rank(body: RankRequest, service: ServiceDep, owner: OwnerDep) -> Response:
         """Rank responses by pairwise comparisons (as `charter judge rank --json`)."""
         constitution = service.constitutions.get(body.constitution)
-        model = await service.judge(body.judge)
+        model = JudgeWatch(await service.judge(body.judge))
         try:
             ranking = await judge_rank(
                 model, constitution, body.prompt, list(body.responses), body.judge_config()
             )
         except ValueError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
-        return service.json(ranking)
+        return service.feedback(model, ranking)
 
 
 async def _read_upload(request: Request) -> tuple[list[PromptRecord], UploadOptions, str, int]:
@@ -443,8 +467,18 @@ async def _read_upload(request: Request) -> tuple[list[PromptRecord], UploadOpti
             )
         except PromptFileError as exc:
             where = name if exc.line is None else f"{name}: {exc.unit} {exc.line}"
-            raise ApiError(422, "invalid_prompts", f"{where}: {exc.reason}") from None
+            reason = _as_uploaded(exc.reason, path, name)
+            raise ApiError(422, "invalid_prompts", f"{where}: {reason}") from None
     return list(prompt_set), options, name, prompt_set.duplicates_dropped
+
+
+def _as_uploaded(text: str, copy: Path, name: str) -> str:
+    """`text` (a reader's error) naming the client's file where it named our temporary copy."""
+    for shown in sorted({str(copy.resolve()), str(copy)}, key=len, reverse=True):
+        text = text.replace(shown, name)
+    for folder in sorted({str(copy.parent.resolve()), str(copy.parent)}, key=len, reverse=True):
+        text = text.replace(folder, "(upload)")
+    return text
 
 
 class _InvalidFields(Exception):
@@ -472,8 +506,9 @@ def _job_routes(v1: APIRouter) -> None:
         """Start a generation job: JSON with `prompts` inline, or multipart/form-data with a
         prompts `file` (.jsonl, .json, .csv, .tsv, .txt, .parquet) and an `options` JSON field.
 
-        The job id is a hash of the inputs: sending the same request again returns the same
-        job, and resumes it if it had failed or was cancelled."""
+        The job id is a hash of the inputs and the token: sending the same request again with
+        the same token returns the same job, and resumes it if it had failed or was cancelled;
+        another token gets a job of its own."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json":
             try:

@@ -78,6 +78,7 @@ class ModelPool:
             base_url=base_url,
             timeout_s=self.settings.timeout_s,
             max_concurrency=self.settings.model_concurrency,
+            max_retries=self.settings.max_retries,
         )
         try:
             if spec.startswith("openai:"):

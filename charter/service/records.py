@@ -1,9 +1,9 @@
 """The service's own rows in the store: who owns which job, and paged reads of a job's output.
 
-Jobs themselves live in `charter.jobs`' tables, shared with the CLI. A job's id is a hash of its
-spec, so two tokens sending the same request reach the same job; ownership is therefore a
-separate (job, owner) table, and each owner sees only jobs it has submitted. Owners are
-token hashes (`settings.owner_of`), never tokens.
+Jobs themselves live in `charter.jobs`' tables, shared with the CLI. A service job's spec names
+its owner (`JobSpec.tenant`), so its id differs from every other token's job for the same
+request; the (job, owner) table lists each owner's jobs. Owners are token hashes
+(`settings.owner_of`), never tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -18,6 +19,8 @@ import sqlite_utils
 
 from charter.jobs import JOB_PROMPTS, JOBS, PREFERENCES, Preference, preference_from_row
 from charter.jobs import ensure_tables as ensure_job_tables
+
+log = logging.getLogger(__name__)
 
 OWNERS = "service_job_owners"
 PAGE_SCAN = 500
@@ -37,6 +40,25 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
             {"job_id": str, "owner": str, "added_at": str}, pk=("job_id", "owner")
         )
         db[OWNERS].create_index(["owner"])  # type: ignore[union-attr]
+    dropped = drop_co_owners(db)
+    if dropped:
+        log.warning("%d later co-owner(s) of shared jobs no longer see them", dropped)
+
+
+def drop_co_owners(db: sqlite_utils.Database) -> int:
+    """Leave each job to the owner that submitted it first.
+
+    Stores from before tenants let a second token that sent the same request co-own the job;
+    its rows stay, but only the first owner sees it now (the other gets its own job, with
+    the same calls reused, by sending the request again).
+    """
+    with db.conn:
+        cursor = db.execute(
+            f"DELETE FROM {OWNERS} WHERE EXISTS (SELECT 1 FROM {OWNERS} first "
+            f"WHERE first.job_id = {OWNERS}.job_id AND (first.added_at < {OWNERS}.added_at "
+            f"OR (first.added_at = {OWNERS}.added_at AND first.owner < {OWNERS}.owner)))"
+        )
+    return cursor.rowcount
 
 
 def add_owner(db: sqlite_utils.Database, job_id: str, owner: str) -> bool:

@@ -113,7 +113,12 @@ class JobRunner:
         if needs_policy([r for _, r in job_prompts(self.db, job_id)]):
             policy = await self.pool.get(job.spec.policy, "policy")
         summary = await run_job(
-            self.db, job, judge, policy, concurrency=self.settings.job_concurrency
+            self.db,
+            job,
+            judge,
+            policy,
+            concurrency=self.settings.job_concurrency,
+            resume_with=f"POST /v1/jobs/{job_id}/resume",
         )
         log.info("%s ended: %s preference rows", job_id, summary.get("preferences"))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from charter.judge.backends.options import BackendOptions
 from charter.settings import (
     DEFAULT_MODEL,
     DEFAULT_PRINCIPLES_DIR,
@@ -66,6 +67,12 @@ class ServiceSettings(BaseModel):
     judge_base_url: str | None = None
     policy_base_url: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(
+        default=BackendOptions.model_fields["max_retries"].default,
+        ge=0,
+        le=10,
+        description="Retries of a failed model call (with backoff) before it counts as failed.",
+    )
     model_concurrency: int = Field(default=16, ge=1, description="Requests in flight per model.")
     tokens: tuple[SecretStr, ...] = ()
     allowed_models: tuple[str, ...] = Field(

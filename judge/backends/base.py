@@ -11,7 +11,7 @@ Two calls cover everything the judge does:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,8 +81,20 @@ class Completion(BaseModel):
     model: str = ""
 
 
+FailureReason = Literal["timeout", "unreachable", "failed"]
+"""How a model call failed: no answer in time, no connection at all, or an error answer."""
+
+
 class BackendError(Exception):
-    """A model call that failed for good (after any retries); the message is safe to show."""
+    """A model call that failed for good (after any retries); the message is safe to show.
+
+    `reason` lets a caller answer each kind differently (the service maps them to 504, 503
+    and 502); a backend that cannot tell leaves it "failed".
+    """
+
+    def __init__(self, message: str = "", reason: FailureReason = "failed") -> None:
+        super().__init__(message)
+        self.reason: FailureReason = reason
 
 
 @runtime_checkable

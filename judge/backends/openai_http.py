@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -40,7 +41,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from .base import BackendError, Completion, GenerationRequest, Message, Usage
+from .base import BackendError, Completion, FailureReason, GenerationRequest, Message, Usage
 from .options import BackendOptions
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,10 @@ class RetryPolicy(BaseModel):
 class _CallFailed(BackendError):
     """A `BackendError` keeping the HTTP status, so `choose` can spot a rejected parameter."""
 
-    def __init__(self, message: str, status: int | None, detail: str) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, status: int | None, detail: str, reason: FailureReason = "failed"
+    ) -> None:
+        super().__init__(message, reason)
         self.status = status
         self.detail = detail
 
@@ -341,7 +344,10 @@ class OpenAIChatModel:
         plural = "s" if attempts != 1 else ""
         status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
         return _CallFailed(
-            f"{where} failed after {attempts} attempt{plural}: {detail}", status, detail
+            f"{where} failed after {attempts} attempt{plural}: {detail}",
+            status,
+            detail,
+            _failure_reason(exc),
         )
 
     def _wait(self, state: RetryCallState) -> float:
@@ -494,7 +500,34 @@ def _check_reply(response: Any) -> None:
         raise _MalformedReply("the server returned a choice without a message")
 
 
+def _connect_failure(exc: BaseException) -> BaseException | None:
+    """The error that kept a connection from being made, if that is what went wrong.
+
+    Looked for down the cause chain: the aiohttp transport reports a refused connection as a
+    connect *timeout*, and the SDK wraps that again as `APITimeoutError`.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx2.ConnectError | ConnectionRefusedError | socket.gaierror):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _failure_reason(exc: BaseException) -> FailureReason:
+    if _connect_failure(exc) is not None:
+        return "unreachable"
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "unreachable"
+    return "failed"
+
+
 def _short_error(exc: BaseException) -> str:
+    refused = _connect_failure(exc)
+    if refused is not None:
+        return f"cannot connect ({type(refused).__name__})"
     if isinstance(exc, openai.APIStatusError):
         detail = exc.message
         if isinstance(exc.body, dict):
