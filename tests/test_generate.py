@@ -221,7 +221,7 @@ def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
     with ScriptedJudgeServer(responder()) as server:
         for path, needle in [
             (empty, "empty.jsonl"),
-            (broken, "broken.jsonl: line 2"),
+            (broken, "broken.jsonl:2:"),
             (wrong_column, "prompt"),
             (latin1, "latin1.txt"),
         ]:
