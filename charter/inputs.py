@@ -352,9 +352,11 @@ def _decode_responses_cell(path: Path, number: int, raw: str) -> Any:
         return None
     try:
         return loads(raw)
-    except JsonSyntaxError:
+    except JsonSyntaxError as exc:
         raise PromptFileError(
-            path, 'responses must be a JSON-encoded list of strings, e.g. ["a", "b"]', line=number
+            path,
+            f'responses must be a JSON-encoded list of strings, e.g. ["a", "b"]: {exc.reason}',
+            line=number,
         ) from None
 
 
