@@ -398,7 +398,22 @@ def test_nesting_too_deep_is_a_located_error_not_a_recursion_error(
     message = str(info.value)
     assert message.startswith(f"{path.parent}/{where}"), message
     assert "\n" not in message
-    assert "not valid JSON (nested too deeply to read)" in message
+    assert "JSON nested too deeply to read" in message
+
+
+def test_rows_deeper_than_the_stack_are_checked_without_recursion() -> None:
+    """Parquet or `datasets` rows are not limited by a JSON parser's depth."""
+    from charter.common.datafiles import DataFileError, check_row
+    from charter.common.limits import InputLimits
+
+    value: object = "deep"
+    for _ in range(5000):
+        value = [value]
+    check_row(Path("t.parquet"), 1, {"prompt": value}, InputLimits(), unit="row")
+    with pytest.raises(DataFileError, match=r"t\.parquet: row 1: 'prompt\[1\]\[1\]"):
+        check_row(
+            Path("t.parquet"), 1, {"prompt": value}, InputLimits(max_text_chars=3), unit="row"
+        )
 
 
 def test_calibration_file_nested_too_deep(tmp_path: Path) -> None:
@@ -585,7 +600,7 @@ def test_service_uploads_and_requests_meet_the_same_reader_and_limits(
     )
     calls = judge_server.calls
     uploads = {
-        "deep.jsonl": (_lines(GOOD["prompts"], DEEP), "deep.jsonl: line 2: not valid JSON (nested"),
+        "deep.jsonl": (_lines(GOOD["prompts"], DEEP), "deep.jsonl: line 2: JSON nested too deeply"),
         "long.jsonl": (
             _lines(GOOD["prompts"], {"prompt": "x" * 100_001}),
             "long.jsonl: line 2: 'prompt' is 100,001 characters, over the limit of 100,000 "

@@ -32,7 +32,7 @@ Record = tuple[int, dict[str, Any]]
 """A row as read: (its line, or row for table formats, numbered from 1; its fields)."""
 
 BOM = b"\xef\xbb\xbf"
-NESTED_TOO_DEEPLY = "not valid JSON (nested too deeply to read)"
+NESTED_TOO_DEEPLY = "JSON nested too deeply to read"
 
 
 class DataFileError(ValueError):
@@ -232,16 +232,21 @@ def check_row(
         raise error(path, reason, line=number, unit=unit)
 
 
-def _strings(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
-    """(field path, text) for every string in a row: `prompt`, `responses[2]`, ..."""
-    if isinstance(value, str):
-        yield repr(where or "value"), value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _strings(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value, start=1):
-            yield from _strings(item, f"{where}[{i}]")
+def _strings(row: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field path, text) for every string in a row, in order: `prompt`, `responses[2]`, ...
+
+    A loop, not recursion: a row nested as deep as the JSON parser allows must not overflow
+    the stack here."""
+    stack: list[tuple[str, Any]] = [("", row)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            yield repr(where or "value"), value
+        elif isinstance(value, Mapping):
+            items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+            stack.extend(reversed(items))
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed([(f"{where}[{i}]", v) for i, v in enumerate(value, start=1)]))
 
 
 def _row_too_long(path: Path, number: int, limits: InputLimits, error: ErrorType) -> DataFileError:
