@@ -219,6 +219,8 @@ def check_row(
 ) -> None:
     """Refuse a row over `max_row_bytes` (`size`, or the UTF-8 size of its strings) or with a
     string over `max_text_chars`, naming the field."""
+    if size is not None and size <= limits.max_text_chars <= limits.max_row_bytes:
+        return  # a JSON text of `size` bytes holds no string longer than `size` characters
     total = 0
     for field, text in _strings(row):
         if len(text) > limits.max_text_chars:
