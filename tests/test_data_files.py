@@ -426,6 +426,79 @@ def test_calibration_file_nested_too_deep(tmp_path: Path) -> None:
         load(open_store(tmp_path / "s.db"), str(path))
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "args", "message"),
+    [
+        (
+            "principles/constitution.toml",
+            f'name = "t"\nversion = "1"\nx = {DEEP}\n'.encode(),
+            ["constitution", "show", "--dir", "{dir}"],
+            "constitution.toml:4: error: malformed TOML: TOML nested too deeply to read",
+        ),
+        (
+            "train.toml",
+            f"beta = {DEEP}\n".encode(),
+            [
+                "train",
+                "dpo",
+                "--config",
+                "{file}",
+                "--data",
+                "x.jsonl",
+                "--model",
+                "m",
+                "--out",
+                "o",
+            ],
+            "train.toml: not valid TOML: TOML nested too deeply to read",
+        ),
+        (
+            "train.toml",
+            b"beta = 0.1\nlearning_rate = \xff\n",
+            [
+                "train",
+                "dpo",
+                "--config",
+                "{file}",
+                "--data",
+                "x.jsonl",
+                "--model",
+                "m",
+                "--out",
+                "o",
+            ],
+            "train.toml:2:17: not valid UTF-8 (byte offset 27)",
+        ),
+        (
+            "tokens.txt",
+            b"a-good-long-token-0123456789\nbad-\xff\n",
+            ["serve", "--tokens-file", "{file}", "--port", "0", "--dir", "{dir}"],
+            "tokens file {file}:2:5: not valid UTF-8 (byte offset 33)",
+        ),
+    ],
+    ids=["principle-file-nested", "train-config-nested", "train-config-not-utf8", "tokens-file"],
+)
+def test_other_files_the_cli_reads_are_one_line_errors(
+    name: str,
+    content: bytes,
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHARTER_API_TOKENS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    principles = write_constitution(tmp_path / "principles")
+    path = tmp_path / name
+    path.write_bytes(content)
+    filled = [a.format(file=path, dir=principles) for a in args]
+    result = CliRunner().invoke(cli, filled)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message.format(file=path) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_every_reader_words_the_same_problem_the_same_way(tmp_path: Path) -> None:
     from charter.common.datafiles import DataFileError
 

@@ -12,6 +12,7 @@ wherever it is met: one `DataFileError`, one line, `file:line:column: what`.
   charter's own exports write, leaves them raw).
 - JSON: a syntax error names its line and column; nesting too deep for the parser (which
   recurses) is a `DataFileError`, never a `RecursionError`.
+- TOML (principle and config files) gets the same guard against nesting too deep.
 - Limits are checked before the work they bound: a file's size before it is read, a JSON
   line's size before it is read whole (at most `max_row_bytes` + 1 bytes of it are), every
   string of every row against `max_text_chars`. The items of a JSON array are measured as
@@ -21,6 +22,7 @@ wherever it is met: one `DataFileError`, one line, `file:line:column: what`.
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -396,3 +398,12 @@ def read_json_document(path: Path, limits: InputLimits, *, error: ErrorType = Da
         return loads(text)
     except JsonSyntaxError as exc:
         raise error(path, exc.reason, line=exc.line, column=exc.column) from None
+
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """`tomllib.loads`, with nesting too deep for its recursive parser reported as malformed
+    TOML (`tomllib.TOMLDecodeError`), never as a `RecursionError`."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("TOML nested too deeply to read") from None
