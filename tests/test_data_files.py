@@ -513,6 +513,19 @@ def test_every_reader_words_the_same_problem_the_same_way(tmp_path: Path) -> Non
     assert reasons == {"not valid JSON (Expecting property name enclosed in double quotes)"}
 
 
+def test_json_lines_under_a_json_name_are_training_data_but_not_prompts(tmp_path: Path) -> None:
+    """`datasets`' `to_json` writes JSON Lines as .json: training data takes it; a prompts
+    .json must be an array, and the error says what to do."""
+    from charter.inputs import PromptFileError
+    from charter.trainer import load_preference_data
+
+    path = tmp_path / "rows.json"
+    path.write_bytes(_lines(GOOD["preference"], GOOD["preference"] | {"prompt": "Another?"}))
+    assert [r["prompt"] for r in load_preference_data(path).train] == ["Q?", "Another?"]
+    with pytest.raises(PromptFileError, match=r"rows\.json:1: expected a JSON array .*use \.jsonl"):
+        load_with("prompts", path)
+
+
 # --- the limits ------------------------------------------------------------------------------
 
 
