@@ -25,6 +25,8 @@ from typing import Any
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from charter.common.datafiles import DataFileError, read_json_document
+from charter.common.limits import InputLimits
 from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
 from charter.judge.calibration import Calibration, fit_calibration, holdout_split
@@ -158,9 +160,11 @@ def load(db: sqlite_utils.Database, ref: str) -> CalibrationRecord:
             raise CalibrationError(f"{ref}: no such calibration file")
         return get(db, ref)
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"{path}: not a JSON calibration ({exc})") from None
+        data = read_json_document(path, InputLimits.from_env())
+    except DataFileError as exc:
+        reason = f"not a JSON calibration: {exc.reason}"
+        shown = DataFileError(path, reason, line=exc.line, column=exc.column)
+        raise CalibrationError(str(shown)) from None
     if isinstance(data, dict) and isinstance(data.get("record"), dict):
         data = data["record"]  # the whole `calibrate --json` output
     try:

@@ -7,7 +7,9 @@ dataset written by `save_to_disk`. A prompt is a plain string or a conversation 
 
 Every record carries a `key`, a hash of the prompt alone, so the store recognises the same
 prompt whichever file it came from. Every problem raises `PromptFileError` naming the file and,
-where known, the line (text formats) or row (table formats), so a user can jump straight to it.
+where known, the line and column (text formats) or row (table formats), so a user can jump
+straight to it. Files are read through `charter.common.datafiles`, within `InputLimits` (the
+size of the file, of each row and of each text), in every format.
 
 `load_prompts` returns a `PromptSet`: a read-only sequence of `PromptRecord`s in file order,
 with exact duplicate prompts dropped (the first occurrence kept) and counted in
@@ -24,11 +26,23 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from charter.jsonl import NotUtf8Error, decode_utf8, jsonl_lines
+from charter.common.datafiles import (
+    DataFileError,
+    JsonSyntaxError,
+    Unit,
+    check_file_size,
+    check_row,
+    loads,
+    read_json_array,
+    read_json_lines,
+    read_text,
+    text_lines,
+)
+from charter.common.limits import InputLimits
 from charter.judge.backends.base import Message
 
 logger = logging.getLogger(__name__)
@@ -38,21 +52,10 @@ FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".parquet")
 """Supported file suffixes; a directory is read as a `datasets` dataset saved to disk."""
 
 Prompt = str | tuple[Message, ...]
-Unit = Literal["line", "row"]
 
 
-class PromptFileError(ValueError):
+class PromptFileError(DataFileError):
     """A prompts file that cannot be used, with the place in it where known."""
-
-    def __init__(
-        self, path: Path | str, message: str, *, line: int | None = None, unit: Unit = "line"
-    ) -> None:
-        self.path = Path(path)
-        self.line = line
-        self.unit: Unit = unit
-        self.reason = message
-        where = str(self.path) if line is None else f"{self.path}: {unit} {line}"
-        super().__init__(f"{where}: {message}")
 
 
 class _BadValue(ValueError):
@@ -204,35 +207,41 @@ _Row = tuple[int, Mapping[str, Any]]
 
 
 def load_prompts(
-    path: Path | str, *, column: str = "prompt", responses_column: str = "responses"
+    path: Path | str,
+    *,
+    column: str = "prompt",
+    responses_column: str = "responses",
+    limits: InputLimits | None = None,
 ) -> PromptSet:
     """Read the prompts in `path` (format chosen by suffix, or a saved `datasets` directory).
 
     `column` names the prompt field and `responses_column` the optional list of candidate
     responses (absent, null or empty means none given). `.txt` files have neither: each
-    non-blank line, stripped, is a prompt. Raises `PromptFileError` on any problem.
+    non-blank line, stripped, is a prompt. `limits` default to `InputLimits.from_env()`.
+    Raises `PromptFileError` on any problem.
     """
     path = Path(path)
     if not path.exists():
         raise PromptFileError(path, "prompts file not found")
+    limits = limits or InputLimits.from_env()
     suffix = path.suffix.lower()
     unit: Unit = "line"
     rows: Iterator[_Row]
     if path.is_dir():
         unit = "row"
-        rows = _read_dataset_dir(path)
+        rows = _read_dataset_dir(path, limits)
     elif suffix == ".txt":
-        rows = _read_txt(path, column)
+        rows = _read_txt(path, column, limits)
     elif suffix == ".jsonl":
-        rows = _read_jsonl(path)
+        rows = read_json_lines(path, limits, error=PromptFileError)
     elif suffix == ".json":
-        rows = _read_json_array(path)
+        rows = read_json_array(path, limits, error=PromptFileError)
     elif suffix in (".csv", ".tsv"):
         delimiter = "\t" if suffix == ".tsv" else ","
-        rows = _read_csv(path, column, responses_column, delimiter=delimiter)
+        rows = _read_csv(path, column, responses_column, limits, delimiter=delimiter)
     elif suffix == ".parquet":
         unit = "row"
-        rows = _read_parquet(path)
+        rows = _read_parquet(path, limits)
     else:
         raise PromptFileError(
             path,
@@ -288,108 +297,23 @@ def _to_record(
     return PromptRecord(prompt=prompt, responses=responses, source=f"{path.name}:{number}")
 
 
-def _read_text(path: Path) -> str:
-    """The file as text; a byte that is not UTF-8 is reported by line and byte offset."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PromptFileError(path, f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        return decode_utf8(data)
-    except NotUtf8Error as exc:
-        raise PromptFileError(path, str(exc), line=exc.line) from None
-
-
-def _read_txt(path: Path, column: str) -> Iterator[_Row]:
-    for number, line in enumerate(jsonl_lines(_read_text(path)), start=1):
+def _read_txt(path: Path, column: str, limits: InputLimits) -> Iterator[_Row]:
+    for number, line in enumerate(text_lines(read_text(path, limits, error=PromptFileError)), 1):
         if line.strip():
-            yield number, {column: line.strip()}
+            row = {column: line.strip()}
+            check_row(path, number, row, limits, error=PromptFileError, size=len(line.encode()))
+            yield number, row
 
 
-def _read_jsonl(path: Path) -> Iterator[_Row]:
-    for number, line in enumerate(jsonl_lines(_read_text(path)), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptFileError(
-                path, f"malformed JSON ({exc.msg}, column {exc.colno})", line=number
-            ) from None
-        if not isinstance(value, dict):
-            raise PromptFileError(
-                path, f"expected a JSON object, got {_json_type(value)}", line=number
-            )
-        yield number, value
-
-
-def _read_json_array(path: Path) -> Iterator[_Row]:
-    """Items of a top-level JSON array, each numbered by the line it starts on."""
-    text = _read_text(path)
-    decoder = json.JSONDecoder()
-
-    def fail(exc: json.JSONDecodeError) -> PromptFileError:
-        return PromptFileError(
-            path, f"malformed JSON ({exc.msg}, column {exc.colno})", line=exc.lineno
-        )
-
-    def skip_ws(pos: int) -> int:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        return pos
-
-    pos = skip_ws(0)
-    if pos == len(text):
-        return
-    if text[pos] != "[":
-        try:
-            value, _ = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise fail(exc) from None
-        raise PromptFileError(
-            path,
-            f"expected a JSON array of objects, got {_json_type(value)}"
-            " (for one object per line, use .jsonl)",
-            line=text.count("\n", 0, pos) + 1,
-        )
-    pos = skip_ws(pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        pos += 1
-    else:
-        while True:
-            number = text.count("\n", 0, pos) + 1
-            try:
-                value, pos = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                raise fail(exc) from None
-            if not isinstance(value, dict):
-                raise PromptFileError(
-                    path, f"expected a JSON object, got {_json_type(value)}", line=number
-                )
-            yield number, value
-            pos = skip_ws(pos)
-            if pos < len(text) and text[pos] == ",":
-                pos = skip_ws(pos + 1)
-                continue
-            if pos < len(text) and text[pos] == "]":
-                pos += 1
-                break
-            line = text.count("\n", 0, pos) + 1
-            raise PromptFileError(path, "malformed JSON (expected ',' or ']')", line=line)
-    pos = skip_ws(pos)
-    if pos < len(text):
-        line = text.count("\n", 0, pos) + 1
-        raise PromptFileError(path, "malformed JSON (extra data after the array)", line=line)
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(value), "number")
-
-
-def _read_csv(path: Path, column: str, responses_column: str, *, delimiter: str) -> Iterator[_Row]:
+def _read_csv(
+    path: Path, column: str, responses_column: str, limits: InputLimits, *, delimiter: str
+) -> Iterator[_Row]:
     """Rows keyed by the header; cells are strings, `responses_column` a JSON-encoded list."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
+    text = read_text(path, limits, error=PromptFileError)
+    # The csv module refuses a cell over its own field limit (128 KiB by default, process-wide)
+    # with a message that names no setting; let it read up to a row's limit, and check here.
+    csv.field_size_limit(max(csv.field_size_limit(), limits.max_row_bytes))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader, None)
         if header is None:
@@ -414,6 +338,7 @@ def _read_csv(path: Path, column: str, responses_column: str, *, delimiter: str)
                     line=number,
                 )
             row: dict[str, Any] = dict(zip(header, cells, strict=True))
+            check_row(path, number, row, limits, error=PromptFileError)
             raw = row.get(responses_column)
             if raw is not None:
                 row[responses_column] = _decode_responses_cell(path, number, raw)
@@ -426,26 +351,36 @@ def _decode_responses_cell(path: Path, number: int, raw: str) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
+        return loads(raw)
+    except JsonSyntaxError as exc:
         raise PromptFileError(
-            path, 'responses must be a JSON-encoded list of strings, e.g. ["a", "b"]', line=number
+            path,
+            f'responses must be a JSON-encoded list of strings, e.g. ["a", "b"]: {exc.reason}',
+            line=number,
         ) from None
 
 
-def _read_parquet(path: Path) -> Iterator[_Row]:
+def _read_parquet(path: Path, limits: InputLimits) -> Iterator[_Row]:
     import pyarrow.parquet as pq
 
+    check_file_size(path, limits, error=PromptFileError)
     try:
         table = pq.read_table(path)
     except Exception as exc:  # ArrowInvalid, OSError, ...: all mean "not a readable parquet file"
         raise PromptFileError(path, f"cannot read as Parquet: {exc}") from None
-    yield from enumerate(table.to_pylist(), start=1)
+    yield from _checked_rows(path, table.to_pylist(), limits)
 
 
-def _read_dataset_dir(path: Path) -> Iterator[_Row]:
+def _checked_rows(path: Path, rows: list[dict[str, Any]], limits: InputLimits) -> Iterator[_Row]:
+    for number, row in enumerate(rows, start=1):
+        check_row(path, number, row, limits, error=PromptFileError, unit="row")
+        yield number, row
+
+
+def _read_dataset_dir(path: Path, limits: InputLimits) -> Iterator[_Row]:
     import datasets
 
+    check_file_size(path, limits, error=PromptFileError)
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # FileNotFoundError and friends from a non-dataset directory
@@ -466,4 +401,4 @@ def _read_dataset_dir(path: Path) -> Iterator[_Row]:
             )
         logger.info("%s: using split %r", path, split)
         loaded = loaded[split]
-    yield from enumerate(loaded.to_list(), start=1)
+    yield from _checked_rows(path, loaded.to_list(), limits)

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from charter.common.datafiles import loads_toml
+
 from .errors import ConstitutionError, Finding, Severity
 from .lint import check_constitution, check_principle
 from .models import Constitution, Defaults, Principle
@@ -118,7 +120,7 @@ def _read_toml(path: Path, findings: list[Finding]) -> tuple[dict[str, Any], str
         )
         return None
     try:
-        return tomllib.loads(text), text
+        return loads_toml(text), text
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_LINE.search(str(exc))
         line = int(match.group(1)) if match else text.count("\n") + 1  # "at end of document"

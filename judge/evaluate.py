@@ -12,7 +12,6 @@ parse failures.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from charter.common.datafiles import DataFileError, Record, parse_json_lines, read_json_lines
+from charter.common.limits import InputLimits
 from charter.constitution import Constitution
-from charter.jsonl import NotUtf8Error, decode_utf8, jsonl_lines
 
 from ._sync import synced
 from .aggregate import decide
@@ -39,7 +39,7 @@ from .prompts import RANDOM_NONCES, NonceSource
 from .results import Comparison, Question, Winner
 
 
-class PairsFileError(ValueError):
+class PairsFileError(DataFileError):
     """A labelled-pairs file that cannot be read; the message names the file and line."""
 
 
@@ -61,34 +61,47 @@ class LabelledPair(Pair):
 
 @overload
 def parse_pairs(
-    lines: Iterable[str], source: str = ..., *, labelled: Literal[True] = ...
+    lines: Iterable[str],
+    source: str = ...,
+    *,
+    labelled: Literal[True] = ...,
+    limits: InputLimits | None = ...,
 ) -> list[LabelledPair]: ...
 
 
 @overload
 def parse_pairs(
-    lines: Iterable[str], source: str = ..., *, labelled: Literal[False]
+    lines: Iterable[str],
+    source: str = ...,
+    *,
+    labelled: Literal[False],
+    limits: InputLimits | None = ...,
 ) -> list[Pair]: ...
 
 
 def parse_pairs(
-    lines: Iterable[str], source: str = "<pairs>", *, labelled: bool = True
+    lines: Iterable[str],
+    source: str = "<pairs>",
+    *,
+    labelled: bool = True,
+    limits: InputLimits | None = None,
 ) -> list[LabelledPair] | list[Pair]:
     """Validate JSONL lines (blank lines skipped); errors read `source:line: problem`.
 
-    `labelled=False` reads rows to compare, where `preferred` is not needed.
+    `labelled=False` reads rows to compare, where `preferred` is not needed. `limits` default
+    to `InputLimits.from_env()`.
     """
+    limits = limits or InputLimits.from_env()
+    records = parse_json_lines(lines, source, limits, error=PairsFileError)
+    return _validate(records, Path(source), labelled)
+
+
+def _validate(
+    records: Iterable[Record], source: Path, labelled: bool
+) -> list[LabelledPair] | list[Pair]:
     row_type: type[Pair] = LabelledPair if labelled else Pair
     pairs: list[Pair] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PairsFileError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise PairsFileError(f"{source}:{number}: expected a JSON object")
+    for number, row in records:
         try:
             pairs.append(row_type.model_validate(row))
         except ValidationError as exc:
@@ -96,34 +109,33 @@ def parse_pairs(
                 f"{'.'.join(str(p) for p in err['loc']) or 'row'}: {err['msg']}"
                 for err in exc.errors()
             )
-            raise PairsFileError(f"{source}:{number}: {problems}") from None
+            raise PairsFileError(source, problems, line=number) from None
     if not pairs:
-        raise PairsFileError(f"{source}: no {'labelled ' if labelled else ''}pairs found")
+        raise PairsFileError(source, f"no {'labelled ' if labelled else ''}pairs found")
     if labelled:
         return [p for p in pairs if isinstance(p, LabelledPair)]
     return pairs
 
 
 @overload
-def load_pairs(path: Path | str, *, labelled: Literal[True] = ...) -> list[LabelledPair]: ...
+def load_pairs(
+    path: Path | str, *, labelled: Literal[True] = ..., limits: InputLimits | None = ...
+) -> list[LabelledPair]: ...
 
 
 @overload
-def load_pairs(path: Path | str, *, labelled: Literal[False]) -> list[Pair]: ...
+def load_pairs(
+    path: Path | str, *, labelled: Literal[False], limits: InputLimits | None = ...
+) -> list[Pair]: ...
 
 
-def load_pairs(path: Path | str, *, labelled: bool = True) -> list[LabelledPair] | list[Pair]:
+def load_pairs(
+    path: Path | str, *, labelled: bool = True, limits: InputLimits | None = None
+) -> list[LabelledPair] | list[Pair]:
     """Read and validate a pairs JSONL file (`labelled=False`: `preferred` not required)."""
     path = Path(path)
-    try:
-        text = decode_utf8(path.read_bytes())
-    except OSError as exc:
-        raise PairsFileError(f"{path}: cannot read ({exc})") from None
-    except NotUtf8Error as exc:
-        raise PairsFileError(f"{path}:{exc.line}: {exc}") from None
-    if labelled:
-        return parse_pairs(jsonl_lines(text), str(path))
-    return parse_pairs(jsonl_lines(text), str(path), labelled=False)
+    records = read_json_lines(path, limits or InputLimits.from_env(), error=PairsFileError)
+    return _validate(records, path, labelled)
 
 
 DEFAULT_BINS = 10

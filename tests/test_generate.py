@@ -245,9 +245,9 @@ def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
         # test's, whose name holds "prompt": a bare "prompt" would match any message).
         for path, needle in [
             (empty, "empty.jsonl: the file is empty"),
-            (broken, "broken.jsonl: line 2: malformed JSON"),
-            (wrong_column, "wrong.jsonl: line 1: no 'prompt' column"),
-            (latin1, "latin1.txt: line 1: not valid UTF-8"),
+            (broken, "broken.jsonl:2:12: not valid JSON"),
+            (wrong_column, "wrong.jsonl:1: no 'prompt' column"),
+            (latin1, "latin1.txt:1:4: not valid UTF-8"),
         ]:
             args = generate_args(world, server)
             args[args.index("--prompts") + 1] = str(path)

@@ -192,12 +192,16 @@ def test_custom_column_names(tmp_path: Path, suffix: str) -> None:
 
 
 def assert_error(path: Path, where: str | None, *needles: str, **kwargs: str) -> None:
+    """`where`: "line 3" (shown `file:3:` or `file:3:COLUMN:`), "line 3:12" or "row 2"."""
     with pytest.raises(PromptFileError) as info:
         load_prompts(path, **kwargs)
     message = str(info.value)
-    assert str(path) in message
+    assert "\n" not in message
+    assert message.startswith(str(path)), message
     if where is not None:
-        assert f": {where}: " in message, message
+        unit, _, place = where.partition(" ")
+        shown = f": row {place}: " if unit == "row" else f":{place}:"
+        assert message[len(str(path)) :].startswith(shown), message
     for needle in needles:
         assert needle in message, message
 
@@ -237,7 +241,7 @@ def test_no_prompts(tmp_path: Path, name: str, content: str) -> None:
 def test_malformed_json_line(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "ok"}\n\n{"prompt": "broken\n')
-    assert_error(path, "line 3", "malformed JSON")
+    assert_error(path, "line 3:12", "not valid JSON (Unterminated string")
     path.write_text('{"prompt": "ok"}\n["a list"]\n')
     assert_error(path, "line 2", "expected a JSON object, got array")
 
@@ -245,9 +249,9 @@ def test_malformed_json_line(tmp_path: Path) -> None:
 def test_malformed_json_array(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text('[\n  {"prompt": "a"},\n  {"prompt": "b",}\n]\n')
-    assert_error(path, "line 3", "malformed JSON")
+    assert_error(path, "line 3:18", "not valid JSON")
     path.write_text('[\n  {"prompt": "a"}\n  {"prompt": "b"}\n]\n')
-    assert_error(path, "line 3", "malformed JSON")
+    assert_error(path, "line 3:3", "not valid JSON (expected ',' or ']')")
     path.write_text('{"prompt": "a"}')
     assert_error(path, "line 1", "expected a JSON array", ".jsonl")
     path.write_text('[{"prompt": "a"}] x')
@@ -348,6 +352,8 @@ def test_not_utf8(tmp_path: Path, suffix: str) -> None:
     }[suffix]
     path.write_bytes(body)
     assert_error(path, "line 2", "not valid UTF-8", f"byte offset {body.index(0xE9)}")
+    column = body.index(0xE9) - body.rindex(b"\n", 0, body.index(0xE9))
+    assert_error(path, f"line 2:{column}")
 
 
 def test_unreadable_parquet(tmp_path: Path) -> None:

@@ -459,12 +459,12 @@ ROW = {"prompt": "Q?", "a": "yes", "b": "no", "preferred": "a"}
 @pytest.mark.parametrize(
     ("content", "where"),
     [
-        (b'{"prompt": "Q?", "a": "x"\n', ":1: not valid JSON"),
+        (b'{"prompt": "Q?", "a": "x"\n', ":1:26: not valid JSON (Expecting ',' delimiter)"),
         (json.dumps(ROW).encode() + b"\n[1, 2]\n", ":2: expected a JSON object"),
         (json.dumps({**ROW, "preferred": "c"}).encode() + b"\n", ":1: preferred"),
         (json.dumps({k: v for k, v in ROW.items() if k != "b"}).encode() + b"\n", ":1: b"),
         (b"\n\n", ": no labelled pairs found"),
-        (json.dumps(ROW).encode() + b'\n{"prompt": "\xff"}\n', ":2: "),
+        (json.dumps(ROW).encode() + b'\n{"prompt": "\xff"}\n', ":2:13: not valid UTF-8"),
     ],
     ids=["bad-json", "not-object", "bad-label", "missing-field", "empty", "not-utf8"],
 )

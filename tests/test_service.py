@@ -485,7 +485,7 @@ def test_upload_job_and_bad_uploads(
     broken.write_text('{"prompt": "ok"}\n{"prompt": \n')
     response = client.http.post("/v1/jobs", files={"file": ("broken.jsonl", broken.read_bytes())})
     assert response.status_code == 422
-    assert error_of(response)["message"].startswith("broken.jsonl: line 2: malformed JSON")
+    assert error_of(response)["message"].startswith("broken.jsonl:2:12: not valid JSON")
     assert "charter-upload" not in response.text  # the temporary path never shows
     exe = client.http.post("/v1/jobs", files={"file": ("run.exe", b"MZ")})
     assert exe.status_code == 422 and "unsupported prompts file type" in exe.text

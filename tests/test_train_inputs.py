@@ -388,7 +388,9 @@ def test_data_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
     path = tmp_path / "prefs.jsonl"
     path.write_bytes(good + b"\n" + good.replace(b'"a"', b'"\xe9"') + b"\n")
     offset = len(good) + 1 + good.index(b'"a"') + 1
-    with pytest.raises(TrainError, match=f"prefs.jsonl:2: not valid UTF-8 .byte offset {offset}"):
+    with pytest.raises(
+        TrainError, match=f"prefs.jsonl:2:28: not valid UTF-8 .byte offset {offset}"
+    ):
         load_preference_data(path)
 
 

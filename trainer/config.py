@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import TrainError
+from charter.common.datafiles import loads_toml, read_text
+from charter.common.limits import InputLimits
+
+from .errors import TrainDataError, TrainError
 
 if TYPE_CHECKING:
     from .data import PreferenceData
@@ -81,9 +84,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise TrainError(f"config file {path} does not exist")
+    text = read_text(path, InputLimits.from_env(), error=TrainDataError)
     try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f)
+        raw = loads_toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise TrainError(f"config file {path}: not valid TOML: {exc}") from None
     return canonical_keys(raw, str(path))

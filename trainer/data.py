@@ -20,9 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from charter.jsonl import NotUtf8Error, decode_utf8, jsonl_lines
+from charter.common.datafiles import (
+    check_file_size,
+    check_row,
+    read_json_array,
+    read_json_lines,
+)
+from charter.common.limits import InputLimits
 
-from .errors import TrainError
+from .errors import TrainDataError, TrainError
 
 log = logging.getLogger("charter.trainer")
 
@@ -164,13 +170,15 @@ def load_preference_data(
             test=source.test,
         )
     path = Path(source).expanduser()
-    train, test = read_rows(path)
+    train, test = read_rows(path, InputLimits.from_env())
     return PreferenceData.from_rows(
         train, source=str(path), kind=kind, conversational=conversational, test=test
     )
 
 
-def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+def read_rows(
+    path: Path, limits: InputLimits
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """(train rows, test rows or None) from a file, a saved `datasets` dir, or an export dir."""
     if not path.exists():
         raise TrainError(
@@ -178,69 +186,67 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | 
         )
     if path.is_dir():
         if any((path / name).exists() for name in ("dataset_dict.json", "dataset_info.json")):
-            return _read_saved_dataset(path)
+            return _read_saved_dataset(path, limits)
         for suffix in FILE_SUFFIXES:
             if (path / f"train{suffix}").is_file():
                 test = path / f"test{suffix}"
-                return _read_file(path / f"train{suffix}"), (
-                    _read_file(test) if test.is_file() else None
+                return _read_file(path / f"train{suffix}", limits), (
+                    _read_file(test, limits) if test.is_file() else None
                 )
         raise TrainError(
             f"{path} is a directory but neither a saved datasets directory nor an export with "
             f"train.jsonl / train.parquet"
         )
-    return _read_file(path), None
+    return _read_file(path, limits), None
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
+def _read_file(path: Path, limits: InputLimits) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        check_file_size(path, limits, error=TrainDataError)
         try:
-            return list(pq.read_table(path).to_pylist())
+            table = pq.read_table(path)
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise TrainError(f"{path}: cannot read parquet: {exc}") from None
-    if suffix not in (".jsonl", ".json"):
-        raise TrainError(f"{path}: unsupported data file; use .jsonl, .json or .parquet")
-    try:
-        text = decode_utf8(path.read_bytes())
-    except NotUtf8Error as exc:
-        raise TrainError(f"{path}:{exc.line}: {exc}") from None
-    if suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"{path}: invalid JSON: {exc}") from None
-        rows = [r for r in data if isinstance(r, dict)]
-        if len(rows) != len(data):
-            raise TrainError(f"{path}: expected a list of objects")
-        return rows
-    rows = []
-    for number, line in enumerate(jsonl_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-        if not isinstance(value, dict):
-            raise TrainError(f"{path}:{number}: expected a JSON object per line")
-        rows.append(value)
+            raise TrainDataError(path, f"cannot read as Parquet: {exc}") from None
+        return _checked(path, table.to_pylist(), limits)
+    if suffix == ".jsonl":
+        return [row for _, row in read_json_lines(path, limits, error=TrainDataError)]
+    if suffix == ".json":
+        rows = read_json_array(path, limits, error=TrainDataError, or_lines=True)
+        return [row for _, row in rows]
+    raise TrainError(f"{path}: unsupported data file; use .jsonl, .json or .parquet")
+
+
+def _checked(path: Path, rows: list[dict[str, Any]], limits: InputLimits) -> list[dict[str, Any]]:
+    """`rows` of a table format, each within the row and text limits."""
+    for number, row in enumerate(rows, start=1):
+        check_row(path, number, row, limits, error=TrainDataError, unit="row")
     return rows
 
 
-def _read_saved_dataset(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+def _read_saved_dataset(
+    path: Path, limits: InputLimits
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     from datasets import Dataset, DatasetDict, load_from_disk
 
-    loaded = load_from_disk(str(path))
+    check_file_size(path, limits, error=TrainDataError)
+    try:
+        loaded = load_from_disk(str(path))
+    except Exception as exc:  # FileNotFoundError and friends from a damaged dataset directory
+        raise TrainDataError(
+            path, f"not a dataset saved with datasets' save_to_disk ({exc})"
+        ) from None
     if isinstance(loaded, Dataset):
-        return list(loaded), None
+        return _checked(path, list(loaded), limits), None
     if isinstance(loaded, DatasetDict):
         if "train" not in loaded:
             raise TrainError(f"{path}: saved dataset has no 'train' split ({', '.join(loaded)})")
         test = next((loaded[s] for s in ("test", "validation", "eval") if s in loaded), None)
-        return list(loaded["train"]), (list(test) if test is not None else None)
+        return _checked(path, list(loaded["train"]), limits), (
+            _checked(path, list(test), limits) if test is not None else None
+        )
     raise TrainError(f"{path}: not a saved Dataset or DatasetDict")
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from charter.common.datafiles import DataFileError
+
 
 class TrainError(Exception):
     """Bad input found before training starts: data, model paths, tokenizer, config keys.
 
     The message is one line, safe to show as is; the CLI prints it without a traceback.
     """
+
+
+class TrainDataError(TrainError, DataFileError):
+    """A training data file that cannot be used: the file, where in it and why, on one line."""

@@ -466,9 +466,8 @@ async def _read_upload(request: Request) -> tuple[list[PromptRecord], UploadOpti
                 responses_column=options.responses_column,
             )
         except PromptFileError as exc:
-            where = name if exc.line is None else f"{name}: {exc.unit} {exc.line}"
-            reason = _as_uploaded(exc.reason, path, name)
-            raise ApiError(422, "invalid_prompts", f"{where}: {reason}") from None
+            message = _as_uploaded(exc.shown_as(name), path, name)
+            raise ApiError(422, "invalid_prompts", message) from None
     return list(prompt_set), options, name, prompt_set.duplicates_dropped
 
 

@@ -11,13 +11,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from charter.common.limits import InputLimits
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord, check_prompt, check_responses
 from charter.judge.config import JudgeConfig
 
 from .options import JobOptions, ModelSpec
 
-Text = Annotated[str, Field(min_length=1, max_length=100_000)]
+MAX_TEXT_CHARS = InputLimits.from_env().max_text_chars
+"""Texts in requests obey the limit on texts in files (`CHARTER_MAX_TEXT_CHARS`, read once)."""
+Content = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 ConstitutionRef = Annotated[
     str,
     Field(
@@ -66,14 +70,14 @@ class RankRequest(FeedbackRequest):
 
 class ChatMessage(_Request):
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=100_000)
+    content: Content
 
 
 class InlinePrompt(_Request):
     """A prompt (text or chat messages) with optional ready-made candidate responses."""
 
-    prompt: str | list[ChatMessage]
-    responses: list[str] | None = Field(default=None, max_length=16)
+    prompt: Content | list[ChatMessage]
+    responses: list[Content] | None = Field(default=None, max_length=16)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from charter.common.datafiles import DataFileError, read_text
+from charter.common.limits import InputLimits
 from charter.judge.backends.options import BackendOptions
 from charter.settings import (
     DEFAULT_MODEL,
@@ -49,9 +51,9 @@ def owner_of(token: str) -> str:
 def read_tokens_file(path: Path) -> list[str]:
     """One token per line; blank lines and `#` comments are ignored."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"cannot read tokens file {path}: {exc.strerror or exc}") from None
+        text = read_text(path, InputLimits.from_env())
+    except DataFileError as exc:
+        raise SettingsError(f"tokens file {exc}") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
