@@ -206,6 +206,8 @@ def test_a_lease_left_by_kill_9_blocks_until_it_expires_then_resume_finishes(
         committed = stored_calls(world["store"])
         [job] = jobs_list(world["store"])[0]
         assert job["runner"] and f":{proc.pid}:" in job["runner"]["holder"]
+        done, _, rows = stored_counts(world["store"], job["id"])
+        assert rows > 0 and job["preferences"] == rows and job["prompts"]["done"] == done
 
         code, _, err = invoke(generate_args(world, server, "--resume", job["id"]))
         assert code == 1 and f":{proc.pid}:" in err and job["runner"]["lease_until"] in err
