@@ -228,7 +228,7 @@ def create_or_get_job(
         pass
     now = datetime.now(UTC).isoformat()
     before = db.execute("SELECT total_changes()").fetchone()[0]
-    with db.atomic():  # one transaction: a job is never seen without its prompts
+    with write_lock(db):  # one transaction: a job is never seen without its prompts
         db[JOBS].insert(  # type: ignore[union-attr]
             {
                 "id": spec.job_id,

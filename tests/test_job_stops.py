@@ -347,3 +347,38 @@ def test_a_run_whose_lease_another_runner_took_stops_and_leaves_the_job_to_it(
         asyncio.run(run_while_another_takes_over())
     lease = current(db, job_id)
     assert lease is not None and lease.holder == "other:1:abc"  # not released by the loser
+
+
+def test_two_processes_creating_one_job_on_a_new_store_both_get_it_whole(tmp_path: Path) -> None:
+    """Both front ends create a job before running it: two at once on a new store once failed
+    with 'database is locked' (creating tables) or a duplicate key (the job row)."""
+    constitution = load_constitution(write_constitution(tmp_path / "principles"))
+    records = [PromptRecord(prompt=p) for p in PROMPTS]
+    spec = JobOptions().to_spec(records, constitution, default_judge="j", default_policy="p")
+    for attempt in range(12):
+        store = tmp_path / f"store-{attempt}.db"
+        start = threading.Barrier(2)
+        created: list[bool] = []
+        errors: list[BaseException] = []
+
+        def create(
+            store: Path = store,
+            start: threading.Barrier = start,
+            created: list[bool] = created,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            db = open_store(store)
+            start.wait()
+            try:
+                created.append(create_or_get_job(db, spec, constitution, records, "t")[1])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, f"attempt {attempt}: {errors[0]!r}"
+        assert sorted(created) == [False, True]
+        assert stored_counts(store, spec.job_id)[1] == len(PROMPTS)
