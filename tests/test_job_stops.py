@@ -355,7 +355,7 @@ def test_two_processes_creating_one_job_on_a_new_store_both_get_it_whole(tmp_pat
     constitution = load_constitution(write_constitution(tmp_path / "principles"))
     records = [PromptRecord(prompt=p) for p in PROMPTS]
     spec = JobOptions().to_spec(records, constitution, default_judge="j", default_policy="p")
-    for attempt in range(12):
+    for attempt in range(30):
         store = tmp_path / f"store-{attempt}.db"
         start = threading.Barrier(2)
         created: list[bool] = []
