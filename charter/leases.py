@@ -97,13 +97,13 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def current(db: sqlite_utils.Database, job_id: str, now: float | None = None) -> Lease | None:
+def current(db: sqlite_utils.Database, job_id: str) -> Lease | None:
     """The job's live lease, or None when no runner holds it."""
     rows = list(db[JOBS].rows_where("id = ?", [job_id])) if JOBS in db.table_names() else []
     if not rows:
         return None
     holder, expires = rows[0].get("lease_holder"), rows[0].get("lease_expires")
-    if holder is None or expires is None or expires <= (time.time() if now is None else now):
+    if holder is None or expires is None or expires <= time.time():
         return None
     return Lease(job_id, str(holder), float(expires))
 
