@@ -37,6 +37,7 @@ import sqlite_utils
 
 from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
 from charter.judge.parse import parse_option
+from charter.store import write_lock
 
 CALLS = "calls"
 CALL_TENANTS = "call_tenants"
@@ -60,17 +61,27 @@ def call_key(spec: str, kind: str, payload: dict[str, Any]) -> str:
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
-    if CALLS not in db.table_names():
-        db[CALLS].create(  # type: ignore[union-attr]
-            {"key": str, "model": str, "kind": str, "request": str, "completion": str, "at": str},
-            pk="key",
-        )
-    if SECRETS not in db.table_names():
-        db[SECRETS].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
-    if CALL_TENANTS not in db.table_names():
-        db[CALL_TENANTS].create(  # type: ignore[union-attr]
-            {"key": str, "tenant": str}, pk=("key", "tenant")
-        )
+    if {CALLS, SECRETS, CALL_TENANTS} <= set(db.table_names()):
+        return
+    with write_lock(db):  # two processes starting on a new store at once take turns
+        if CALLS not in db.table_names():
+            db[CALLS].create(  # type: ignore[union-attr]
+                {
+                    "key": str,
+                    "model": str,
+                    "kind": str,
+                    "request": str,
+                    "completion": str,
+                    "at": str,
+                },
+                pk="key",
+            )
+        if SECRETS not in db.table_names():
+            db[SECRETS].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
+        if CALL_TENANTS not in db.table_names():
+            db[CALL_TENANTS].create(  # type: ignore[union-attr]
+                {"key": str, "tenant": str}, pk=("key", "tenant")
+            )
 
 
 def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:

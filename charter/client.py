@@ -38,7 +38,7 @@ __all__ = ["AsyncCharterClient", "CharterAPIError", "CharterClient", "Preference
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-FINAL_STATES = ("done", "failed", "cancelled")
+FINAL_STATES = ("done", "failed", "cancelled", "stopped")
 
 
 class CharterAPIError(Exception):
@@ -239,7 +239,8 @@ class CharterClient:
         return self._send(_Calls.resume_job(job_id))
 
     def wait_for_job(self, job_id: str, *, timeout: float = 300.0, poll: float = 0.1) -> JobView:
-        """Poll until the job is done, failed or cancelled; `TimeoutError` after `timeout`."""
+        """Poll until the job is done, failed, cancelled or stopped (`FINAL_STATES`);
+        `TimeoutError` after `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
             view = self.job(job_id)

@@ -10,9 +10,10 @@ job resumes from its last completed call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +39,13 @@ from charter.jobs import (
     set_status,
 )
 from charter.judge import compare, critique_and_revise, rank
-from charter.judge.backends.base import ChatModel, GenerationRequest
+from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
 from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
 from charter.judge.quality import Flaw, answer_flaw, describe
 from charter.judge.rank import calibrated
 from charter.judge.results import Comparison
+from charter.leases import LeaseSettings, held
 from charter.service.options import RunOptions
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ ProgressCallback = Callable[[int, int], None]
 DEFAULT_MIN_CONFIDENCE: float = RunOptions.model_fields["min_confidence"].default
 DEFAULT_MAX_ATTEMPTS: int = RunOptions.model_fields["max_attempts"].default
 STOP_AFTER_FAILURES = 3
+STOP_GRACE_S = 5.0
+"""After a stop request, how long model calls already in flight get to finish (and be stored)."""
 
 
 @dataclass
@@ -72,6 +76,76 @@ class RunStats:
 
 class JobFailed(Exception):
     """Every prompt attempted failed: the judge (or policy) is unreachable or always failing."""
+
+
+class JobStopped(Exception):
+    """The job stopped on request (a signal) before its end; it is stored as `stopped`."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        p = summary["prompts"]
+        super().__init__(
+            f"stopped {summary['job_id']}: {p['done']}/{p['total']} prompts done, "
+            f"{summary['preferences']} preferences stored; resume with "
+            f"`charter generate --resume {summary['job_id']}`"
+        )
+        self.summary = summary
+
+
+class StopRequest:
+    """Asks a running job to stop early (the CLI calls `request` on SIGINT or SIGTERM).
+
+    The first request starts no new model call, lets the calls in flight finish and be stored
+    (for up to `STOP_GRACE_S`), and leaves unfinished prompts pending; a second request
+    abandons the calls still in flight at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.urgent = asyncio.Event()
+
+    def request(self) -> None:
+        (self.urgent if self.requested.is_set() else self.requested).set()
+
+
+class _Stopping(Exception):
+    """Raised instead of making a model call once the job is stopping; the prompt stays pending.
+    The judge catches only `BackendError`, so this reaches `run_job` untouched."""
+
+
+class _StopGate:
+    """A model that makes no new call once `stopping` is set, and knows when none is in flight."""
+
+    def __init__(self, inner: ChatModel, stopping: asyncio.Event) -> None:
+        self.inner = inner
+        self.stopping = stopping
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def spec(self) -> str:
+        return self.inner.spec
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        return await self._call(lambda: self.inner.generate(request))
+
+    async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
+        return await self._call(lambda: self.inner.choose(messages, options))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def _call(self, call: Callable[[], Awaitable[Completion]]) -> Completion:
+        if self.stopping.is_set():
+            raise _Stopping
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            return await call()
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
 
 
 class Candidate(BaseModel):
@@ -128,6 +202,8 @@ async def run_job(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     prices: Prices | None = None,
     resume_with: str | None = None,
+    stop_request: StopRequest | None = None,
+    lease: LeaseSettings | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) `job` to the end and return its summary.
 
@@ -137,14 +213,51 @@ async def run_job(
     run, which keeps what succeeded and records what did not. `resume_with` is how the job's
     owner resumes it, for the error of a job left with failed prompts (default: the CLI's
     `charter generate --resume`).
+
+    The job's lease (`charter.leases`, `lease` or the environment's settings) is held
+    throughout: a second runner of the same job gets `LeaseHeld` instead of paying for the
+    same calls. `stop_request` ends the run early with `JobStopped` (see `StopRequest`).
     """
     ensure_tables(db)  # a store from an earlier release gains the columns rows now carry
+    async with held(db, job.id, lease):
+        return await _run_held(
+            db,
+            job,
+            judge,
+            policy,
+            concurrency=concurrency,
+            on_progress=on_progress,
+            min_confidence=min_confidence,
+            max_attempts=max_attempts,
+            prices=prices,
+            resume_with=resume_with,
+            stop_request=stop_request,
+        )
+
+
+async def _run_held(
+    db: sqlite_utils.Database,
+    job: JobRecord,
+    judge: ChatModel,
+    policy: ChatModel | None,
+    *,
+    concurrency: int,
+    on_progress: ProgressCallback | None,
+    min_confidence: float,
+    max_attempts: int,
+    prices: Prices | None,
+    resume_with: str | None,
+    stop_request: StopRequest | None,
+) -> dict[str, Any]:
+    """`run_job`'s work, done while holding the job's lease."""
     calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
     retried = reset_failed(db, job.id)
     if retried:
         log.info("retrying %d prompt(s) that failed before", retried)
-    cached_judge = CachedModel(judge, db, job.spec.tenant)
-    cached_policy = CachedModel(policy, db, job.spec.tenant) if policy is not None else None
+    stopping = stop_request.requested if stop_request else asyncio.Event()
+    gates = [_StopGate(model, stopping) for model in (judge, policy) if model is not None]
+    cached_judge = CachedModel(gates[0], db, job.spec.tenant)
+    cached_policy = CachedModel(gates[1], db, job.spec.tenant) if policy is not None else None
     nonces = KeyedNonces(store_secret(db))
     pending = job_prompts(db, job.id, status="pending")
     counts = prompt_counts(db, job.id)
@@ -161,13 +274,15 @@ async def run_job(
     async def one(position: int, record: PromptRecord) -> None:
         nonlocal finished, successes
         async with gate:
-            if stop.is_set():
+            if stop.is_set() or stopping.is_set():
                 return
             attempt = prompt_attempts(db, job.id, position) + 1
             try:
                 preferences, result, error = await _process(
                     job, position, record, cached_judge, cached_policy, nonces, calibration
                 )
+            except _Stopping:  # left pending: the next run asks its remaining calls
+                return
             except Exception as exc:  # a bug or an unexpected backend failure: keep going
                 log.exception("prompt %d failed", position)
                 preferences, result, error = [], {}, f"{type(exc).__name__}: {exc}"
@@ -193,7 +308,11 @@ async def run_job(
                 on_progress(finished, total)
 
     set_status(db, job.id, "running")
-    await asyncio.gather(*(one(pos, rec) for pos, rec in pending))
+    work = asyncio.ensure_future(asyncio.gather(*(one(pos, rec) for pos, rec in pending)))
+    if stop_request is None:
+        await work
+    else:
+        await _finish_or_stop(work, stop_request, gates)
 
     summary = summarise(db, job, min_confidence=min_confidence, prices=prices)
     summary["calls"] = {
@@ -211,6 +330,9 @@ async def run_job(
         )
         set_status(db, job.id, "failed", summary=summary, error=error)
         raise JobFailed(error)
+    if stopping.is_set() and summary["prompts"]["pending"]:
+        set_status(db, job.id, "stopped", summary=summary)
+        raise JobStopped(summary)
     failed = summary["prompts"]["failed"]
     if failed:
         resume = resume_with or f"`charter generate --resume {job.id}`"
@@ -222,6 +344,37 @@ async def run_job(
     else:
         set_status(db, job.id, "done", summary=summary)
     return summary
+
+
+async def _finish_or_stop(
+    work: asyncio.Future[Any], stop_request: StopRequest, gates: list[_StopGate]
+) -> None:
+    """Await the job's prompts; once a stop is requested, give the model calls in flight up to
+    `STOP_GRACE_S` (or until a second request) to finish and be stored, then abandon the rest."""
+    requested = asyncio.ensure_future(stop_request.requested.wait())
+    try:
+        await asyncio.wait([work, requested], return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return
+
+        async def drained() -> None:
+            await asyncio.wait([work])
+            for gate in gates:  # calls a prompt left behind when a sibling call stopped it
+                await gate.idle.wait()
+
+        finishing = asyncio.ensure_future(drained())
+        urgent = asyncio.ensure_future(stop_request.urgent.wait())
+        await asyncio.wait(
+            [finishing, urgent], timeout=STOP_GRACE_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in (finishing, urgent):
+            waiter.cancel()
+    finally:
+        requested.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
 
 
 async def _process(

@@ -21,13 +21,14 @@ from charter.constitution import Constitution
 from charter.inputs import PromptRecord
 from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
 from charter.judge.quality import QualityConfig
+from charter.store import write_lock
 
 JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
 PREFERENCES = "preferences"
 
 Mode = Literal["compare", "revise"]
-JobStatus = Literal["running", "done", "failed", "cancelled"]
+JobStatus = Literal["running", "done", "failed", "cancelled", "stopped"]
 PromptStatus = Literal["pending", "done", "failed"]
 
 
@@ -152,6 +153,11 @@ class JobRecord(BaseModel):
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
+    with write_lock(db):  # two processes starting on a new store at once take turns
+        _ensure_tables(db)
+
+
+def _ensure_tables(db: sqlite_utils.Database) -> None:
     names = set(db.table_names())
     if JOBS not in names:
         db[JOBS].create(  # type: ignore[union-attr]
@@ -167,9 +173,16 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
                 "updated_at": str,
                 "summary": str,
                 "error": str,
+                "lease_holder": str,
+                "lease_expires": float,
             },
             pk="id",
         )
+    else:  # a store from an earlier release: add the lease (see `charter.leases`)
+        have = set(db[JOBS].columns_dict)
+        for name, kind in (("lease_holder", str), ("lease_expires", float)):
+            if name not in have:
+                db[JOBS].add_column(name, kind)  # type: ignore[union-attr]
     if JOB_PROMPTS not in names:
         db[JOB_PROMPTS].create(  # type: ignore[union-attr]
             {
@@ -214,7 +227,8 @@ def create_or_get_job(
     records: list[PromptRecord],
     prompts_source: str,
 ) -> tuple[JobRecord, bool]:
-    """The job for `spec`: created with its prompts if new, else the stored one."""
+    """The job for `spec`: created with its prompts if new, else the stored one. Two
+    processes creating the same job at once both get it (one creates it, the other finds it)."""
     ensure_tables(db)
     if spec.constitution_digest != constitution.digest:
         raise JobError("spec and constitution disagree on the constitution digest")
@@ -223,7 +237,8 @@ def create_or_get_job(
     except JobError:
         pass
     now = datetime.now(UTC).isoformat()
-    with db.conn:
+    before = db.execute("SELECT total_changes()").fetchone()[0]
+    with write_lock(db):  # one transaction: a job is never seen without its prompts
         db[JOBS].insert(  # type: ignore[union-attr]
             {
                 "id": spec.job_id,
@@ -237,22 +252,25 @@ def create_or_get_job(
                 "updated_at": now,
                 "summary": "{}",
                 "error": None,
-            }
+            },
+            ignore=True,
         )
-        db[JOB_PROMPTS].insert_all(  # type: ignore[union-attr]
-            {
-                "job_id": spec.job_id,
-                "position": i,
-                "prompt_key": r.key,
-                "record": r.model_dump_json(),
-                "status": "pending",
-                "error": None,
-                "result": None,
-                "attempts": 0,
-            }
-            for i, r in enumerate(records)
-        )
-    return get_job(db, spec.job_id), True
+        created = db.execute("SELECT total_changes()").fetchone()[0] > before
+        if created:
+            db[JOB_PROMPTS].insert_all(  # type: ignore[union-attr]
+                {
+                    "job_id": spec.job_id,
+                    "position": i,
+                    "prompt_key": r.key,
+                    "record": r.model_dump_json(),
+                    "status": "pending",
+                    "error": None,
+                    "result": None,
+                    "attempts": 0,
+                }
+                for i, r in enumerate(records)
+            )
+    return get_job(db, spec.job_id), created
 
 
 def get_job(db: sqlite_utils.Database, job_id: str) -> JobRecord:
@@ -289,6 +307,14 @@ def prompt_counts(db: sqlite_utils.Database, job_id: str) -> dict[str, int]:
         f"SELECT status, count(*) FROM {JOB_PROMPTS} WHERE job_id = ? GROUP BY status", [job_id]
     ).fetchall()
     return {status: count for status, count in rows}
+
+
+def preference_count(db: sqlite_utils.Database, job_id: str) -> int:
+    """Rows stored for the job so far: true while it runs, unlike a summary written at its end."""
+    if PREFERENCES not in db.table_names():
+        return 0
+    row = db.execute(f"SELECT count(*) FROM {PREFERENCES} WHERE job_id = ?", [job_id]).fetchone()
+    return int(row[0])
 
 
 def prompt_results(

@@ -5,6 +5,8 @@ Each package owns its own tables and receives the open database; this module onl
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -37,3 +39,23 @@ def open_store(path: Path | str, *, create: bool = True) -> sqlite_utils.Databas
     except Exception as exc:  # sqlite3.DatabaseError and friends
         raise StoreError(f"{path}: cannot open as a SQLite store ({exc})") from exc
     return db
+
+
+@contextlib.contextmanager
+def write_lock(db: sqlite_utils.Database) -> Iterator[None]:
+    """A transaction holding the store's write lock from its start (BEGIN IMMEDIATE).
+
+    For read-then-write steps such as creating missing tables: two processes doing them at once
+    then take turns, where a plain transaction's upgrade from reading to writing fails at once
+    with "database is locked" (SQLite does not wait there, to avoid a deadlock).
+    """
+    if db.conn.in_transaction:
+        yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.conn.commit()

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from charter.cli.main import cli
+from charter.settings import LEASE_TTL_ENV
 from tests.support.generation import (
     PROMPTS,
     bad,
@@ -349,7 +350,8 @@ def test_sigkill_mid_job_then_resume_matches_an_uninterrupted_run(tmp_path: Path
     }
     with ScriptedJudgeServer(responder(), latency_s=0.05) as server:
         args = [sys.executable, "-m", "charter.cli", *generate_args(world, server)]
-        proc = subprocess.Popen(args, env=_server_env(server), stdout=subprocess.PIPE,
+        env = {**_server_env(server), LEASE_TTL_ENV: "1"}  # the killed run's lease: 1 s
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, cwd=tmp_path)  # fmt: skip
         deadline = time.monotonic() + 60
         while server.calls < 20 and time.monotonic() < deadline and proc.poll() is None:
@@ -359,6 +361,7 @@ def test_sigkill_mid_job_then_resume_matches_an_uninterrupted_run(tmp_path: Path
         )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        time.sleep(1.1)  # until the lease it could not release has expired
         committed = stored_calls(world["store"])
         assert committed, "some calls were committed before the kill"
         completed = {request_call(r.body) for r in server.log if r.status == 200}

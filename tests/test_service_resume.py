@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from charter.cli.main import cli
 from charter.client import CharterClient
+from charter.settings import LEASE_TTL_ENV
 from tests.support.generation import PROMPTS, bad, good, responder, write_constitution
 from tests.support.scripted_server import ScriptedJudgeServer
 from tests.support.service import (
@@ -32,7 +33,7 @@ def test_sigkill_mid_job_then_restart_completes_with_no_duplicate_or_lost_rows(
         ]  # fmt: skip
         service = ServiceProcess(
             ["--store", str(store), "--dir", str(principles), "--concurrency", "2", *models],
-            {"CHARTER_API_TOKENS": TOKEN_A},
+            {"CHARTER_API_TOKENS": TOKEN_A, LEASE_TTL_ENV: "2"},  # a killed run's lease: 2 s
             tmp_path / "service.log",
             tmp_path,
         )

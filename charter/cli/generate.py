@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +18,12 @@ from .common import dir_option, echo_json, friendly_errors, json_option, store_o
 from .fields import model_options
 from .models import judge_options, open_model, policy_options
 from .progress import ProgressBar
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from charter.generate import StopRequest
+    from charter.jobs import JobRecord
 
 
 @click.command()
@@ -77,15 +86,21 @@ def generate(
     settings), reusing every model call already stored; so does --resume JOB_ID. A job
     records the constitution it ran under and always resumes under it.
 
+    Ctrl-C or SIGTERM stops the job cleanly: the model calls in flight finish and are stored
+    (a second signal abandons them), the job is recorded as stopped, and --resume carries on.
+    One job runs in one process at a time: a second run of it is refused while the first
+    holds the job's lease.
+
     \b
     Examples:
       charter generate --prompts examples/prompts.jsonl --mode revise
       charter generate --prompts data.jsonl --judge openai:gpt-4o-mini -n 4
     """
     from charter.constitution import load_constitution
-    from charter.generate import JobFailed, Prices, run_job
+    from charter.generate import JobFailed, JobStopped, Prices, StopRequest, run_job
     from charter.inputs import load_prompts
     from charter.jobs import create_or_get_job, get_job, job_prompts
+    from charter.leases import LeaseSettings, ensure_free
     from charter.service.options import needs_policy
     from charter.store import open_store
 
@@ -113,6 +128,8 @@ def generate(
             f"{'started' if created else 'resuming'} {job.id}: {len(records)} prompts, "
             f"mode {options.mode}, constitution {constitution.version}",
         )
+    lease = LeaseSettings.from_env()
+    ensure_free(db, job.id)  # before loading models; run_job takes the lease for certain
     if job.spec.mode == "compare":
         calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw"
         _note(as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}")
@@ -132,9 +149,15 @@ def generate(
         else None
     )
 
+    received: list[signal.Signals] = []
+
     async def go() -> dict[str, Any]:
+        stop = StopRequest()
         try:
-            with ProgressBar("prompts", quiet=as_json) as progress:
+            with (
+                ProgressBar("prompts", quiet=as_json) as progress,
+                _stop_on_signals(stop, received),
+            ):
                 return await run_job(
                     db,
                     job,
@@ -145,6 +168,8 @@ def generate(
                     min_confidence=run.min_confidence,
                     max_attempts=run.max_attempts,
                     prices=prices,
+                    stop_request=stop,
+                    lease=lease,
                 )
         finally:
             await judge.aclose()
@@ -158,13 +183,51 @@ def generate(
             f"{exc}\nNothing finished was lost; fix the model and resume with "
             f"`charter generate --resume {job.id}`."
         ) from None
+    except JobStopped as exc:
+        _report(exc.summary, as_json)
+        click.echo(f"{received[0].name}: {exc}", err=True)
+        raise SystemExit(128 + received[0].value) from None  # the shell's code for a signal
+    _report(summary, as_json)
+    if summary["prompts"]["failed"]:
+        click.echo(f"Error: {summary['error']}", err=True)
+        raise SystemExit(1)
+
+
+def _report(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         echo_json(summary)
     else:
         _print_summary(summary)
-    if summary["prompts"]["failed"]:
-        click.echo(f"Error: {summary['error']}", err=True)
-        raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: StopRequest, received: list[signal.Signals]) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the job to stop (`StopRequest`) rather than end the process,
+    so the job is recorded as stopped and its lease released; each is noted in `received`."""
+    from charter.generate import STOP_GRACE_S
+
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        again = bool(received)
+        received.append(sig)
+        stop.request()
+        click.echo(
+            f"{sig.name}: abandoning the model calls in flight"
+            if again
+            else f"{sig.name}: stopping; the model calls in flight get {STOP_GRACE_S:g} s to "
+            f"finish and be stored ({sig.name} again abandons them)",
+            err=True,
+        )
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def _note(as_json: bool, text: str) -> None:
@@ -337,7 +400,7 @@ def jobs() -> None:
 def list_jobs(store_path: Path, as_json: bool) -> None:
     """List jobs, most recently run first."""
     from charter.jobs import list_jobs as stored_jobs
-    from charter.jobs import prompt_counts
+    from charter.jobs import preference_count, prompt_counts
     from charter.store import open_store
 
     db = open_store(store_path, create=False)
@@ -346,9 +409,10 @@ def list_jobs(store_path: Path, as_json: bool) -> None:
         {
             "id": j.id,
             "status": j.status,
+            "runner": _runner(db, j),
             "mode": j.spec.mode,
             "prompts": prompt_counts(db, j.id),
-            "preferences": j.summary.get("preferences"),
+            "preferences": preference_count(db, j.id),
             "constitution_version": j.constitution.version,
             "created_at": j.created_at,
             "source": j.prompts_source,
@@ -363,11 +427,25 @@ def list_jobs(store_path: Path, as_json: bool) -> None:
     for r in rows:
         done = r["prompts"].get("done", 0)
         total = sum(r["prompts"].values())
+        status = _shown_status(r["status"], r["runner"])
         click.echo(
-            f"{r['id']}  {r['status']:<9} {r['mode']:<8} {done}/{total} prompts  "
-            f"{r['preferences'] or 0} prefs  constitution {r['constitution_version']}  "
+            f"{r['id']}  {status:<11} {r['mode']:<8} {done}/{total} prompts  "
+            f"{r['preferences']} prefs  constitution {r['constitution_version']}  "
             f"{r['source']}"
         )
+
+
+def _runner(db: sqlite_utils.Database, job: JobRecord) -> dict[str, str] | None:
+    """Who runs the job now (its live lease), or None."""
+    from charter.leases import current
+
+    lease = current(db, job.id)
+    return {"holder": lease.holder, "lease_until": lease.until} if lease else None
+
+
+def _shown_status(status: str, runner: dict[str, str] | None) -> str:
+    """A job marked running that no runner holds was interrupted (its process was killed)."""
+    return "interrupted" if status == "running" and runner is None else status
 
 
 @jobs.command("show")
@@ -384,9 +462,11 @@ def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
     db = open_store(store_path, create=False)
     job = get_job(db, job_id)
     summary = summarise(db, job)
+    runner = _runner(db, job)
     data = {
         "id": job.id,
         "status": job.status,
+        "runner": runner,
         "error": job.error,
         "spec": job.spec.model_dump(mode="json"),
         "source": job.prompts_source,
@@ -397,7 +477,11 @@ def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    click.echo(f"{job.id}  {job.status}  ({job.prompts_source})")
+    click.echo(f"{job.id}  {_shown_status(job.status, runner)}  ({job.prompts_source})")
+    if runner:
+        click.echo(f"run by {runner['holder']} (host:pid:run), lease until {runner['lease_until']}")
+    elif job.status in ("running", "stopped"):
+        click.echo(f"resume with: charter generate --resume {job.id}")
     if job.error:
         click.echo(f"error: {job.error}")
     for key, value in job.spec.model_dump().items():

@@ -46,7 +46,14 @@ from charter.constitution import (
 from charter.export import to_row
 from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable
 from charter.inputs import FORMATS, PromptFileError, PromptRecord, load_prompts
-from charter.jobs import JobError, JobRecord, create_or_get_job, get_job, prompt_counts
+from charter.jobs import (
+    JobError,
+    JobRecord,
+    create_or_get_job,
+    get_job,
+    preference_count,
+    prompt_counts,
+)
 from charter.judge import ChatModel, Comparison, Ranking, RevisionChain
 from charter.judge import compare as judge_compare
 from charter.judge import critique_and_revise as judge_critique
@@ -224,7 +231,7 @@ class Service:
                 failed=counts.get("failed", 0),
                 pending=counts.get("pending", 0),
             ),
-            preferences=records.preference_count(self.db, job.id),
+            preferences=preference_count(self.db, job.id),
             error=self.scrub(job.error) if job.error else None,
             errors=[self.scrub(e) for e in records.prompt_errors(self.db, job.id)],
             prompts_source=job.prompts_source,

@@ -97,11 +97,6 @@ def interrupted_job_ids(db: sqlite_utils.Database) -> list[str]:
     return [r[0] for r in rows]
 
 
-def preference_count(db: sqlite_utils.Database, job_id: str) -> int:
-    row = db.execute(f"SELECT count(*) FROM {PREFERENCES} WHERE job_id = ?", [job_id]).fetchone()
-    return int(row[0])
-
-
 def prompt_errors(db: sqlite_utils.Database, job_id: str, limit: int = 5) -> list[str]:
     rows = db.execute(
         f"SELECT error FROM {JOB_PROMPTS} WHERE job_id = ? AND status = 'failed' "

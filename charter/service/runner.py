@@ -4,6 +4,8 @@ Each job runs `charter.generate.run_job`, which commits prompt by prompt and reu
 model call; so a job stopped at any point (cancelled, service shut down, process killed) loses
 at most the calls in flight. A job stays `running` in the store until it ends, which is how a
 restarted service finds the jobs to resume. At most `max_jobs` run at once; the rest queue.
+A job another runner (a `charter generate`) holds the lease of waits until that run ends or its
+lease expires, then runs here: the two never both run it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sqlite_utils
 
 from charter.generate import JobFailed, run_job, summarise
 from charter.jobs import JobError, get_job, job_prompts, set_status
+from charter.leases import LeaseHeld, LeaseLost, LeaseSettings
 
 from .models import ModelPool, ModelUnavailable
 from .options import needs_policy
@@ -43,6 +46,7 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[str] = set()
         self._gate = asyncio.Semaphore(settings.max_jobs)
+        self.lease = LeaseSettings.from_env()
 
     def active(self, job_id: str) -> bool:
         return job_id in self._tasks
@@ -91,20 +95,36 @@ class JobRunner:
         self._queued.discard(job_id)
 
     async def _run(self, job_id: str) -> None:
-        async with self._gate:
-            self._queued.discard(job_id)
-            try:
-                await self._execute(job_id)
-            except asyncio.CancelledError:
-                log.info("%s stopped", job_id)
-                raise
-            except JobFailed as exc:  # run_job has stored the failure
-                log.warning("%s failed: %s", job_id, self.scrub(str(exc)))
-            except (ModelUnavailable, JobError) as exc:
-                self._fail(job_id, str(exc))
-            except Exception as exc:  # a bug: keep the service up, say little
-                log.error("%s crashed: %s", job_id, type(exc).__name__)
-                self._fail(job_id, f"internal error ({type(exc).__name__}); see the service log")
+        held_by: str | None = None
+        while True:
+            async with self._gate:
+                self._queued.discard(job_id)
+                try:
+                    await self._execute(job_id)
+                    return
+                except LeaseHeld as exc:  # another runner has it: wait, without a job slot
+                    if held_by != exc.lease.holder:
+                        log.info("%s is being run by %s: waiting for it", job_id, exc.lease.holder)
+                    held_by = exc.lease.holder
+                except asyncio.CancelledError:
+                    log.info("%s stopped", job_id)
+                    raise
+                except LeaseLost as exc:  # the job is the other runner's now: leave its status
+                    log.warning("%s", self.scrub(str(exc)))
+                    return
+                except JobFailed as exc:  # run_job has stored the failure
+                    log.warning("%s failed: %s", job_id, self.scrub(str(exc)))
+                    return
+                except (ModelUnavailable, JobError) as exc:
+                    self._fail(job_id, str(exc))
+                    return
+                except Exception as exc:  # a bug: keep the service up, say little
+                    log.error("%s crashed: %s", job_id, type(exc).__name__)
+                    self._fail(
+                        job_id, f"internal error ({type(exc).__name__}); see the service log"
+                    )
+                    return
+            await asyncio.sleep(self.lease.renew_every_s)
 
     async def _execute(self, job_id: str) -> None:
         job = get_job(self.db, job_id)
@@ -119,6 +139,7 @@ class JobRunner:
             policy,
             concurrency=self.settings.job_concurrency,
             resume_with=f"POST /v1/jobs/{job_id}/resume",
+            lease=self.lease,
         )
         log.info("%s ended: %s preference rows", job_id, summary.get("preferences"))
 

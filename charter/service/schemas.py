@@ -119,7 +119,7 @@ class UploadOptions(JobOptions):
     responses_column: str = Field(default="responses", min_length=1, max_length=100)
 
 
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled", "stopped"]
 
 
 class PromptProgress(BaseModel):
