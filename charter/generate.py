@@ -39,7 +39,13 @@ from charter.jobs import (
     set_status,
 )
 from charter.judge import compare, critique_and_revise, rank
-from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
+from charter.judge.backends.base import (
+    BackendError,
+    ChatModel,
+    Completion,
+    GenerationRequest,
+    Message,
+)
 from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
 from charter.judge.quality import Flaw, answer_flaw, describe
@@ -283,7 +289,10 @@ async def _run_held(
                 )
             except _Stopping:  # left pending: the next run asks its remaining calls
                 return
-            except Exception as exc:  # a bug or an unexpected backend failure: keep going
+            except BackendError as exc:  # a model call that failed for good: asked again later
+                log.warning("prompt %d failed: %s", position, exc)
+                preferences, result, error = [], {}, str(exc)
+            except Exception as exc:  # a bug: keep going, with its traceback in the log
                 log.exception("prompt %d failed", position)
                 preferences, result, error = [], {}, f"{type(exc).__name__}: {exc}"
             failed_calls = count_failed_calls(result)

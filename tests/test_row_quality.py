@@ -375,6 +375,21 @@ def test_failed_judgments_are_asked_again_and_only_they(tmp_path: Path) -> None:
     assert _rows(faulty, second["job_id"]) == _rows(clean, reference["job_id"])
 
 
+def _fail_policy_on_first(record: RecordedRequest) -> Fault | None:
+    """A server error for the policy's samples of the first prompt (its messages are the prompt)."""
+    messages = record.body.get("messages", [])
+    asks_first = [m.get("content") for m in messages] == [PROMPTS[0]]
+    return Fault.http(500) if asks_first else None
+
+
+def test_a_failed_policy_call_is_a_readable_prompt_error(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    with ScriptedJudgeServer(responder(), fault_policy=_fail_policy_on_first) as server:
+        summary = _run_job(world, server)
+    assert summary["prompts"]["failed"] == 1
+    assert "HTTP 500" in summary["error"] and "_CallFailed" not in summary["error"]
+
+
 def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
     tmp_path: Path,
 ) -> None:
