@@ -9,7 +9,7 @@ The judge's prompts carry nonces that fence untrusted text; for those prompts to
 repeatable (and so cacheable) the judge draws nonces from a keyed hash of each question's
 inputs (see `charter.judge.prompts.KeyedNonces`) with a secret kept in the store. The key
 thus includes the principle's own text: editing one principle changes only the calls asked
-under it, which are the only ones asked again (design guide §6).
+under it, which are the only ones asked again.
 
 Failed calls and unusable replies (a verdict that names no option, an empty text) are not
 remembered: a re-run asks them again, so a judge that misbehaved for a while is given another
@@ -28,8 +28,15 @@ from typing import Any
 
 import sqlite_utils
 
-from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
+from charter.judge.backends.base import (
+    ChatModel,
+    ChatModelBase,
+    Completion,
+    GenerationRequest,
+    Message,
+)
 from charter.judge.parse import parse_option
+from charter.store import SqliteError, check_table
 
 CALLS = "calls"
 SECRETS = "secrets"
@@ -51,13 +58,19 @@ def call_key(spec: str, kind: str, payload: dict[str, Any]) -> str:
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
-    if CALLS not in db.table_names():
-        db[CALLS].create(  # type: ignore[union-attr]
+    """Create the tables if missing; `StoreError`, before creating either, if one of their
+    names is another program's table."""
+    tables: dict[str, tuple[dict[str, Any], str]] = {
+        CALLS: (
             {"key": str, "model": str, "kind": str, "request": str, "completion": str, "at": str},
-            pk="key",
-        )
-    if SECRETS not in db.table_names():
-        db[SECRETS].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
+            "key",
+        ),
+        SECRETS: ({"name": str, "value": str}, "name"),
+    }
+    present = {name for name, (columns, _) in tables.items() if check_table(db, name, columns)}
+    for name, (columns, pk) in tables.items():
+        if name not in present:
+            db[name].create(columns, pk=pk)  # type: ignore[union-attr]
 
 
 def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
@@ -72,14 +85,17 @@ def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
     return bytes.fromhex(row[0])
 
 
-class CachedModel:
-    """A `ChatModel` that answers repeated calls from the store."""
+class CachedModel(ChatModelBase):
+    """A `ChatModel` that answers repeated calls from the store; closing it closes `inner`."""
 
     def __init__(self, inner: ChatModel, db: sqlite_utils.Database) -> None:
         ensure_tables(db)
         self.inner = inner
         self.db = db
         self.stats = CallStats()
+        #: Set once the store refused a write (locked, read-only, full): later calls fail at
+        #: once instead of paying for replies that could not be kept either.
+        self._refused: Exception | None = None
 
     @property
     def spec(self) -> str:
@@ -124,24 +140,34 @@ class CachedModel:
         if row is not None:
             self.stats.reused += 1
             return Completion.model_validate_json(row[0])
+        self._raise_if_refused()
         completion = await call()
         self.stats.made += 1
         if not usable(completion):
             return completion
-        with self.db.conn:
-            self.db.execute(
-                f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    key,
-                    self.spec,
-                    kind,
-                    json.dumps(payload, ensure_ascii=False),
-                    completion.model_dump_json(),
-                    datetime.now(UTC).isoformat(),
-                ],
-            )
+        self._raise_if_refused()  # calls in flight when it happened need not wait to fail
+        try:
+            with self.db.conn:
+                self.db.execute(
+                    f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        key,
+                        self.spec,
+                        kind,
+                        json.dumps(payload, ensure_ascii=False),
+                        completion.model_dump_json(),
+                        datetime.now(UTC).isoformat(),
+                    ],
+                )
+        except SqliteError as exc:
+            self._refused = exc
+            raise
         return completion
+
+    def _raise_if_refused(self) -> None:
+        if self._refused is not None:
+            raise self._refused.with_traceback(None)
 
 
 def _has_text(completion: Completion) -> bool:

@@ -45,6 +45,7 @@ from charter.judge.quality import Flaw, answer_flaw, describe
 from charter.judge.rank import calibrated
 from charter.judge.results import Comparison
 from charter.service.options import RunOptions
+from charter.store import SqliteError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ async def run_job(
                 preferences, result, error = await _process(
                     job, position, record, cached_judge, cached_policy, nonces, calibration
                 )
+            except (SqliteError, StoreError):
+                raise  # the store refused a write: no later prompt can be saved either
             except Exception as exc:  # a bug or an unexpected backend failure: keep going
                 log.exception("prompt %d failed", position)
                 preferences, result, error = [], {}, f"{type(exc).__name__}: {exc}"
