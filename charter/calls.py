@@ -35,9 +35,15 @@ from typing import Any
 
 import sqlite_utils
 
-from charter.judge.backends.base import ChatModel, Completion, GenerationRequest, Message
+from charter.judge.backends.base import (
+    ChatModel,
+    ChatModelBase,
+    Completion,
+    GenerationRequest,
+    Message,
+)
 from charter.judge.parse import parse_option
-from charter.store import write_lock
+from charter.store import SqliteError, check_table, write_lock
 
 CALLS = "calls"
 CALL_TENANTS = "call_tenants"
@@ -61,27 +67,23 @@ def call_key(spec: str, kind: str, payload: dict[str, Any]) -> str:
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
-    if {CALLS, SECRETS, CALL_TENANTS} <= set(db.table_names()):
+    """Create the tables if missing; `StoreError`, before creating any, if one of their names
+    is another program's table. Two processes starting on a new store at once take turns."""
+    tables: dict[str, tuple[dict[str, Any], str | tuple[str, ...]]] = {
+        CALLS: (
+            {"key": str, "model": str, "kind": str, "request": str, "completion": str, "at": str},
+            "key",
+        ),
+        SECRETS: ({"name": str, "value": str}, "name"),
+        CALL_TENANTS: ({"key": str, "tenant": str}, ("key", "tenant")),
+    }
+    present = {name for name, (columns, _) in tables.items() if check_table(db, name, columns)}
+    if present == set(tables):
         return
-    with write_lock(db):  # two processes starting on a new store at once take turns
-        if CALLS not in db.table_names():
-            db[CALLS].create(  # type: ignore[union-attr]
-                {
-                    "key": str,
-                    "model": str,
-                    "kind": str,
-                    "request": str,
-                    "completion": str,
-                    "at": str,
-                },
-                pk="key",
-            )
-        if SECRETS not in db.table_names():
-            db[SECRETS].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
-        if CALL_TENANTS not in db.table_names():
-            db[CALL_TENANTS].create(  # type: ignore[union-attr]
-                {"key": str, "tenant": str}, pk=("key", "tenant")
-            )
+    with write_lock(db):
+        for name, (columns, pk) in tables.items():
+            if name not in db.table_names():
+                db[name].create(columns, pk=pk)  # type: ignore[union-attr]
 
 
 def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
@@ -96,9 +98,10 @@ def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
     return bytes.fromhex(row[0])
 
 
-class CachedModel:
-    """A `ChatModel` that answers repeated calls from the store; `tenant`: whose calls these
-    are, so its counts and timings reveal nothing of other tenants' calls."""
+class CachedModel(ChatModelBase):
+    """A `ChatModel` that answers repeated calls from the store; closing it closes `inner`.
+    `tenant`: whose calls these are, so its counts and timings reveal nothing of other
+    tenants' calls."""
 
     def __init__(
         self, inner: ChatModel, db: sqlite_utils.Database, tenant: str | None = None
@@ -108,6 +111,9 @@ class CachedModel:
         self.db = db
         self.tenant = tenant
         self.stats = CallStats()
+        #: Set once the store refused a write (locked, read-only, full): later calls fail at
+        #: once instead of paying for replies that could not be kept either.
+        self._refused: Exception | None = None
 
     @property
     def spec(self) -> str:
@@ -159,25 +165,35 @@ class CachedModel:
                 self._note(key)
             self.stats.made += 1
             return stored
+        self._raise_if_refused()
         completion = await call()
         self.stats.made += 1
         if not usable(completion):
             return completion
-        with self.db.conn:
-            self.db.execute(
-                f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    key,
-                    self.spec,
-                    kind,
-                    json.dumps(payload, ensure_ascii=False),
-                    completion.model_dump_json(),
-                    datetime.now(UTC).isoformat(),
-                ],
-            )
-            self._note(key)
+        self._raise_if_refused()  # calls in flight when it happened need not wait to fail
+        try:
+            with self.db.conn:
+                self.db.execute(
+                    f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        key,
+                        self.spec,
+                        kind,
+                        json.dumps(payload, ensure_ascii=False),
+                        completion.model_dump_json(),
+                        datetime.now(UTC).isoformat(),
+                    ],
+                )
+                self._note(key)
+        except SqliteError as exc:
+            self._refused = exc
+            raise
         return completion
+
+    def _raise_if_refused(self) -> None:
+        if self._refused is not None:
+            raise self._refused.with_traceback(None)
 
     def _had(self, key: str) -> bool:
         """Whether this model's tenant has had the stored call `key` before (always, without

@@ -140,6 +140,7 @@ def export_job(
         name = assign_split(p.prompt_key, split or {})
         by_split[name].append(to_row(p, conversational=conversational, kind=kind))
 
+    _check_out(out, fmt, bool(split))
     paths = _write(by_split, out, fmt, bool(split))
     if fmt == "hf":
         summary = summarise(db, job, min_confidence=min_confidence)
@@ -160,12 +161,30 @@ def export_job(
     )
 
 
+def _check_out(out: Path, fmt: Format, has_splits: bool) -> None:
+    """Refuse an --out that cannot take this export, before anything is written."""
+    if fmt == "hf" or has_splits:
+        what = "--format hf" if fmt == "hf" else "--split"
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"{out}: exists and is not a directory ({what} writes a directory)")
+        if fmt == "hf" and out.exists() and any(out.iterdir()):
+            raise ExportError(f"{out}: directory exists and is not empty")
+    elif out.is_dir():
+        raise ExportError(
+            f"{out}: is a directory; give a file path for --format {fmt} "
+            "(a directory only with --split)"
+        )
+    above = out.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise ExportError(f"{out}: {above} is a file, not a directory")
+
+
 def _write(
     by_split: dict[str, list[dict[str, Any]]], out: Path, fmt: Format, has_splits: bool
 ) -> list[str]:
     if fmt == "hf":
-        if out.exists() and any(out.iterdir()):
-            raise ExportError(f"{out}: directory exists and is not empty")
         _dataset_dict(by_split).save_to_disk(str(out))
         return [str(out)]
     suffix = ".jsonl" if fmt == "jsonl" else ".parquet"
@@ -176,18 +195,23 @@ def _write(
         out.parent.mkdir(parents=True, exist_ok=True)
         targets = {"train": out}
     for name, path in targets.items():
+        if path.is_dir():
+            raise ExportError(f"{path}: is a directory, in the way of the {name} split's file")
         rows = by_split[name]
         tmp = path.with_name(path.name + ".tmp")
-        if fmt == "jsonl":
-            with tmp.open("w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+        try:
+            if fmt == "jsonl":
+                with tmp.open("w", encoding="utf-8") as f:
+                    for row in rows:
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
-        tmp.replace(path)
+                pq.write_table(pa.Table.from_pylist(rows), tmp)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no half file behind
     return [str(p) for p in targets.values()]
 
 

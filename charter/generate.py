@@ -53,6 +53,7 @@ from charter.judge.rank import calibrated
 from charter.judge.results import Comparison
 from charter.leases import LeaseSettings, held
 from charter.service.options import RunOptions
+from charter.store import SqliteError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,8 @@ async def _run_held(
                 )
             except _Stopping:  # left pending: the next run asks its remaining calls
                 return
+            except (SqliteError, StoreError):
+                raise  # the store refused a write: no later prompt can be saved either
             except BackendError as exc:  # a model call that failed for good: asked again later
                 log.warning("prompt %d failed: %s", position, exc)
                 preferences, result, error = [], {}, str(exc)
@@ -364,6 +367,7 @@ async def _finish_or_stop(
     try:
         await asyncio.wait([work, requested], return_when=asyncio.FIRST_COMPLETED)
         if work.done():
+            work.result()  # raises what escaped a prompt (a store that refused a write)
             return
 
         async def drained() -> None:
@@ -378,6 +382,8 @@ async def _finish_or_stop(
         )
         for waiter in (finishing, urgent):
             waiter.cancel()
+        if work.done() and not work.cancelled():
+            work.result()
     finally:
         requested.cancel()
         if not work.done():

@@ -21,7 +21,7 @@ from charter.constitution import Constitution
 from charter.inputs import PromptRecord
 from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
 from charter.judge.quality import QualityConfig
-from charter.store import write_lock
+from charter.store import check_table, write_lock
 
 JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
@@ -152,13 +152,33 @@ class JobRecord(BaseModel):
     error: str | None = None
 
 
+#: Columns each table has had since the first release: a table of one of these names without
+#: them is another program's, and is never written to (see `check_table`).
+_IDENTITY = {
+    JOBS: ("id", "spec", "constitution", "status", "summary"),
+    JOB_PROMPTS: ("job_id", "position", "prompt_key", "record", "status", "result"),
+    PREFERENCES: ("key", "job_id", "position", "prompt_key", "prompt", "chosen", "rejected"),
+}
+
+
+def _has_table(db: sqlite_utils.Database, name: str) -> bool:
+    """Whether the store has charter's table `name`; `StoreError` if it has another's."""
+    return check_table(db, name, _IDENTITY[name])
+
+
+def check_tables(db: sqlite_utils.Database) -> set[str]:
+    """The job tables the store has; `StoreError`, before anything is written, if one of
+    their names is another program's table."""
+    return {name for name in _IDENTITY if _has_table(db, name)}
+
+
 def ensure_tables(db: sqlite_utils.Database) -> None:
     with write_lock(db):  # two processes starting on a new store at once take turns
         _ensure_tables(db)
 
 
 def _ensure_tables(db: sqlite_utils.Database) -> None:
-    names = set(db.table_names())
+    names = check_tables(db)
     if JOBS not in names:
         db[JOBS].create(  # type: ignore[union-attr]
             {
@@ -274,7 +294,7 @@ def create_or_get_job(
 
 
 def get_job(db: sqlite_utils.Database, job_id: str) -> JobRecord:
-    if JOBS in db.table_names():
+    if _has_table(db, JOBS):
         rows = list(db[JOBS].rows_where("id = ?", [job_id]))
         if not rows:
             rows = list(db[JOBS].rows_where("id like ?", [job_id + "%"]))
@@ -286,7 +306,7 @@ def get_job(db: sqlite_utils.Database, job_id: str) -> JobRecord:
 
 
 def list_jobs(db: sqlite_utils.Database) -> list[JobRecord]:
-    if JOBS not in db.table_names():
+    if not _has_table(db, JOBS):
         return []
     return [_job_from_row(r) for r in db[JOBS].rows_where(order_by="updated_at desc")]
 
@@ -395,7 +415,7 @@ def set_status(
 
 
 def load_preferences(db: sqlite_utils.Database, job_id: str) -> list[Preference]:
-    if PREFERENCES not in db.table_names():
+    if not _has_table(db, PREFERENCES):
         return []
     return [
         preference_from_row(row)

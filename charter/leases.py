@@ -177,7 +177,7 @@ async def held(
                 if renew(db, lease, settings):
                     continue
             except sqlite3.OperationalError as exc:  # a busy store: the next renewal tries again
-                log.warning("could not renew the lease of %s: %s", job_id, exc)
+                log.info("could not renew the lease of %s: %s", job_id, exc)
                 continue
             taken_by.append(current(db, job_id))
             if body is not None:
@@ -200,4 +200,12 @@ async def held(
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
-        release(db, lease)
+        try:
+            release(db, lease)
+        except sqlite3.Error as exc:  # the store refuses writes: the lease lapses on its own
+            log.info(
+                "could not release the lease of %s (it lapses in %g s): %s",
+                job_id,
+                settings.ttl_s,
+                exc,
+            )

@@ -1,19 +1,27 @@
 """The project's SQLite store (one file, WAL mode), opened through sqlite-utils.
 
-Each package owns its own tables and receives the open database; this module only opens it.
+Each package owns its own tables and receives the open database; this module opens it, says
+in one line what went wrong when SQLite refuses (`explain`), and lets an owner check that a
+table of its name is really its own (`check_table`) before writing to it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import sqlite_utils
+import sqlite_utils.utils
+
+#: The error class of the sqlite3 module sqlite-utils uses (the stdlib's, or pysqlite3's).
+SqliteError: type[Exception] = getattr(sqlite_utils.utils, "sqlite3", sqlite3).Error
 
 
 class StoreError(Exception):
-    """The store file cannot be opened or is not a charter store."""
+    """The store file cannot be opened or written, or is not a charter store."""
 
 
 def open_store(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
@@ -27,7 +35,10 @@ def open_store(path: Path | str, *, create: bool = True) -> sqlite_utils.Databas
         return sqlite_utils.Database(memory=True)
     if path.exists() and path.is_dir():
         raise StoreError(f"{path}: is a directory, expected a SQLite file")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create its directory ({exc.strerror})") from None
     try:
         db = sqlite_utils.Database(path)
         db.enable_wal()
@@ -36,8 +47,8 @@ def open_store(path: Path | str, *, create: bool = True) -> sqlite_utils.Databas
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA busy_timeout = 5000")
         db.table_names()  # touches the header: fails now on a file that is not SQLite
-    except Exception as exc:  # sqlite3.DatabaseError and friends
-        raise StoreError(f"{path}: cannot open as a SQLite store ({exc})") from exc
+    except SqliteError as exc:
+        raise explain(exc, path) from None
     return db
 
 
@@ -59,3 +70,65 @@ def write_lock(db: sqlite_utils.Database) -> Iterator[None]:
         db.conn.rollback()
         raise
     db.conn.commit()
+
+
+def explain(exc: Exception, path: Path | str | None) -> StoreError:
+    """A one-line `StoreError` for what SQLite said about the store at `path`: what happened
+    and what to do. A failed statement changes nothing: SQLite rolls it back."""
+    where = str(path) if path is not None else "the store"
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    said = str(exc) or name or type(exc).__name__
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in said:
+        advice = "the store is locked by another process writing to it; retry when it is done"
+    elif name.startswith("SQLITE_READONLY") or "readonly" in said:
+        advice = "the store is read-only; make the file and its directory writable"
+    elif name == "SQLITE_FULL" or "disk is full" in said:
+        advice = "the disk is full; free some space and retry (the failed change was not written)"
+    elif name.startswith("SQLITE_CANTOPEN") or "unable to open" in said:
+        advice = _cannot_open(Path(where)) if path is not None else "check the path"
+    elif name.startswith("SQLITE_IOERR"):
+        advice = "the disk failed a read or write; check the disk and retry"
+    elif name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in said:
+        advice = "cannot open as a SQLite store: the file is not one, or is damaged"
+    else:
+        return StoreError(f"{where}: {said}")
+    return StoreError(f"{where}: {advice} ({said})")
+
+
+def _cannot_open(path: Path) -> str:
+    """Why SQLite could not open `path`: it also needs to create `NAME-wal` and `NAME-shm`."""
+    directory = path.parent
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"its directory {directory} is read-only, and SQLite must create "
+            f"{path.name}-wal and {path.name}-shm there; make it writable"
+        )
+    if path.exists() and not os.access(path, os.R_OK):
+        return "the file is not readable"
+    return "check that the file and its directory exist and are writable"
+
+
+def store_path(db: sqlite_utils.Database) -> str:
+    """The file behind `db` (":memory:" for an in-memory database)."""
+    for _, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(file) or ":memory:"
+    return ":memory:"
+
+
+def check_table(db: sqlite_utils.Database, name: str, columns: Iterable[str]) -> bool:
+    """Whether charter's table `name` exists in `db`. A table of that name without all of
+    `columns` belongs to some other program: refused with a `StoreError`, never written to."""
+    if name not in db.table_names():
+        return False
+    have = set(db[name].columns_dict)
+    missing = [column for column in columns if column not in have]
+    if missing:
+        raise StoreError(
+            f"{store_path(db)} has a `{name}` table that is not charter's (it has no "
+            f"{', '.join(missing)} column{'s' if len(missing) > 1 else ''}); "
+            "give charter its own store file (--store)"
+        )
+    return True

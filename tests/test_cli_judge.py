@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,25 @@ def test_the_shipped_labelled_pairs_are_balanced() -> None:
     assert 0.45 <= share_a <= 0.55  # no side to learn
     assert 0.4 <= longer <= 0.6  # length alone does not predict the label
     assert len({(p.prompt, p.a, p.b) for p in pairs}) == len(pairs)
+
+
+@pytest.mark.parametrize("spec", ["foo", "openai:", "smollm2:x", ""])
+@pytest.mark.parametrize("command", ["judge compare", "serve"])
+def test_a_bad_model_spec_is_one_line_naming_the_option_and_the_forms(
+    principles: Path, tmp_path: Path, command: str, spec: str
+) -> None:
+    """A real process: a `serve` that accepted the spec would listen until the timeout."""
+    if command == "serve":
+        args = ["serve", "--store", str(tmp_path / "store.db"), "--port", "0"]
+    else:
+        args = ["judge", "compare", "--prompt", "p", "--a", "x", "--b", "y"]
+    run = subprocess.run(
+        [sys.executable, "-m", "charter.cli", *args, "--dir", str(principles), "--judge", spec],
+        env=dict(os.environ, CHARTER_API_TOKENS="a-token-long-enough-to-be-accepted"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("Error: --judge: ") and "openai:MODEL" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1

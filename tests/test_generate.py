@@ -260,6 +260,29 @@ def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
     assert not (world["store"].exists() and "jobs" in _tables(world["store"]) and _jobs(world))
 
 
+@pytest.mark.parametrize("option", ["--judge", "--policy"])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [("foo", "openai:MODEL, hf:PATH_OR_ID, smollm2"), ("openai:", "openai:MODEL"),
+     ("smollm2:x", "openai:MODEL, hf:PATH_OR_ID, smollm2"),
+     ("", "openai:MODEL, hf:PATH_OR_ID, smollm2"), ("hf:{dir}", "not a model directory")],
+)  # fmt: skip
+def test_a_model_that_cannot_load_is_one_line_and_leaves_no_job(
+    world: dict[str, Path], option: str, spec: str, needle: str
+) -> None:
+    not_a_model = world["tmp"] / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("no weights here")
+    with ScriptedJudgeServer(responder()) as server:
+        args = generate_args(world, server)
+        args[args.index(option) + 1] = spec.format(dir=not_a_model)
+        code, _, err = invoke(args)
+        assert server.calls == 0
+    assert code == 1 and option in err and needle in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert _jobs(world) == []  # no job was made, so none is left marked running
+
+
 def _tables(path: Path) -> list[str]:
     import sqlite3
 
@@ -333,6 +356,34 @@ def test_export_formats_splits_and_card(world: dict[str, Path]) -> None:
     assert code == 1 and "not empty" in err
     code, _, err = invoke(["export", job_id, "--out", "x.jsonl", "--split", "test=2", *store])
     assert code == 1 and "bad split" in err
+
+
+def test_export_to_a_path_of_the_wrong_kind_is_a_clean_error(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:
+        job_id = run_generate(world, server)["job_id"]
+    place = world["tmp"] / "out"
+    place.mkdir()
+    (place / "a-dir").mkdir()
+    (place / "a-dir" / "theirs.txt").write_text("keep me")
+    (place / "a-file").write_text("keep me too")
+    cases = [
+        (["--out", "a-dir"], "is a directory"),
+        (["--out", "a-dir", "--format", "parquet"], "is a directory"),
+        (["--out", "a-file", "--format", "hf"], "not a directory"),
+        (["--out", "a-file", "--split", "test=0.25"], "not a directory"),
+        (["--out", "a-file", "--format", "parquet", "--split", "test=0.25"], "not a directory"),
+        (["--out", "a-file/rows.jsonl"], "a-file is a file"),
+    ]
+    before = sorted(str(p.relative_to(place)) for p in place.rglob("*"))
+    for args, needle in cases:
+        args[1] = str(place / args[1])
+        code, _, err = invoke(["export", job_id, "--store", str(world["store"]), *args])
+        assert code == 1 and needle in err and args[1] in err, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    # Nothing written, nothing left behind (no .tmp), nothing of theirs touched.
+    assert sorted(str(p.relative_to(place)) for p in place.rglob("*")) == before
+    assert (place / "a-dir" / "theirs.txt").read_text() == "keep me"
+    assert (place / "a-file").read_text() == "keep me too"
 
 
 def _server_env(server: ScriptedJudgeServer) -> dict[str, str]:

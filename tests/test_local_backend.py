@@ -240,6 +240,23 @@ def test_aclose_frees_the_model(backend: LocalTransformersModel) -> None:
     assert backend.model is None
 
 
+def test_with_and_async_with_blocks_free_the_model(tiny_model_dir: Path) -> None:  # noqa: F811
+    from charter.judge._sync import run_sync
+
+    with LocalTransformersModel.load(str(tiny_model_dir)) as backend:
+        assert run_sync(backend.choose(_messages(), ["A", "B"])).text in {"A", "B"}
+    assert backend.model is None
+    with pytest.raises(BackendError, match="closed"):
+        run_sync(backend.choose(_messages(), ["A", "B"]))
+
+    async def scenario() -> LocalTransformersModel:
+        async with LocalTransformersModel.load(str(tiny_model_dir)) as model:
+            await model.choose(_messages(), ["A", "B"])
+        return model
+
+    assert asyncio.run(scenario()).model is None
+
+
 def test_importing_the_backends_does_not_import_torch() -> None:
     code = (
         "import sys, charter.judge, charter.judge.backends.local, charter.judge.backends.smollm2;"

@@ -6,10 +6,13 @@ import asyncio
 import importlib.util
 import logging
 import math
+import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,6 +275,21 @@ def test_timeouts_until_attempts_run_out_raise_backend_error(
     assert server.calls == 3
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_refused_connection_says_so_names_the_url_and_gives_up_soon(transport: str) -> None:
+    with socket.socket() as port:
+        port.bind(("127.0.0.1", 0))  # bound but never listening: every connection is refused
+        url = f"http://127.0.0.1:{port.getsockname()[1]}/v1"
+        options = BackendOptions(base_url=url, api_key_env=KEY_ENV, max_retries=4)
+        model = OpenAIChatModel("m", options, retry=FAST, transport=transport)
+        with pytest.raises(BackendError) as failure:
+            run_choose(model)
+    # One short retry (a server may be starting), not five backed-off attempts, and the cause.
+    assert (
+        str(failure.value) == f"openai:m: cannot connect to {url} (connection refused; 2 attempts)"
+    )
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 def test_client_errors_are_not_retried(
     server: ScriptedJudgeServer, status: int, make_model: Factory
@@ -505,3 +523,123 @@ def test_base_url_comes_from_the_named_env_vars_in_order(monkeypatch: pytest.Mon
     monkeypatch.setenv("CHARTER_POLICY_BASE_URL", "http://policy.invalid/v1")
     assert policy.resolved_base_url() == "http://policy.invalid/v1"
     assert BackendOptions(base_url="http://given/v1").resolved_base_url() == "http://given/v1"
+
+
+# ----------------------------------------------------------------------------- closing
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+EGG, BOILED, NO_IDEA = "How do I boil an egg?", "Boil it 7 min.", "No idea."
+
+
+def readme_python_example() -> str:
+    """The code block of the README's "Python API" section, as a reader would copy it."""
+    section = README.read_text(encoding="utf-8").split("## Python API", 1)[1]
+    return section.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def run_python(code: str, server: ScriptedJudgeServer, cwd: Path) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter where every warning is an error, the judge on `server`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    env["CHARTER_JUDGE_BASE_URL"] = server.base_url
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def assert_nothing_left_open(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, run.stderr
+    assert "unclosed" not in run.stderr.lower(), run.stderr  # aiohttp's and asyncio's warnings
+    assert "Exception ignored" not in run.stderr, run.stderr
+
+
+def test_readme_python_example_prints_the_verdict_and_leaves_nothing_open(
+    principles_dir: Path,
+) -> None:
+    with ScriptedJudgeServer(PreferenceResponder([BOILED], [NO_IDEA])) as server:
+        run = run_python(readme_python_example(), server, cwd=principles_dir.parent)
+        assert server.calls > 0
+    assert_nothing_left_open(run)
+    compared, scored = run.stdout.splitlines()
+    winner, p_a, consistent = compared.split()
+    assert (winner, consistent) == ("a", "True") and float(p_a) > 0.8
+    assert float(scored.split()[0]) > 0.8  # p_yes of the good answer
+
+
+CLOSING = {
+    "async with": """
+import asyncio
+from charter.judge import compare, load_model
+from charter.constitution import load_constitution
+
+async def main():
+    async with load_model("openai:scripted") as judge:
+        result = await compare(judge, load_constitution("principles"), EGG, BOILED, NO_IDEA)
+    print(result.winner)
+
+asyncio.run(main())
+""",
+    "async with a cached model": """
+import asyncio
+from charter.calls import CachedModel
+from charter.judge import compare, load_model
+from charter.constitution import load_constitution
+from charter.store import open_store
+
+async def main():
+    async with CachedModel(load_model("openai:scripted"), open_store("store.db")) as judge:
+        result = await compare(judge, load_constitution("principles"), EGG, BOILED, NO_IDEA)
+    print(result.winner)
+
+asyncio.run(main())
+""",
+    "with": """
+from charter.judge import compare_sync, load_model
+from charter.constitution import load_constitution
+
+with load_model("openai:scripted") as judge:
+    print(compare_sync(judge, load_constitution("principles"), EGG, BOILED, NO_IDEA).winner)
+""",
+    "used sync, closed async": """
+import asyncio
+from charter.judge import compare_sync, load_model
+from charter.constitution import load_constitution
+
+judge = load_model("openai:scripted")
+print(compare_sync(judge, load_constitution("principles"), EGG, BOILED, NO_IDEA).winner)
+asyncio.run(judge.aclose())
+""",
+}
+
+
+@pytest.mark.parametrize("form", list(CLOSING))
+def test_models_close_their_connections_in_every_form(principles_dir: Path, form: str) -> None:
+    texts = f"EGG, BOILED, NO_IDEA = {EGG!r}, {BOILED!r}, {NO_IDEA!r}\n"
+    with ScriptedJudgeServer(PreferenceResponder([BOILED], [NO_IDEA])) as server:
+        run = run_python(texts + CLOSING[form], server, cwd=principles_dir.parent)
+    assert_nothing_left_open(run)
+    assert run.stdout.strip() == "a"
+
+
+def test_the_sync_wrappers_loop_is_stopped_and_closed_at_exit() -> None:
+    code = """
+import asyncio, atexit, threading
+
+seen = {}
+# Registered before charter's own exit handler, so it runs after it (last in, first out).
+atexit.register(lambda: print(
+    any(t.name == "charter-judge-loop" for t in threading.enumerate()), seen["loop"].is_closed()
+))
+
+from charter.judge._sync import run_sync
+
+async def running_loop():
+    return asyncio.get_running_loop()
+
+seen["loop"] = run_sync(running_loop())
+"""
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True"]  # the thread has ended, the loop is closed

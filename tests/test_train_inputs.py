@@ -129,6 +129,15 @@ def test_model_path_that_does_not_exist(tmp_path: Path, prefs: Path, no_training
     assert f"model path {missing} does not exist" in error
 
 
+@pytest.mark.parametrize("spec", ["openai:gpt-4o-mini", "hf:{tiny}", "smollm2"])
+def test_a_judge_spec_as_the_model_to_train_says_what_to_give(
+    spec: str, tmp_path: Path, prefs: Path, tiny: Path, no_training: None
+) -> None:
+    model = spec.format(tiny=tiny)
+    error = fail("dpo", "--data", str(prefs), "--model", model, "--out", str(tmp_path / "o"))
+    assert f"model {model!r} is a model spec" in error and "model's directory" in error
+
+
 @pytest.mark.parametrize("method", ["dpo", "reward"])
 def test_conversational_data_needs_a_chat_template(
     method: str, tmp_path: Path, prefs: Path, no_template: Path, no_training: None

@@ -52,6 +52,11 @@ def inspect_model(spec: str, role: str = "model") -> Any:
     from transformers import AutoConfig
 
     path = Path(spec).expanduser()
+    if not path.exists() and (spec.startswith(("openai:", "hf:")) or spec == "smollm2"):
+        raise TrainError(
+            f"{role} {spec!r} is a model spec for judging or sampling; to train, give the "
+            "model's directory (or a hub id in the local cache) without a prefix"
+        )
     target = spec
     if path.exists():
         if not path.is_dir():

@@ -78,17 +78,30 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def _from_store(exc: Exception) -> Exception:
+    """An error SQLite raised about the store (locked, read-only, disk full...) as the
+    `StoreError` that names the command's --store file; any other error as it is."""
+    store = sys.modules.get("charter.store")
+    if store is None or not isinstance(exc, store.SqliteError):
+        return exc
+    ctx = click.get_current_context(silent=True)
+    path = ctx.params.get("store_path") if ctx is not None else None
+    return store.explain(exc, path)  # type: ignore[no-any-return]
+
+
 def friendly_errors(func: F) -> F:
     """Turn the errors a user can cause into one-line messages and exit code 1, no traceback.
 
     An error carrying `findings` (a constitution that does not load) prints one line each.
+    SQLite's errors, wherever a command meets them, are reported against its --store file.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except Exception as exc:
+        except Exception as raised:
+            exc = _from_store(raised)
             if not isinstance(exc, _user_errors()):
                 raise
             findings = getattr(exc, "findings", None)

@@ -170,7 +170,9 @@ def eval_models(
 
     async def generate(spec: str, base_url: str | None, role: str) -> list[Generated]:
         say(f"{role}: loading {spec}")
-        chat_model = open_model(spec, base_url, timeout, concurrency, POLICY_BASE_URL_ENV)
+        chat_model = open_model(
+            spec, base_url, timeout, concurrency, POLICY_BASE_URL_ENV, option=f"--{role}"
+        )
         try:
             say(f"{role}: answering {len(prompts)} prompts")
             return await generate_completions(
@@ -193,7 +195,9 @@ def eval_models(
         outputs_a = await generate(model, model_base_url, "model")
         outputs_b = await generate(baseline, baseline_base_url, "baseline")
         say(f"judge: loading {judge_spec}")
-        judge = open_model(judge_spec, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
+        judge = open_model(
+            judge_spec, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
+        )
         cached = CachedModel(judge, db) if db is not None else None
         try:
             say(f"judge: comparing {len(prompts)} pairs")

@@ -96,23 +96,22 @@ def generate(
       charter generate --prompts examples/prompts.jsonl --mode revise
       charter generate --prompts data.jsonl --judge openai:gpt-4o-mini -n 4
     """
+    from charter.calls import ensure_tables as ensure_call_tables
     from charter.constitution import load_constitution
     from charter.generate import JobFailed, JobStopped, Prices, StopRequest, run_job
     from charter.inputs import load_prompts
-    from charter.jobs import create_or_get_job, get_job, job_prompts
+    from charter.jobs import check_tables, create_or_get_job, get_job, job_prompts
     from charter.leases import LeaseSettings, ensure_free
     from charter.service.options import needs_policy
     from charter.store import open_store
 
     db = open_store(store_path)
+    check_tables(db)  # another program's tables are refused before anything is written
+    ensure_call_tables(db)
     if resume_id:
         job = get_job(db, resume_id)
         records = [r for _, r in job_prompts(db, job.id)]
-        _note(
-            as_json,
-            f"resuming {job.id} under constitution {job.constitution.version} "
-            f"({job.constitution.digest[:12]})",
-        )
+        spec = job.spec
     else:
         if prompts_path is None:
             raise click.UsageError("give --prompts FILE (or --resume JOB_ID)")
@@ -122,6 +121,30 @@ def generate(
         spec = options.plan(
             db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
         )
+    # Loaded before a job is written: a model that does not load leaves no job behind.
+    judge = open_model(
+        spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
+    )
+    if not needs_policy(records):
+        policy = None
+    elif spec.policy == spec.judge and policy_base_url in (None, judge_base_url):
+        policy = judge  # one local model in memory, not two
+    else:
+        policy = open_model(
+            spec.policy,
+            policy_base_url,
+            timeout,
+            concurrency,
+            POLICY_BASE_URL_ENV,
+            option="--policy",
+        )
+    if resume_id:
+        _note(
+            as_json,
+            f"resuming {job.id} under constitution {job.constitution.version} "
+            f"({job.constitution.digest[:12]})",
+        )
+    else:
         job, created = create_or_get_job(db, spec, constitution, records, str(prompts_path))
         _note(
             as_json,
@@ -134,15 +157,6 @@ def generate(
         calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw"
         _note(as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}")
 
-    judge = open_model(job.spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
-    if not needs_policy(records):
-        policy = None
-    elif job.spec.policy == job.spec.judge and policy_base_url in (None, judge_base_url):
-        policy = judge  # one local model in memory, not two
-    else:
-        policy = open_model(
-            job.spec.policy, policy_base_url, timeout, concurrency, POLICY_BASE_URL_ENV
-        )
     prices = (
         Prices(prompt=price_in or 0.0, completion=price_out or 0.0)
         if price_in is not None or price_out is not None

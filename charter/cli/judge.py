@@ -43,7 +43,12 @@ class JudgeSetup:
 
         constitution = load_constitution(self.directory)
         model = open_model(
-            self.judge_spec, self.judge_base_url, self.timeout, self.concurrency, JUDGE_BASE_URL_ENV
+            self.judge_spec,
+            self.judge_base_url,
+            self.timeout,
+            self.concurrency,
+            JUDGE_BASE_URL_ENV,
+            option="--judge",
         )
 
         async def go() -> T:

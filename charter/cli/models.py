@@ -80,13 +80,30 @@ def policy_options(func: F) -> F:
     )(func)
 
 
+def check_spec(spec: str, option: str) -> None:
+    """A one-line error naming `option` and the accepted forms unless `spec` is one of them."""
+    from charter.judge.backends.registry import parse_spec
+
+    try:
+        parse_spec(spec)
+    except ValueError as exc:
+        raise click.ClickException(f"{option}: {exc}") from None
+
+
 def open_model(
-    spec: str, base_url: str | None, timeout: float, concurrency: int, env_name: str
+    spec: str,
+    base_url: str | None,
+    timeout: float,
+    concurrency: int,
+    env_name: str,
+    *,
+    option: str,
 ) -> ChatModel:
-    """Load a model from its spec, with a clean error (no traceback) when that fails."""
+    """Load the model `option` names, with a one-line error (no traceback) when that fails."""
     from charter.judge import BackendError, BackendOptions
     from charter.judge.backends.registry import load_model
 
+    check_spec(spec, option)
     if not spec.startswith("openai:"):
         # Our own progress bar owns the terminal; transformers' per-load bars are noise.
         from transformers.utils import logging as hf_logging
@@ -101,4 +118,4 @@ def open_model(
     try:
         return load_model(spec, options)
     except (BackendError, OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot load model {spec!r}: {exc}") from None
+        raise click.ClickException(f"{option}: cannot load {spec!r}: {exc}") from None

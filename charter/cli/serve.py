@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .common import dir_option, friendly_errors, store_option
-from .models import judge_options, policy_options
+from .models import check_spec, judge_options, policy_options
 
 
 def _is_loopback(host: str) -> bool:
@@ -102,6 +102,8 @@ def serve(
     from charter.service.settings import ServiceSettings, SettingsError
     from charter.store import open_store
 
+    check_spec(judge_spec, "--judge")  # fail now, in one line, not when the models load
+    check_spec(policy_spec, "--policy")
     try:
         settings = ServiceSettings.from_env(
             store_path=store_path,

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import BackendError, ChatModel, Completion, GenerationRequest, Message, Usage
+from .base import (
+    BackendError,
+    ChatModel,
+    ChatModelBase,
+    Completion,
+    GenerationRequest,
+    Message,
+    Usage,
+)
 from .options import BackendOptions
 from .registry import load_model
 
@@ -19,6 +27,7 @@ __all__ = [
     "BackendError",
     "BackendOptions",
     "ChatModel",
+    "ChatModelBase",
     "Completion",
     "GenerationRequest",
     "Message",

@@ -10,8 +10,9 @@ Two calls cover everything the judge does:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,3 +112,46 @@ class ChatModel(Protocol):
     async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+class ChatModelBase(ABC):
+    """What every backend shares: `close()` / `aclose()`, and `with` / `async with`.
+
+    A model holds connections, threads or weights until it is closed. `async with` (or
+    `await model.aclose()`) closes it on the running event loop; `with` (or `model.close()`)
+    closes it on charter's background loop, the one the sync wrappers (`compare_sync`, ...)
+    run models on, so what they opened there is closed there. Closing twice is harmless.
+    """
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The spec string this model was made from."""
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> Completion: ...
+
+    @abstractmethod
+    async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion: ...
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Free what the model holds (connections, threads, weights)."""
+
+    def close(self) -> None:
+        """`aclose` from synchronous code (see the class docstring for which loop)."""
+        from .._sync import run_sync
+
+        run_sync(self.aclose())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .base import BackendError, Completion, GenerationRequest, Message, Usage
+from .base import BackendError, ChatModelBase, Completion, GenerationRequest, Message, Usage
 from .options import BackendOptions
 
 if TYPE_CHECKING:
@@ -53,6 +53,15 @@ class ModelNotFoundError(BackendError, FileNotFoundError):
     Both a `BackendError` (what the judge catches) and a `FileNotFoundError` (what a caller
     checking paths expects).
     """
+
+
+#: A directory holding one of these is a saved model (or a PEFT adapter over one).
+_MODEL_FILES = ("config.json", "adapter_config.json")
+
+
+def _one_line(exc: BaseException) -> str:
+    """transformers' messages span lines (numbered lists of causes): one line for the user."""
+    return " ".join(str(exc).split())
 
 
 def _looks_like_path(path_or_id: str) -> bool:
@@ -116,8 +125,10 @@ class _Batcher:
     generations: _Queue[_Generation] = field(default_factory=_Queue)
 
 
-class LocalTransformersModel:
+class LocalTransformersModel(ChatModelBase):
     """A transformers causal LM served in-process; implements `ChatModel`.
+
+    It holds the weights and a worker thread until closed (see `ChatModelBase`).
 
     Build it with `LocalTransformersModel.load(...)`; the constructor takes an already loaded
     model and tokenizer (useful for tests and for the trainer, which owns its models).
@@ -186,6 +197,11 @@ class LocalTransformersModel:
         if path.exists():
             if not path.is_dir():
                 raise ModelNotFoundError(f"model path {str(path)!r} is not a directory")
+            if not any((path / name).is_file() for name in _MODEL_FILES):
+                raise ModelNotFoundError(
+                    f"{str(path)!r} is not a model directory (no {' or '.join(_MODEL_FILES)}: "
+                    "give a directory saved by transformers' save_pretrained)"
+                )
             source = str(path)
         elif _looks_like_path(path_or_id):
             raise ModelNotFoundError(f"model directory {str(path)!r} does not exist")
@@ -205,10 +221,12 @@ class LocalTransformersModel:
                     "pass a directory)"
                 ) from exc
             raise ModelNotFoundError(
-                f"cannot load a transformers model from {source!r}: {exc}"
+                f"cannot load a transformers model from {source!r}: {_one_line(exc)}"
             ) from exc
         except Exception as exc:  # e.g. an architecture this transformers does not know
-            raise BackendError(f"cannot load a transformers model from {source!r}: {exc}") from exc
+            raise BackendError(
+                f"cannot load a transformers model from {source!r}: {_one_line(exc)}"
+            ) from exc
         model.eval()  # type: ignore[no-untyped-call]
         logger.info("loaded %s in %.1f s", spec, time.perf_counter() - started)
         return cls(model, tokenizer, spec=spec, options=options)

@@ -4,6 +4,8 @@ One retry policy, ours: the SDK's own retries are off (`max_retries=0`) and `ten
 rate limits (429, honouring `Retry-After`), server errors (5xx), timeouts, dropped connections and
 malformed replies (truncated JSON, an empty choice list), with exponential backoff and jitter.
 Client errors (400, 401, 403, 404, 422) fail at once: asking again cannot help and wastes money.
+A server that cannot be reached (connection refused, host not found) gets one short retry, in
+case it is just starting, and then an error that says so and names its URL.
 A semaphore bounds HTTP exchanges in flight, so a judge run cannot flood a small local server.
 It is held inside the HTTP client's `send` (`_Pacing`), around the exchange alone: the SDK
 builds the request before a slot is taken and the reply is decoded after it is given back, so
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import importlib.util
 import json
 import logging
@@ -38,10 +41,17 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
 )
 
-from .base import BackendError, Completion, FailureReason, GenerationRequest, Message, Usage
+from .base import (
+    BackendError,
+    ChatModelBase,
+    Completion,
+    FailureReason,
+    GenerationRequest,
+    Message,
+    Usage,
+)
 from .options import BackendOptions
 
 logger = logging.getLogger(__name__)
@@ -51,6 +61,7 @@ __all__ = ["OpenAIChatModel", "RetryPolicy"]
 _PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, llama.cpp, Ollama) ignore the key
 _RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 _MAYBE_LOGPROBS_REJECTED = frozenset({400, 422})
+_UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 
 class RetryPolicy(BaseModel):
@@ -68,6 +79,12 @@ class RetryPolicy(BaseModel):
         default=60.0,
         ge=0,
         description="Cap on a server's Retry-After: a bad header must not stall a run.",
+    )
+    connect_attempts: int = Field(
+        default=2,
+        ge=1,
+        description="Attempts at a server that cannot be reached (connection refused, host not "
+        "found) before giving up; never more than the retries allow.",
     )
 
 
@@ -118,6 +135,30 @@ def _retry_after_seconds(exc: BaseException) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _cannot_connect(exc: BaseException) -> str | None:
+    """Why no connection could be made ("connection refused", "host not found"), from the OS
+    error under the SDK's; None when a connection was made (or the cause is not an OS error).
+
+    The aiohttp transport reports a refused connection as a connect *timeout*: only the OS
+    error at the bottom of the chain says what happened.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    found: str | None = None  # a transport's connect error, unless the OS error says more
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, httpx2.ConnectError):
+            found = "connection failed"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host not found"
+        if isinstance(cause, OSError) and cause.errno in _UNREACHABLE:
+            return "no route to host"
+        cause = cause.__cause__ or cause.__context__
+    return found
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
@@ -160,8 +201,12 @@ def extract_option_logprobs(
     return {option: _logsumexp(lps) for option, lps in found.items()}
 
 
-class OpenAIChatModel:
-    """A `ChatModel` for one model name on one OpenAI-compatible endpoint."""
+class OpenAIChatModel(ChatModelBase):
+    """A `ChatModel` for one model name on one OpenAI-compatible endpoint.
+
+    Its HTTP connections stay open until it is closed: `with` / `async with` it, or call
+    `close()` / `aclose()` (see `ChatModelBase`).
+    """
 
     def __init__(
         self,
@@ -262,17 +307,16 @@ class OpenAIChatModel:
         return self._completion(response, latency, option_logprobs=option_logprobs)
 
     async def aclose(self) -> None:
+        """Close the HTTP client, on the loop it was opened on if that one still runs."""
         client, loop = self._client, self._loop
         self._client, self._loop = None, None
-        if client is not None and loop is asyncio.get_running_loop():
+        if client is None or loop is None:
+            return
+        if loop is asyncio.get_running_loop():
             await client.close()
-        # A client from another (finished) loop cannot be closed here; its sockets die with it.
-
-    async def __aenter__(self) -> OpenAIChatModel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        elif loop.is_running():  # e.g. opened by the sync wrappers, closed from async code
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.close(), loop))
+        # A client from a finished loop cannot be closed; its sockets died with that loop.
 
     # ------------------------------------------------------------------ internals
 
@@ -309,7 +353,7 @@ class OpenAIChatModel:
                 raise self._failure(exc, attempts=1) from None
             first_failure: Exception | None = exc
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.options.max_retries + 1),
+            stop=self._stop,
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._log_retry,
@@ -339,15 +383,32 @@ class OpenAIChatModel:
         return reply, float(http_response.extensions[_Pacing.LATENCY])
 
     def _failure(self, exc: BaseException, attempts: int) -> _CallFailed:
+        url = self.base_url or "the default OpenAI endpoint"
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        unreachable = _cannot_connect(exc)
+        if unreachable is not None:
+            detail = f"cannot connect to {url} ({unreachable})"
+            message = f"{self.spec}: cannot connect to {url} ({unreachable}; {tries})"
+            return _CallFailed(message, None, detail, "unreachable")
         detail = self._scrub(_short_error(exc))
-        where = f"{self.spec} at {self.base_url or 'the default OpenAI endpoint'}"
-        plural = "s" if attempts != 1 else ""
         status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
         return _CallFailed(
-            f"{where} failed after {attempts} attempt{plural}: {detail}",
+            f"{self.spec} at {url} failed after {tries}: {detail}",
             status,
             detail,
             _failure_reason(exc),
+        )
+
+    def _stop(self, state: RetryCallState) -> bool:
+        """After `max_retries` retries; at a server that cannot be reached, after
+        `connect_attempts` (a short retry covers one just starting; more only delays the error)."""
+        if state.attempt_number > self.options.max_retries:
+            return True
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return (
+            exc is not None
+            and _cannot_connect(exc) is not None
+            and state.attempt_number >= self.retry.connect_attempts
         )
 
     def _wait(self, state: RetryCallState) -> float:
@@ -500,22 +561,8 @@ def _check_reply(response: Any) -> None:
         raise _MalformedReply("the server returned a choice without a message")
 
 
-def _connect_failure(exc: BaseException) -> BaseException | None:
-    """The error that kept a connection from being made, if that is what went wrong.
-
-    Looked for down the cause chain: the aiohttp transport reports a refused connection as a
-    connect *timeout*, and the SDK wraps that again as `APITimeoutError`.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, httpx2.ConnectError | ConnectionRefusedError | socket.gaierror):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def _failure_reason(exc: BaseException) -> FailureReason:
-    if _connect_failure(exc) is not None:
+    if _cannot_connect(exc) is not None:
         return "unreachable"
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return "timeout"
@@ -525,9 +572,6 @@ def _failure_reason(exc: BaseException) -> FailureReason:
 
 
 def _short_error(exc: BaseException) -> str:
-    refused = _connect_failure(exc)
-    if refused is not None:
-        return f"cannot connect ({type(refused).__name__})"
     if isinstance(exc, openai.APIStatusError):
         detail = exc.message
         if isinstance(exc.body, dict):
@@ -537,6 +581,9 @@ def _short_error(exc: BaseException) -> str:
             if isinstance(inner, str) and inner:
                 detail = inner
         return f"HTTP {exc.status_code}: {detail}"
+    unreachable = _cannot_connect(exc)
+    if unreachable is not None:
+        return f"cannot connect ({unreachable})"
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return "request timed out"
     if isinstance(exc, openai.APIConnectionError):

@@ -7,7 +7,7 @@ using the HTTP backend never imports torch.
 
 from __future__ import annotations
 
-from .base import ChatModel
+from .base import ChatModelBase
 from .options import BackendOptions
 
 __all__ = ["SPEC_FORMS", "load_model", "parse_spec"]
@@ -33,8 +33,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
     raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(SPEC_FORMS)}")
 
 
-def load_model(spec: str, options: BackendOptions | None = None) -> ChatModel:
-    """Build the model a spec names; `ValueError` if the spec is not one of `SPEC_FORMS`."""
+def load_model(spec: str, options: BackendOptions | None = None) -> ChatModelBase:
+    """Build the model a spec names; `ValueError` if the spec is not one of `SPEC_FORMS`.
+
+    Close it when done (`with load_model(...) as model:`): it holds connections or weights.
+    """
     options = options or BackendOptions()
     kind, name = parse_spec(spec)
     if kind == "openai":
