@@ -110,6 +110,7 @@ def generate(
     ensure_call_tables(db)
     if resume_id:
         job = get_job(db, resume_id)
+        ensure_free(db, job.id)  # a job another process runs is refused before models load
         records = [r for _, r in job_prompts(db, job.id)]
         spec = job.spec
     else:
@@ -152,7 +153,7 @@ def generate(
             f"mode {options.mode}, constitution {constitution.version}",
         )
     lease = LeaseSettings.from_env()
-    ensure_free(db, job.id)  # before loading models; run_job takes the lease for certain
+    ensure_free(db, job.id)  # says who runs it; run_job takes the lease for certain
     if job.spec.mode == "compare":
         calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw"
         _note(as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}")
