@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter.jobs import JOBS, JobError
 from charter.settings import LEASE_TTL_ENV
+from charter.store import SqliteError
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ async def held(
             try:
                 if renew(db, lease, settings):
                     continue
-            except sqlite3.OperationalError as exc:  # a busy store: the next renewal tries again
+            except SqliteError as exc:  # a busy store: the next renewal tries again
                 log.info("could not renew the lease of %s: %s", job_id, exc)
                 continue
             taken_by.append(current(db, job_id))
@@ -202,7 +202,7 @@ async def held(
             await keeper
         try:
             release(db, lease)
-        except sqlite3.Error as exc:  # the store refuses writes: the lease lapses on its own
+        except SqliteError as exc:  # the store refuses writes: the lease lapses on its own
             log.info(
                 "could not release the lease of %s (it lapses in %g s): %s",
                 job_id,
