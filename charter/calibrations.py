@@ -247,11 +247,16 @@ async def calibrate_on_pairs(
     file happened to prefer more often.
     """
     config = config.resolved(model.spec)
+    fit_idx, held_idx = holdout_split(len(pairs), holdout, seed) if len(pairs) >= 2 else ([], [])
+    if len(fit_idx) < 2:  # said before any judge call is paid for
+        raise CalibrationError(
+            f"{pairs_source}: {len(pairs)} labelled pair(s) leave {len(fit_idx)} to fit on after "
+            f"holding out {holdout:g} of them; a calibration needs at least 2 to fit on"
+        )
     started = time.perf_counter()
     comparisons = await judge_pairs(
         model, constitution, pairs, config, concurrency=concurrency, on_result=on_result
     )
-    fit_idx, held_idx = holdout_split(len(pairs), holdout, seed)
     fit = [(comparisons[i].p_a, pairs[i].preferred == "a") for i in fit_idx]
     usable = [(p, y) for p, y in fit if p is not None]
     if len(usable) < 2:

@@ -489,6 +489,23 @@ def test_bad_labelled_rows_are_one_line_errors_naming_file_and_line(
     assert not store.exists() or "calibrations" not in sqlite_utils.Database(store).table_names()
 
 
+def test_too_few_pairs_to_calibrate_is_said_before_any_judge_call(tmp_path: Path) -> None:
+    labelled = tmp_path / "labelled.jsonl"
+    pair = {"prompt": "P", "a": "x", "b": "y", "preferred": "a"}
+    labelled.write_text((json.dumps(pair) + "\n") * 2)  # 1 to fit on, 1 held out
+    principles = write_constitution(tmp_path / "principles")
+    with ScriptedJudgeServer(responder()) as server:
+        code, _, err = cli(
+            "judge", "calibrate", "--pairs", str(labelled), "--dir", str(principles),
+            "--store", str(tmp_path / "store.db"), "--judge", "openai:scripted",
+            "--judge-base-url", server.base_url,
+        )  # fmt: skip
+        assert server.calls == 0
+    assert code == 1 and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert "labelled.jsonl: 2 labelled pair(s) leave 1 to fit on" in line, err
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
