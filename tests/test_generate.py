@@ -257,7 +257,7 @@ def test_bad_prompt_files_are_clean_errors(world: dict[str, Path]) -> None:
             [line] = err.strip().splitlines()
             assert needle in line, line
         assert server.calls == 0
-    assert not (world["store"].exists() and "jobs" in _tables(world["store"]) and _jobs(world))
+    assert not world["store"].exists()  # bad inputs are refused before a store is created
 
 
 @pytest.mark.parametrize("option", ["--judge", "--policy"])

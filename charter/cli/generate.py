@@ -105,6 +105,12 @@ def generate(
     from charter.service.options import needs_policy
     from charter.store import open_store
 
+    if not resume_id:  # bad inputs are refused before a store is opened (or created)
+        if prompts_path is None:
+            raise click.UsageError("give --prompts FILE (or --resume JOB_ID)")
+        prompt_set = load_prompts(prompts_path, column=column, responses_column=responses_column)
+        records = list(prompt_set)
+        constitution = load_constitution(directory)
     db = open_store(store_path)
     check_tables(db)  # another program's tables are refused before anything is written
     ensure_call_tables(db)
@@ -114,11 +120,6 @@ def generate(
         records = [r for _, r in job_prompts(db, job.id)]
         spec = job.spec
     else:
-        if prompts_path is None:
-            raise click.UsageError("give --prompts FILE (or --resume JOB_ID)")
-        prompt_set = load_prompts(prompts_path, column=column, responses_column=responses_column)
-        records = list(prompt_set)
-        constitution = load_constitution(directory)
         spec = options.plan(
             db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
         )
