@@ -405,7 +405,7 @@ def test_no_stack_trace_or_secret_in_responses_or_logs(
         async def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("internal detail sk-secret-999")
 
-        monkeypatch.setattr("charter.service.app.judge_compare", broken)
+        monkeypatch.setattr("charter.service.routes.feedback.judge_compare", broken)
         crash = client.http.post("/v1/feedback/compare", json={"prompt": "p", "a": "x", "b": "y"})
     assert crash.status_code == 500
     assert error_of(crash) == {
