@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -41,15 +42,33 @@ def open_store(path: Path | str, *, create: bool = True) -> sqlite_utils.Databas
         raise StoreError(f"{path}: cannot create its directory ({exc.strerror})") from None
     try:
         db = sqlite_utils.Database(path)
-        db.enable_wal()
+        db.execute("PRAGMA busy_timeout = 5000")
+        _enable_wal(db)
         # In WAL mode, NORMAL still survives a killed process (kill -9) intact; it only
         # skips the fsync per commit, so a power cut could lose the last few commits.
         db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA busy_timeout = 5000")
         db.table_names()  # touches the header: fails now on a file that is not SQLite
     except SqliteError as exc:
         raise explain(exc, path) from None
     return db
+
+
+def _enable_wal(db: sqlite_utils.Database, wait_s: float = 5.0) -> None:
+    """Switch to WAL mode, waiting while another connection switches the same new file.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is locked"
+    at once, without its busy wait, when another connection holds it meanwhile (two processes
+    opening a new store together): so wait here, as the busy timeout would.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except SqliteError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager

@@ -64,6 +64,9 @@ def test_embedded_default_critiques_and_revises_offline() -> None:
         "--critique-max-tokens", "32",
     )  # fmt: skip
     [first] = chain["rounds"]
-    assert first["critique"]["text"]
-    assert first["revision"] is not None
+    assert first["critique"]["text"] and first["critique"]["error"] is None
+    # The tiny model's critique can fail a quality gate (the chain then stops there, by design,
+    # and says why); otherwise it was revised. Either way every step ran on the local model.
+    if first["critique"]["flaw"] is None:
+        assert first["revision"] is not None and first["revision"]["text"]
     assert chain["judge"] == "smollm2"

@@ -357,7 +357,7 @@ def test_two_processes_creating_one_job_on_a_new_store_both_get_it_whole(tmp_pat
     spec = JobOptions().to_spec(records, constitution, default_judge="j", default_policy="p")
     for attempt in range(30):
         store = tmp_path / f"store-{attempt}.db"
-        start = threading.Barrier(2)
+        start = threading.Barrier(2, timeout=60)  # a thread that fails fails the test, not hangs
         created: list[bool] = []
         errors: list[BaseException] = []
 
@@ -367,9 +367,9 @@ def test_two_processes_creating_one_job_on_a_new_store_both_get_it_whole(tmp_pat
             created: list[bool] = created,
             errors: list[BaseException] = errors,
         ) -> None:
-            db = open_store(store)
-            start.wait()
             try:
+                db = open_store(store)  # both open the new file at once too
+                start.wait()
                 created.append(create_or_get_job(db, spec, constitution, records, "t")[1])
             except BaseException as exc:
                 errors.append(exc)
