@@ -60,7 +60,8 @@ _LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
 # How our critique and revision requests name their inputs; an answer has no reason to.
 _COMMENTARY = re.compile(
     r"\b(?:the|this|that|your|original|revised|rewritten) "
-    r"(?:response|critique|revision|prompt)s?\b",
+    r"(?:response|critique|revision|prompt)s?\b"
+    r"|\brequests? for (?:a |the )?(?:revision|critique)s?\b",
     re.IGNORECASE,
 )
 _TOPIC = re.compile(r"\b(?:response|critique|revision|prompt)s?\b", re.IGNORECASE)

@@ -70,6 +70,11 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
         ("A thorough editing of the response is essential.", {}, "commentary"),
         ("Here's a rewritten response: the prompt is too persuasive.", {}, "commentary"),
         (
+            "The request for revision has been rephrased so that it avoids embellishments.",
+            {},
+            "commentary",
+        ),
+        (
             "Boil the egg for six minutes in water. Then boil the egg for six minutes in water.",
             {},
             "repetitive",
