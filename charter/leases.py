@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from charter.common.environment import model_from_env
 from charter.jobs import JOBS, JobError
 from charter.settings import LEASE_TTL_ENV
 from charter.store import SqliteError
@@ -52,15 +53,7 @@ class LeaseSettings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LeaseSettings:
-        env = os.environ if env is None else env
-        raw = env.get(LEASE_TTL_ENV)
-        if not raw:
-            return cls()
-        try:
-            return cls.model_validate({"ttl_s": raw})
-        except ValidationError as exc:
-            reason = str(exc.errors()[0]["msg"])
-            raise ValueError(f"{LEASE_TTL_ENV}={raw!r}: {reason}") from None
+        return model_from_env(cls, {"ttl_s": LEASE_TTL_ENV}, env)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ number in the field's bounds is a one-line `LimitsError`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from .environment import model_from_env
 
 ENV_PREFIX = "CHARTER_"
 MIB = 1024 * 1024
@@ -70,14 +71,8 @@ class InputLimits(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InputLimits:
         """The defaults, with each limit whose variable is set in `env` (default: os.environ)."""
-        env = os.environ if env is None else env
-        values = {name: env[env_var(name)] for name in cls.model_fields if env.get(env_var(name))}
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            name = str(err["loc"][0])
-            raise LimitsError(f"{env_var(name)}={values.get(name)!r}: {err['msg']}") from None
+        variables = {name: env_var(name) for name in cls.model_fields}
+        return model_from_env(cls, variables, env, LimitsError)
 
     def exceeded(self, field: str, what: str) -> str:
         """A one-line reason: `what` passed the limit `field`, and how to raise it."""
