@@ -1,9 +1,11 @@
 """Export a job's preferences as a dataset that loads in `datasets` and trains in TRL as is.
 
 Rows are TRL's preference format: `prompt`, `chosen`, `rejected` as strings (standard) or as
-message lists (conversational), followed by provenance columns. `--kind sft` writes the
-revision chains' outputs in TRL's prompt-completion format instead. Splits are assigned by a
-hash of the prompt, so they are deterministic and a prompt never straddles train and test.
+message lists (conversational), followed by provenance columns. `--kind sft` writes prompt ->
+the text worth imitating (an accepted revision, or a comparison winner) in TRL's
+prompt-completion format instead; `charter.training_data` picks the rows for both. Splits are
+assigned by a hash of the prompt, so they are deterministic and a prompt never straddles train
+and test.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any, Literal
 import sqlite_utils
 from pydantic import BaseModel
 
-from charter.generate import DEFAULT_MIN_CONFIDENCE, describe_texts, is_exportable, summarise
+from charter.generate import DEFAULT_MIN_CONFIDENCE, describe_texts, summarise
 from charter.jobs import Preference, get_job, load_preferences
+from charter.training_data import select_rows
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +126,7 @@ def export_job(
     job = get_job(db, job_id)
     out = Path(out)
     preferences = load_preferences(db, job.id)
-    if kind == "sft":
-        chosen = [p for p in preferences if p.source == "revision"]
-    else:
-        chosen = [p for p in preferences if is_exportable(p, min_confidence)]
+    chosen = select_rows(preferences, kind, min_confidence)
     excluded = len(preferences) - len(chosen)
     if not chosen:
         raise ExportError(

@@ -1,4 +1,4 @@
-"""Training on charter's preferences with TRL: DPO, reward model, PPO and GRPO (judge as reward).
+"""Training on charter's data with TRL: SFT, DPO, reward model, PPO and GRPO (judge as reward).
 
 Everything TRL-specific lives in this package (TRL is pinned at 1.12.0, the last release with
 PPO), so moving TRL versions is this package's work alone. One run config and one
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .ppo import PPORunConfig, train_ppo
     from .reward import RewardRunConfig, train_reward
     from .runtime import Precision, TrainResult, resolve_precision
+    from .sft import SFTRunConfig, train_sft
 
 _LAZY = {
     "RunConfig": "config",
@@ -45,6 +46,8 @@ _LAZY = {
     "GRPORunConfig": "grpo",
     "ConstitutionReward": "grpo",
     "train_grpo": "grpo",
+    "SFTRunConfig": "sft",
+    "train_sft": "sft",
     "Precision": "runtime",
     "TrainResult": "runtime",
     "resolve_precision": "runtime",
@@ -52,7 +55,7 @@ _LAZY = {
     "write_model_card": "card",
 }
 
-METHODS = ("dpo", "reward", "ppo", "grpo")
+METHODS = ("sft", "dpo", "reward", "ppo", "grpo")
 
 __all__ = [
     "METHODS",
@@ -65,6 +68,7 @@ __all__ = [
     "Provenance",
     "RewardRunConfig",
     "RunConfig",
+    "SFTRunConfig",
     "TrainError",
     "TrainResult",
     "load_preference_data",
@@ -76,6 +80,7 @@ __all__ = [
     "train_grpo",
     "train_ppo",
     "train_reward",
+    "train_sft",
     "write_model_card",
 ]
 

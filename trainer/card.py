@@ -22,6 +22,7 @@ TRAINERS = {
     "reward": "trl.RewardTrainer",
     "ppo": "trl.experimental.ppo.PPOTrainer",
     "grpo": "trl.GRPOTrainer",
+    "sft": "trl.SFTTrainer",
 }
 
 
@@ -80,11 +81,11 @@ def _value(value: Any) -> str:
 
 def render_card(facts: dict[str, Any]) -> str:
     data = facts["data"]
-    is_local = Path(str(facts["base_model"])).exists()
+    loaded = str(facts.get("base_model_path") or facts["base_model"])
     tags = ["charter", "trl", facts["method"], "rlaif", "constitutional-ai"]
     front = ["---", "library_name: transformers"]
-    if not is_local:
-        front.append(f"base_model: {facts['base_model']}")
+    if not Path(loaded).exists():
+        front.append(f"base_model: {loaded}")
     front += ["tags:", *(f"- {t}" for t in tags), "---", ""]
     lines = [
         *front,
@@ -95,7 +96,8 @@ def render_card(facts: dict[str, Any]) -> str:
         "",
         "## Provenance",
         "",
-        f"- Base model: `{facts['base_model']}`",
+        f"- Base model: `{facts['base_model']}`"
+        + (f" (loaded from `{loaded}`)" if loaded != facts["base_model"] else ""),
         f"- Method: {facts['method']} (`{facts['trainer']}`)",
         f"- Data: `{data['source']}` ({data['format']} format)",
         f"- Generation job: {_value(data['jobs'] or None)}",

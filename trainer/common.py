@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .card import card_facts, write_model_card
 from .config import RunConfig
 from .data import Kind, PreferenceData, load_preference_data
 from .errors import TrainError
-from .models import lora_config
+from .models import lora_config, resolve_model_spec
 from .runtime import (
     Precision,
     TrainResult,
@@ -24,19 +25,36 @@ from .runtime import (
 
 log = logging.getLogger("charter.trainer")
 
+# A run config's fields that name a model, and the model's role in messages.
+MODEL_FIELDS = {
+    "model": "model",
+    "ref_model": "reference model",
+    "reward_model": "reward model",
+    "value_model": "value model",
+}
 
-class Prepared:
-    """A run's checked inputs: data, TRL args, precision and the checkpoint to resume from."""
+
+C = TypeVar("C", bound=RunConfig)
+
+
+class Prepared(Generic[C]):
+    """A run's checked inputs: data, TRL args, precision and the checkpoint to resume from.
+
+    `config` has its model specs resolved to what transformers loads; `specs` holds the specs
+    as given, for the card.
+    """
 
     def __init__(
         self,
-        config: RunConfig,
+        config: C,
         data: PreferenceData,
         args: Any,
         precision: Precision,
         resume_from: str | None,
+        specs: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.specs = specs or {}
         self.data = data
         self.args = args
         self.precision = precision
@@ -44,12 +62,12 @@ class Prepared:
 
 
 def prepare(
-    config: RunConfig,
+    config: C,
     *,
     trl_cls: type[Any],
     kind: Kind,
     defaults: dict[str, Any] | None = None,
-) -> Prepared:
+) -> Prepared[C]:
     """Everything that can fail cheaply, before a model is loaded: data, settings, output dir."""
     if not config.model:
         raise TrainError("no model given (--model, or `model` in the config file)")
@@ -65,6 +83,12 @@ def prepare(
     data = load_preference_data(config.data, kind=kind, conversational=config.conversational)
     resume_from = resolve_resume(config.output_dir, resume, config.overwrite)
     args, precision = build_trl_args(trl_cls, config.output_dir, settings, defaults)
+    specs = {
+        name: str(getattr(config, name))
+        for name in MODEL_FIELDS
+        if isinstance(getattr(config, name, None), str) and getattr(config, name)
+    }
+    config = resolve_models(config)
     if is_main_process():
         log.info(
             "data: %d rows from %s (%s format), precision %s on %s",
@@ -74,7 +98,18 @@ def prepare(
             precision.name,
             precision.device,
         )
-    return Prepared(config, data, args, precision, resume_from)
+    return Prepared(config, data, args, precision, resume_from, specs)
+
+
+def resolve_models(config: C) -> C:
+    """`config` with each model spec (`smollm2`, `hf:PATH_OR_ID`, a path) resolved to a
+    directory or Hub id, so every command reads a spec the same way."""
+    resolved: dict[str, Any] = {
+        name: resolve_model_spec(getattr(config, name), role)
+        for name, role in MODEL_FIELDS.items()
+        if isinstance(getattr(config, name, None), str) and getattr(config, name)
+    }
+    return dataclasses.replace(config, **resolved)
 
 
 def peft_config(config: RunConfig, task_type: str) -> Any:
@@ -89,7 +124,7 @@ def peft_config(config: RunConfig, task_type: str) -> Any:
     )
 
 
-def hyperparameters(prepared: Prepared, names: list[str]) -> dict[str, Any]:
+def hyperparameters(prepared: Prepared[Any], names: list[str]) -> dict[str, Any]:
     """The key settings for the card: the named TRL fields, precision and LoRA."""
     args = prepared.args
     out: dict[str, Any] = {name: getattr(args, name, None) for name in names}
@@ -107,7 +142,7 @@ def hyperparameters(prepared: Prepared, names: list[str]) -> dict[str, Any]:
 
 def run_and_save(
     trainer: Any,
-    prepared: Prepared,
+    prepared: Prepared[Any],
     *,
     method: str,
     train_kwargs: dict[str, Any] | None = None,
@@ -125,7 +160,7 @@ def run_and_save(
 
 def finish(
     trainer: Any,
-    prepared: Prepared,
+    prepared: Prepared[Any],
     *,
     method: str,
     hyper: dict[str, Any],
@@ -142,9 +177,12 @@ def finish(
         processing_class = getattr(trainer, "processing_class", None)
         if processing_class is not None and not (out / "tokenizer_config.json").exists():
             processing_class.save_pretrained(str(out))
+        given = prepared.specs.get("model", prepared.config.model)
+        if given != prepared.config.model:
+            extra = {**(extra or {}), "base_model_path": prepared.config.model}
         facts = card_facts(
             method=method,
-            base_model=prepared.config.model,
+            base_model=given,
             data=prepared.data,
             hyperparameters=hyper,
             metrics=metrics,

@@ -4,7 +4,9 @@ Rows are TRL's preference format (`prompt`, `chosen`, `rejected`, each a string 
 conversational format, a message list) plus whatever provenance columns `charter export` wrote.
 Unusable rows (a missing or empty field, `chosen == rejected`) are dropped and counted; a
 dataset with none left is an error before any model is loaded. Prompt-only data (`prompt`
-alone) feeds the online methods (PPO, GRPO).
+alone) feeds the online methods (PPO, GRPO). SFT data is `prompt` and `completion`, or a
+`messages` list ending in the assistant's turn (split into the earlier turns as the prompt and
+that turn as the completion, so the loss is on the answer alone).
 
 Job ids are resolved by the `charter` layer (it owns the store) into `PreferenceData.from_rows`.
 """
@@ -32,7 +34,7 @@ from .errors import TrainDataError, TrainError
 
 log = logging.getLogger("charter.trainer")
 
-Kind = Literal["preference", "prompt"]
+Kind = Literal["preference", "prompt", "sft"]
 Messages = list[dict[str, str]]
 
 PROVENANCE_COLUMNS = ("job_id", "constitution_digest", "constitution_version", "judge", "policy")
@@ -108,6 +110,9 @@ class PreferenceData:
         test: Sequence[Mapping[str, Any]] | None = None,
     ) -> PreferenceData:
         """Check and normalise rows; `TrainError` when none is usable."""
+        if kind == "sft":
+            rows = [_split_messages(row) for row in rows]
+            test = [_split_messages(row) for row in test] if test else test
         fmt = conversational if conversational is not None else _detect_format(rows, test)
         train, dropped, reasons = _clean(rows, kind, fmt)
         held: list[dict[str, Any]] | None = None
@@ -116,7 +121,11 @@ class PreferenceData:
             dropped += test_dropped
             reasons.update(test_reasons)
         if not train:
-            what = "preference pairs" if kind == "preference" else "prompts"
+            what = {
+                "preference": "preference pairs",
+                "prompt": "prompts",
+                "sft": "prompt-completion rows",
+            }[kind]
             why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "it is empty"
             raise TrainError(f"{source}: no usable {what} ({len(rows)} rows: {why})")
         if dropped:
@@ -298,9 +307,16 @@ def _clean(
     """Usable rows in the target format; unusable ones counted by reason."""
     out: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
-    fields = ("prompt", "chosen", "rejected") if kind == "preference" else ("prompt",)
+    fields = {
+        "preference": ("prompt", "chosen", "rejected"),
+        "prompt": ("prompt",),
+        "sft": ("prompt", "completion"),
+    }[kind]
     for row in rows:
         missing = [name for name in fields if row.get(name) in (None, "", [])]
+        if missing and kind == "sft" and "messages" in row:
+            reasons["messages not ending in an assistant turn after another turn"] += 1
+            continue
         if missing:
             reasons[f"missing {'/'.join(missing)}"] += 1
             continue
@@ -320,6 +336,18 @@ def _clean(
             continue
         out.append(clean)
     return out, sum(reasons.values()), reasons
+
+
+def _split_messages(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An SFT row given as `messages` -> `prompt` (the turns before the last) and `completion`
+    (the last, the assistant's); a row that cannot be split is left as is, to be dropped."""
+    if "messages" not in row or "prompt" in row or "completion" in row:
+        return row
+    messages = row["messages"]
+    if not is_messages(messages) or len(messages) < 2 or messages[-1]["role"] != "assistant":
+        return row
+    rest = {k: v for k, v in row.items() if k != "messages"}
+    return {**rest, "prompt": messages[:-1], "completion": messages[-1:]}
 
 
 def prompt_key(row: Mapping[str, Any]) -> str:

@@ -50,6 +50,7 @@ def train_dpo(config: DPORunConfig) -> TrainResult:
     from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
 
     prepared = prepare(config, trl_cls=DPOConfig, kind="preference")
+    config = prepared.config  # model specs resolved
     require_causal_lm(config.model)
     ref_spec = config.ref_model or config.model
     if config.ref_model:

@@ -272,6 +272,7 @@ def train_grpo(config: GRPORunConfig) -> TrainResult:
             f"reward_mode must be auto, reference or group, not {config.reward_mode!r}"
         )
     prepared = prepare(config, trl_cls=GRPOConfig, kind="prompt")
+    config = prepared.config  # model specs resolved
     constitution = _load_constitution(config.constitution)
     require_causal_lm(config.model)
     tokenizer = load_tokenizer(config.model, conversational=prepared.data.conversational)

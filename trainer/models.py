@@ -1,5 +1,11 @@
 """Model and tokenizer loading with checks that fail before training, in one clear line.
 
+Model specs mean what they mean to the judge (`charter.judge.backends.registry.parse_spec` is
+the one parser): `smollm2` is the embedded SmolLM2-135M-Instruct, converted once into the cache
+as the judge converts it; `hf:PATH_OR_ID` is a directory or Hub id; a spec with no prefix is a
+directory or a Hub id in the local cache, as before. `resolve_model_spec` turns each into what
+transformers loads.
+
 Checked up front: the path exists and holds a transformers model; a causal LM is not a
 classifier and a reward model is a one-output sequence classifier (not a causal LM); the
 tokenizer has a chat template when the data is conversational; PPO's reward model reads the
@@ -11,12 +17,52 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import TrainError
 
 log = logging.getLogger("charter.trainer")
+
+TRAIN_SPEC_FORMS = "smollm2, hf:PATH_OR_ID, or a model directory (or Hub id in the local cache)"
+# `name:` at the start: a spec's prefix (no directory or Hub id looks like that).
+_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]*:")
+
+
+def resolve_model_spec(spec: str, role: str = "model") -> str:
+    """The directory or Hub id a model spec names, `TrainError` (one line) for a spec that names
+    no weights to train. An existing path is a path, whatever it is called."""
+    from charter.judge.backends.registry import SPEC_FORMS, parse_spec
+
+    if Path(spec).expanduser().exists():
+        return spec
+    try:
+        kind, name = parse_spec(spec)
+    except ValueError as exc:
+        prefix = _PREFIX.match(spec)
+        if prefix is None:
+            return spec  # a directory that does not exist, or a Hub id: checked when read
+        if prefix.group(0)[:-1].strip().lower() in {f.split(":")[0] for f in SPEC_FORMS}:
+            raise TrainError(f"{role}: {exc}") from None
+        raise TrainError(
+            f"{role} {spec!r}: unknown model spec; expected {TRAIN_SPEC_FORMS}"
+        ) from None
+    if kind == "hf":
+        return name
+    if kind == "openai":
+        raise TrainError(
+            f"{role} {spec!r} is a model behind an API, with no weights here to train; "
+            f"expected {TRAIN_SPEC_FORMS}"
+        )
+    from charter.judge.backends.base import BackendError
+    from charter.judge.backends.options import default_cache_dir
+    from charter.judge.backends.smollm2 import smollm2_model_dir
+
+    try:
+        return str(smollm2_model_dir(default_cache_dir()))
+    except BackendError as exc:
+        raise TrainError(f"{role} {spec}: {_first_line(exc)}") from None
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -51,12 +97,8 @@ def inspect_model(spec: str, role: str = "model") -> Any:
     """
     from transformers import AutoConfig
 
+    spec = resolve_model_spec(spec, role)
     path = Path(spec).expanduser()
-    if not path.exists() and (spec.startswith(("openai:", "hf:")) or spec == "smollm2"):
-        raise TrainError(
-            f"{role} {spec!r} is a model spec for judging or sampling; to train, give the "
-            "model's directory (or a hub id in the local cache) without a prefix"
-        )
     target = spec
     if path.exists():
         if not path.is_dir():

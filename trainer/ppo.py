@@ -113,6 +113,7 @@ def train_ppo(config: PPORunConfig) -> TrainResult:
     if not config.reward_model:
         raise TrainError("no reward model given (--reward-model DIR from `charter train reward`)")
     prepared = prepare(config, trl_cls=ppo_config, kind="prompt", defaults=PPO_DEFAULTS)
+    config = prepared.config  # model specs resolved
     args = prepared.args
     require_causal_lm(config.model)
     require_reward_model(config.reward_model)

@@ -76,6 +76,7 @@ def train_reward(config: RewardRunConfig) -> TrainResult:
     from trl import RewardConfig, RewardTrainer  # type: ignore[attr-defined]
 
     prepared = prepare(config, trl_cls=RewardConfig, kind="preference")
+    config = prepared.config  # model specs resolved
     _check_base(config.model)
     tokenizer = load_tokenizer(config.model, conversational=prepared.data.conversational)
     data = prepared.data

@@ -342,7 +342,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     type=click.Choice(["preference", "sft"]),
     default="preference",
     show_default=True,
-    help="preference triples, or SFT rows from revisions.",
+    help="preference triples, or SFT rows (prompt -> accepted revision or comparison winner).",
 )
 @click.option("--conversational", is_flag=True, help="Message lists instead of plain strings.")
 @click.option(
@@ -350,7 +350,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     type=click.FloatRange(0.5, 1.0),
     default=0.6,
     show_default=True,
-    help="Drop comparison rows with p_chosen below this.",
+    help="Drop rows (comparisons, checked revisions) with p_chosen below this.",
 )
 @click.option(
     "--split",

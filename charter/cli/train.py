@@ -1,9 +1,12 @@
-"""`charter train dpo|reward|ppo|grpo`: train on the preferences charter generated, with TRL.
+"""`charter train sft|dpo|reward|ppo|grpo`: train on the data charter generated, with TRL.
 
 Every command takes `--config FILE.toml` (flat keys named as in TRL's configs, plus charter's
 own: see `charter.trainer.config`) and flags; a flag given on the command line or through its
-environment variable overrides the file. `--data` is a job id in the store or a path. Anything
-that can be wrong with the inputs is checked before training starts and reported in one line.
+environment variable overrides the file. `--data` is a job id in the store or a path; a job's
+rows are picked by `charter.training_data`, as `charter export` picks them. `--model` (and
+every other model) is a spec read as the judge reads it: `smollm2`, `hf:PATH_OR_ID`, a path.
+Anything that can be wrong with the inputs is checked before training starts and reported in
+one line.
 
 Heavy imports (torch, TRL) happen inside the commands so `charter --help` stays fast.
 """
@@ -28,6 +31,7 @@ from .models import judge_options
 
 if TYPE_CHECKING:
     from charter.trainer import PreferenceData, TrainResult
+    from charter.training_data import TrainKind
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +63,7 @@ def train(ctx: click.Context, quiet: bool) -> None:
     """Train models on charter's preference data with TRL.
 
     \b
+      sft      supervised fine-tuning on accepted revisions or winners (trl.SFTTrainer)
       dpo      DPO on the preference pairs (trl.DPOTrainer)
       reward   a reward model on the pairs, with the judge's margins (trl.RewardTrainer)
       ppo      PPO against a reward model, KL-anchored to the base (trl PPOTrainer)
@@ -80,7 +85,10 @@ def common_options(func: F) -> F:
         click.option(
             "--data", help="A job id in the store, or a .jsonl/.json/.parquet file or dir."
         ),
-        click.option("--model", help="Base model: a local directory (or a Hub id when online)."),
+        click.option(
+            "--model",
+            help="Base model: smollm2 (the embedded model), hf:PATH_OR_ID, or a directory.",
+        ),
         click.option(
             "--out", "output_dir", type=click.Path(path_type=Path), help="Output directory."
         ),
@@ -94,7 +102,7 @@ def common_options(func: F) -> F:
         click.option(
             "--min-confidence",
             type=click.FloatRange(0.5, 1.0),
-            help="For a job id: p_chosen a comparison row needs to be used (default 0.6).",
+            help="For a job id: p_chosen a comparison or checked revision needs (default 0.6).",
         ),
         click.option(
             "--conversational/--standard",
@@ -239,6 +247,7 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
 
     module = importlib.import_module(f"charter.trainer.{method}")
     run_cls = {
+        "sft": T.SFTRunConfig,
         "dpo": T.DPORunConfig,
         "reward": T.RewardRunConfig,
         "ppo": T.PPORunConfig,
@@ -272,7 +281,8 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
     for key, flag in (("data", "--data"), ("model", "--model"), ("output_dir", "--out")):
         if not run.get(key):
             raise click.UsageError(f"give {flag} (or `{key}` in the --config file)")
-    kind = "preference" if method in ("dpo", "reward") else "prompt"
+    kinds: dict[str, TrainKind] = {"sft": "sft", "dpo": "preference", "reward": "preference"}
+    kind = kinds.get(method, "prompt")
     run["data"] = resolve_data(
         str(run["data"]),
         store=Path(cli.get("store") or ctx.params["store_path"]),
@@ -296,60 +306,16 @@ def resolve_data(
     *,
     store: Path,
     min_confidence: float | None,
-    kind: str,
+    kind: TrainKind,
     conversational: bool | None,
 ) -> str | PreferenceData:
     """A path passes through; anything else is looked up as a job id in the store."""
-    from charter.trainer import PreferenceData, TrainError
+    from charter.training_data import load_job_data
 
     if Path(value).expanduser().exists():
         return value
-    if not store.is_file():
-        raise TrainError(
-            f"--data {value}: no such file, and no store at {store} to look up a job id in"
-        )
-    from charter.export import to_row
-    from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable
-    from charter.jobs import JobError, get_job, job_prompts, load_preferences
-    from charter.store import open_store
-
-    db = open_store(store, create=False)
-    try:
-        job = get_job(db, value)
-    except JobError:
-        raise TrainError(
-            f"--data {value}: no such file, and no job {value!r} in {store} "
-            "(see `charter jobs list`)"
-        ) from None
-    threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
-    stored = load_preferences(db, job.id)
-    usable = [p for p in stored if is_exportable(p, threshold)]
-    source = f"job {job.id} ({store})"
-    as_messages = bool(conversational)
-    rows = [to_row(p, conversational=as_messages, kind="preference") for p in usable]
-    if not rows and kind == "prompt":
-        prompts = [r.prompt for _, r in job_prompts(db, job.id)]
-        rows = [
-            {
-                "prompt": p if isinstance(p, str) else [m.model_dump() for m in p],
-                "job_id": job.id,
-                "constitution_digest": job.constitution.digest,
-                "constitution_version": job.constitution.version,
-                "judge": job.spec.judge,
-                "policy": job.spec.policy,
-            }
-            for p in prompts
-        ]
-    if not rows:
-        raise TrainError(
-            f"job {job.id} has no usable preference pairs: {len(stored)} stored, none a revision "
-            f"or a comparison with p_chosen >= {threshold} (see `charter jobs show {job.id}`)"
-        )
-    return PreferenceData.from_rows(
-        rows,
-        source=source,
-        kind="preference" if kind == "preference" else "prompt",
-        conversational=conversational,
+    return load_job_data(
+        store, value, kind=kind, min_confidence=min_confidence, conversational=conversational
     )
 
 
@@ -374,7 +340,33 @@ def _report(result: TrainResult, as_json: bool) -> None:
 
 @train.command()
 @common_options
-@click.option("--ref-model", help="Reference model (default: --model itself).")
+@click.option("--max-length", type=click.IntRange(min=1), help="Max tokens of prompt + answer.")
+@click.option(
+    "--packing/--no-packing",
+    default=None,
+    help="Pack several short rows into each sequence of --max-length tokens.",
+)
+@click.pass_context
+@friendly_errors
+def sft(ctx: click.Context, /, **_: Any) -> None:
+    """Supervised fine-tuning on prompt -> completion rows (trl.SFTTrainer).
+
+    From a job id: revise mode trains on the final revisions that passed the quality gates and
+    the judge's check (SL-CAI); compare mode on each prompt's winners. From a file: rows with
+    `prompt` and `completion`, or `messages` ending in the assistant's turn. The loss is on the
+    completion alone.
+
+    \b
+    Examples:
+      charter train sft --data JOB_ID --model smollm2 --out runs/sft
+      charter train sft --data sft.jsonl --model hf:models/base --out runs/sft --lora
+    """
+    _report(_run(ctx, "sft"), ctx.params["as_json"])
+
+
+@train.command()
+@common_options
+@click.option("--ref-model", help="Reference model, a spec like --model (default: --model).")
 @click.option("--beta", type=float, help="KL strength: higher stays closer to the reference (0.1).")
 @click.option(
     "--loss-type",
@@ -429,8 +421,10 @@ def reward(ctx: click.Context, /, **_: Any) -> None:
 
 @train.command()
 @common_options
-@click.option("--reward-model", help="Reward model directory (from `charter train reward`).")
-@click.option("--value-model", help="Initial value model (default: the reward model).")
+@click.option(
+    "--reward-model", help="Reward model: its directory or hf:PATH (from `charter train reward`)."
+)
+@click.option("--value-model", help="Initial value model, a spec (default: the reward model).")
 @click.option("--kl-coef", type=float, help="KL penalty to the reference policy (0.05).")
 @click.option("--response-length", type=click.IntRange(min=1), help="Max new tokens (53).")
 @click.option("--num-ppo-epochs", type=click.IntRange(min=1), help="PPO epochs per rollout (4).")
