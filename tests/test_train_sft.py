@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from charter.cli.main import cli
-from tests.support.generation import PROMPTS, good, make_world, responder, revised
+from tests.support.generation import PROMPTS, bad, good, make_world, responder, revised
 from tests.support.scripted_server import ScriptedJudgeServer
 from tests.support.tiny_models import build_tiny_chat_model
 from tests.test_row_quality import REVISE_PROMPTS, _revise_server
@@ -74,10 +74,17 @@ def revise_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compare_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A compare job: each prompt's good candidate beats its bad one."""
+    """A compare job of three given responses per prompt, every decided pair kept: the revised
+    text beats the good one, which beats the bad one."""
     world = make_world(tmp_path_factory.mktemp("compare"), PROMPTS[:4])
+    world["prompts"].write_text(
+        "".join(
+            json.dumps({"prompt": p, "responses": [bad(p), good(p), revised(p)]}) + "\n"
+            for p in PROMPTS[:4]
+        )
+    )
     with ScriptedJudgeServer(responder()) as server:
-        job = generate(world, server, "-n", "3")
+        job = generate(world, server, "--pairs", "margin")
     return {**world, "job": job}
 
 
@@ -113,11 +120,16 @@ def test_sft_rows_of_a_revise_job_are_the_accepted_revisions_only(
 def test_sft_rows_of_a_compare_job_are_each_prompts_winner(compare_job: dict[str, Any]) -> None:
     from charter.training_data import load_job_data
 
+    dpo = load_job_data(compare_job["store"], compare_job["job"], kind="preference")
+    assert len(dpo.train) == 3 * 4  # the good text is chosen over the bad one too...
     data = load_job_data(compare_job["store"], compare_job["job"], kind="sft")
-    assert sorted(pairs(data.train)) == sorted((p, good(p)) for p in PROMPTS[:4])
+    # ...but it lost to the revised one, so only the winner is imitated.
+    assert sorted(pairs(data.train)) == sorted((p, revised(p)) for p in PROMPTS[:4])
     chat = load_job_data(compare_job["store"], compare_job["job"], kind="sft", conversational=True)
     assert chat.conversational
-    assert chat.train[0]["completion"] == [{"role": "assistant", "content": good(PROMPTS[0])}]
+    first = chat.train[0]
+    assert first["completion"] == [{"role": "assistant", "content": revised(PROMPTS[0])}]
+    assert first["prompt"] == [{"role": "user", "content": PROMPTS[0]}]
 
 
 # ---------------------------------------------------------------------- training, for real
