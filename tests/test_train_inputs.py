@@ -403,7 +403,7 @@ def test_data_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
         load_preference_data(path)
 
 
-@pytest.mark.parametrize("method", ["dpo", "reward", "ppo", "grpo"])
+@pytest.mark.parametrize("method", ["sft", "dpo", "reward", "ppo", "grpo"])
 def test_example_configs_use_only_known_keys(method: str) -> None:
     import importlib
 

@@ -24,6 +24,7 @@ TRAINERS = {
     "grpo": "trl.GRPOTrainer",
     "sft": "trl.SFTTrainer",
 }
+DATA_KINDS = {"sft": "prompt-completion data"}
 
 
 def _versions() -> dict[str, str]:
@@ -91,7 +92,8 @@ def render_card(facts: dict[str, Any]) -> str:
         *front,
         f"# {facts['method'].upper()} model trained by charter",
         "",
-        f"Trained with `{facts['trainer']}` on preference data made by charter's constitutional "
+        f"Trained with `{facts['trainer']}` on {DATA_KINDS.get(facts['method'], 'preference data')}"
+        " made by charter's constitutional "
         "judge (RLAIF). The facts below trace it back to the data and the constitution.",
         "",
         "## Provenance",
