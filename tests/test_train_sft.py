@@ -331,3 +331,17 @@ def test_dpo_on_the_embedded_smollm2(tmp_path: Path) -> None:
                    "--set", "save_strategy='no'", *FAST)  # fmt: skip
     assert result["global_step"] == 1
     assert (out / "adapter_config.json").is_file()
+
+
+@pytest.mark.usefixtures("forbid_training")
+def test_message_rows_need_a_chat_template(tiny: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain-model"
+    shutil.copytree(tiny, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    row = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Yo"}]}
+    data = write_jsonl(tmp_path / "chat.jsonl", [row])
+    error = fail("sft", "--data", str(data), "--model", str(plain), "--out", str(tmp_path / "o"))
+    assert "has no chat template, but the data is conversational" in error
