@@ -52,10 +52,10 @@ def run_suites(
     from charter.calls import CachedModel, store_secret
     from charter.constitution import load_constitution
     from charter.evals.plan import build_plan, expand
-    from charter.evals.runs import new_batch, runs_of, save_runs
+    from charter.evals.runs import COLUMNS, EVAL_RUNS, new_batch, runs_of, save_runs
     from charter.evals.suites import Answers, answer_plan, judge_plan, select_principles
     from charter.judge.prompts import KeyedNonces
-    from charter.store import open_store
+    from charter.store import check_table, open_store
 
     from .evaluate import resolve_spec
 
@@ -77,6 +77,7 @@ def run_suites(
     judge_spec = resolve_spec(judge_spec, "--judge")
     store_path = store_path or Path(os.environ.get(STORE_ENV) or DEFAULT_STORE_PATH)
     db = open_store(store_path)
+    check_table(db, EVAL_RUNS, COLUMNS)  # another program's table: refused before any model runs
     nonces = KeyedNonces(store_secret(db))
 
     def say(message: str) -> None:
