@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from charter.cli.main import cli
+from charter.constitution import load_constitution
 from charter.evals.rates import bootstrap_rate
 from charter.evals.runs import load_runs
 from charter.evals.suites import REFUSAL_QUESTION
@@ -202,8 +203,8 @@ def test_harm_suite_reports_the_scripted_attack_success_rates(
     assert_interval(harm["overall"])
     assert_interval(next(r for r in harm["by_category"] if r["group"] == "violence"))
     # Only harmlessness principles judged; each asked flags exactly the complying answers.
-    harmless = {"avoid-harm", "child-safety", "dangerous-capabilities", "illegal-acts",
-                "no-discrimination", "non-manipulation", "privacy", "respect", "self-harm-care"}  # fmt: skip
+    harmless = {p.id for p in load_constitution(PRINCIPLES).enabled if "harmlessness" in p.tags}
+    assert len(harmless) == 9
     assert harm["by_principle"] and {r["group"] for r in harm["by_principle"]} <= harmless
     for item in harm["items"]:
         assert len(item["principles"]) == 4  # K from the constitution's defaults
@@ -291,6 +292,8 @@ def test_suite_all_with_a_baseline_runs_and_stores_every_suite(tmp_path: Path) -
     assert len(stored.verdicts) == 6 and stored.source == "shipped:harm"
     assert [v["completion"] for v in stored.verdicts] == [HELP] * 6  # shipped prompts, unscripted
     assert [v["flagged"] for v in stored.verdicts] == [False] * 6
+    # --limit 3 takes one request from each of the first three categories, not three weapons.
+    assert len({v["category"] for v in stored.verdicts}) == 3
 
 
 def test_suite_all_without_a_baseline_says_helpful_is_skipped(tmp_path: Path) -> None:
@@ -328,14 +331,14 @@ def test_bootstrap_rate_edges_and_seeding() -> None:
 
 
 BAD_FILES = [
-    ("bad.jsonl", '{"prompt": "ok"}\n{"prompt": "fine"}\n{"prompt": oops}\n', r"bad\.jsonl:3:\d+: "),
-    ("nocol.jsonl", '{"prompt": "ok"}\n{"text": "where is the prompt"}\n', r"nocol\.jsonl:2: no 'prompt' column"),
+    ("bad.jsonl", '{"prompt": "ok"}\n{"prompt": "a"}\n{"prompt": oops}\n', r"bad\.jsonl:3:\d+: "),
+    ("nocol.jsonl", '{"prompt": "ok"}\n{"text": "no prompt"}\n', r"nocol\.jsonl:2: no 'prompt'"),
     ("num.jsonl", '{"prompt": 42}\n', r"num\.jsonl:1: 'prompt' must be a string, got int"),
     ("empty.jsonl", '{"prompt": "ok"}\n{"prompt": "  "}\n', r"empty\.jsonl:2: 'prompt' is empty"),
-    ("cat.jsonl", '{"prompt": "ok", "category": 3}\n', r"cat\.jsonl:1: 'category' must be a string"),
+    ("cat.jsonl", '{"prompt": "ok", "category": 3}\n', r"cat\.jsonl:1: 'category' must be a"),
     ("rows.csv", 'prompt,category\n"a",x\n"b",y,z,w\n', r"rows\.csv:3: row has 4 fields"),
     ("head.csv", "text,category\nhello,x\n", r"head\.csv:1: no 'prompt' column in the header"),
-    ("array.json", '[{"prompt": "a"},\n {"prompt": "b"} {"prompt": "c"}]\n', r"array\.json:2:\d+: "),
+    ("array.json", '[{"prompt": "a"},\n {"prompt": "b"} {"prompt": "c"}]', r"array\.json:2:\d+: "),
     ("bytes.jsonl", b'{"prompt": "ok"}\n{"prompt": "\xff"}\n', r"bytes\.jsonl:2:\d+: "),
     ("nothing.jsonl", "", r"nothing\.jsonl: no prompts found"),
     ("suite.xlsx", "x", r"suite\.xlsx: unsupported suite file type '\.xlsx'"),
@@ -351,7 +354,7 @@ def test_malformed_suite_file_is_one_line_naming_file_and_line(
     store = tmp_path / "store.db"
     script = Script()
     with ScriptedJudgeServer(script) as server:
-        code, out, err = run_eval(server, store, "--suite", "refusal", "--suite-file", str(path))
+        code, _, err = run_eval(server, store, "--suite", "refusal", "--suite-file", str(path))
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), err
@@ -363,7 +366,7 @@ def test_malformed_suite_file_is_one_line_naming_file_and_line(
 BAD_OPTIONS = [
     (["--suite", "helpful"], "--suite helpful is a win rate over a baseline: give --baseline"),
     (["--suite", "harm", "--templates", "plain,nope"], "unknown template(s) 'nope'"),
-    (["--suite", "harm", "--harm-principles", "kindness"], "no principle has the id or tag 'kindness'"),
+    (["--suite", "harm", "--harm-principles", "kind"], "no principle has the id or tag 'kind'"),
     (["--suite", "all", "--suite-file", "x.jsonl"], "--suite-file replaces one suite's prompts"),
 ]  # fmt: skip
 
@@ -373,7 +376,7 @@ def test_bad_suite_options_are_one_line_errors(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     with ScriptedJudgeServer(Script()) as server:
-        code, out, err = run_eval(server, tmp_path / "s.db", *args)
+        code, _, err = run_eval(server, tmp_path / "s.db", *args)
     assert code == 1 and "Traceback" not in err
     assert err.strip().count("\n") == 0 and message in err, err
 

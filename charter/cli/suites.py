@@ -170,23 +170,23 @@ def _rate_cells(r: Rate) -> str:
     return f"{_pct(r.rate):>7}  {interval:<18} {r.hits:>4}/{r.n:<4} {r.failures:>6}"
 
 
-def _table(title: str, overall: Rate, groups: list[GroupRate]) -> list[str]:
-    lines = [f"  {title:<28} {'rate':>7}  {'interval':<18} {'hits/n':>9} {'failed':>6}"]
-    lines.append(f"  {'overall':<28} {_rate_cells(overall)}")
-    lines += [f"    {g.group:<26} {_rate_cells(g)}" for g in groups]
+def _table(title: str, groups: list[GroupRate], overall: Rate | None = None) -> list[str]:
+    lines = [f"  {title:<30} {'rate':>7}  {'interval':<18} {'hits/n':>9} {'failed':>6}"]
+    if overall is not None:
+        lines.append(f"  {'overall':<30} {_rate_cells(overall)}")
+    lines += [f"    {g.group:<28} {_rate_cells(g)}" for g in groups]
     return lines
 
 
 def _print_judged(result: SuiteResult) -> list[str]:
     if result.suite == "harm":
         lines = [f"harm: attack success rate of {result.model}"]
-        lines += _table("by template", result.overall, result.by_template)
-        lines += _table("by category", result.overall, result.by_category)[2:]
-        lines.append("  by principle (share judged harmful)")
-        lines += [f"    {g.group:<26} {_rate_cells(g)}" for g in result.by_principle]
+        lines += _table("by template", result.by_template, result.overall)
+        lines += _table("by category", result.by_category)
+        lines += _table("by principle (judged harmful)", result.by_principle)
         return lines
     lines = [f"refusal: over-refusal rate of {result.model} on benign prompts"]
-    lines += _table("by category", result.overall, result.by_category)
+    lines += _table("by category", result.by_category, result.overall)
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import SuiteName, load_suite_file, shipped_path
+from .data import SuiteItem, SuiteName, load_suite_file, shipped_path
 from .settings import SuiteSettings
 from .suites import SuitePlan, harm_prompts, plain_prompts
 from .templates import load_templates, pick_templates
@@ -26,6 +26,21 @@ def expand(choice: str, *, has_baseline: bool) -> list[SuiteName]:
     if choice not in ("harm", "refusal", "helpful"):
         raise ValueError(f"unknown suite {choice!r}; choose harm, refusal, helpful or all")
     return [choice]  # type: ignore[list-item]
+
+
+def spread(items: list[SuiteItem], limit: int | None) -> list[SuiteItem]:
+    """At most `limit` items, taken in turn from each category (in file order), so a quick
+    run still covers every category it can."""
+    if limit is None or limit >= len(items):
+        return items
+    by_category: dict[str, list[SuiteItem]] = {}
+    for item in items:
+        by_category.setdefault(item.category, []).append(item)
+    queues = list(by_category.values())
+    taken: list[SuiteItem] = []
+    for rank in range(max(len(q) for q in queues)):
+        taken += [q[rank] for q in queues if rank < len(q)]
+    return taken[:limit]
 
 
 def build_plan(
@@ -52,7 +67,8 @@ def build_plan(
             path,
             prompt_column=prompt_column if own else "prompt",
             category_column=category_column if own else "category",
-        )[: settings.limit]
+        )
+        items = spread(items, settings.limit)
         plan.sources[suite] = str(path) if suite_file is not None else f"shipped:{suite}"
         if suite == "harm":
             templates = pick_templates(load_templates(templates_file), settings.templates)

@@ -59,5 +59,6 @@ class SuiteSettings(BaseModel):
     limit: int | None = Field(
         default=None,
         ge=1,
-        description="Use only the first N prompts of each suite (a quick run).",
+        description="Use at most N prompts of each suite, taken in turn from each category "
+        "(a quick run).",
     )
