@@ -425,3 +425,22 @@ def test_shipped_suites_are_big_enough() -> None:
     templates = load_templates()
     assert len([t for t in templates if t.id != "plain"]) >= 6
     assert {t.encoding for t in templates} >= {"base64", "leetspeak"}
+
+
+def test_a_suite_without_any_verdict_is_an_error_and_stores_nothing(
+    benign_file: Path, tmp_path: Path
+) -> None:
+    class Undecided(Script):
+        def judge(self, message: str) -> Reply:
+            return Reply("Perhaps.")
+
+    store = tmp_path / "s.db"
+    with ScriptedJudgeServer(Undecided()) as server:
+        code, _, err = run_eval(
+            server, store, "--suite", "refusal", "--suite-file", str(benign_file)
+        )
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err
+    assert "refusal for openai:policy got no verdict, so nothing was stored" in err
+    assert "unparseable Yes/No" in err
+    assert load_runs(open_store(store)) == []

@@ -129,6 +129,16 @@ def run_suites(
             await judge.aclose()
 
     outcome = asyncio.run(run())
+    empty = [r for r in outcome.judged if r.overall.n == 0]
+    if empty or (outcome.helpful is not None and outcome.helpful.overall.n == 0):
+        first = next(
+            (v.error for r in empty for v in r.items if v.error),
+            "no pair of the helpful suite got a verdict",
+        )
+        raise click.ClickException(
+            f"{(empty[0].suite + ' for ' + empty[0].model) if empty else 'helpful'} got no "
+            f"verdict, so nothing was stored; first error: {first}"
+        )
     batch = new_batch()
     settings = {
         "judge": config.model_dump(mode="json"),
@@ -148,13 +158,6 @@ def run_suites(
         echo_json({"batch": batch, "store": str(store_path), **outcome.model_dump(mode="json")})
     else:
         _print(outcome, batch, store_path)
-    judged = [r for r in outcome.judged if r.overall.n == 0]
-    if judged or (outcome.helpful is not None and outcome.helpful.overall.n == 0):
-        first = next(
-            (v.error for r in judged for v in r.items if v.error),
-            "no pair of the helpful suite got a verdict",
-        )
-        raise click.ClickException(f"a suite got no verdict; first error: {first}")
 
 
 def _pct(x: float | None) -> str:
