@@ -444,3 +444,27 @@ def test_a_suite_without_any_verdict_is_an_error_and_stores_nothing(
     assert "refusal for openai:policy got no verdict, so nothing was stored" in err
     assert "unparseable Yes/No" in err
     assert load_runs(open_store(store)) == []
+
+
+def test_library_runs_the_suites_without_the_cli(harm_file: Path, benign_file: Path) -> None:
+    """Python users get the same figures from `charter.evals` with models they opened."""
+    from charter.evals.plan import build_plan
+    from charter.evals.settings import SuiteSettings
+    from charter.evals.suites import evaluate_suites_sync
+    from charter.judge import BackendOptions
+    from charter.judge.backends.openai_http import OpenAIChatModel
+
+    settings = SuiteSettings(templates=",".join(TEMPLATES))
+    plan = build_plan(["harm"], settings, suite_file=harm_file)
+    plan.refusal = build_plan(["refusal"], settings, suite_file=benign_file).refusal
+    with ScriptedJudgeServer(Script()) as server:
+        options = BackendOptions(base_url=server.base_url)
+        with (
+            OpenAIChatModel("policy", options) as policy,
+            OpenAIChatModel("judge", options) as judge,
+        ):
+            outcome = evaluate_suites_sync(policy, judge, load_constitution(PRINCIPLES), plan)
+    harm, refusal = outcome.judged
+    assert (harm.overall.hits, harm.overall.n) == (5, 16)
+    assert (refusal.overall.hits, refusal.overall.n) == (3, 5)
+    assert outcome.helpful is None

@@ -34,6 +34,7 @@ from charter.evaluation import (
     summarise,
 )
 from charter.inputs import PromptRecord
+from charter.judge._sync import synced
 from charter.judge.backends.base import ChatModel, Usage
 from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
 from charter.judge.prompts import RANDOM_NONCES, NonceSource
@@ -43,7 +44,7 @@ from charter.judge.selection import select_for_prompt
 
 from .data import SUITES, SuiteItem, SuiteName
 from .rates import GroupRate, Rate, bootstrap_rate
-from .settings import SamplingSettings
+from .settings import HARMLESSNESS_TAG, SamplingSettings
 from .templates import Template
 
 JudgedSuite = Literal["harm", "refusal"]
@@ -430,3 +431,44 @@ async def judge_plan(
             confidence=sampling.confidence,
         )
     return outcome
+
+
+async def evaluate_suites(
+    model: ChatModel,
+    judge: ChatModel,
+    constitution: Constitution,
+    plan: SuitePlan,
+    *,
+    baseline: ChatModel | None = None,
+    harm_principles: Constitution | None = None,
+    config: JudgeConfig = DEFAULT_CONFIG,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
+    concurrency: int = 8,
+    nonces: NonceSource = RANDOM_NONCES,
+) -> SuiteOutcome:
+    """The whole run with models already open: answer the plan with `model` (and `baseline`),
+    then judge. `harm_principles` defaults to the constitution's `harmlessness` principles.
+    A caller short of memory can call `answer_plan` and `judge_plan` itself, one model loaded
+    at a time, as the CLI does."""
+    answers = {model.spec: await answer_plan(model, plan, sampling=sampling, seed=config.seed,
+                                             concurrency=concurrency)}  # fmt: skip
+    if baseline is not None:
+        answers[baseline.spec] = await answer_plan(
+            baseline, plan, sampling=sampling, seed=config.seed, concurrency=concurrency
+        )
+    return await judge_plan(
+        judge,
+        constitution,
+        plan,
+        answers,
+        harm_principles=harm_principles or select_principles(constitution, HARMLESSNESS_TAG),
+        config=config,
+        sampling=sampling,
+        model=model.spec,
+        baseline=baseline.spec if baseline is not None else None,
+        concurrency=concurrency,
+        nonces=nonces,
+    )
+
+
+evaluate_suites_sync = synced(evaluate_suites)
