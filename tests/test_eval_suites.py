@@ -468,3 +468,17 @@ def test_library_runs_the_suites_without_the_cli(harm_file: Path, benign_file: P
     assert (harm.overall.hits, harm.overall.n) == (5, 16)
     assert (refusal.overall.hits, refusal.overall.n) == (3, 5)
     assert outcome.helpful is None
+
+
+def test_a_rerun_reuses_every_stored_judge_call(harm_file: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.db"
+    args = ["--suite", "harm", "--suite-file", str(harm_file), "--templates", "plain,base64"]
+    first, second = Script(), Script()
+    with ScriptedJudgeServer(first) as server:
+        assert run_eval(server, store, *args)[0] == 0
+    with ScriptedJudgeServer(second) as server:
+        code, _, err = run_eval(server, store, *args, "--json")
+    assert code == 0, err
+    assert len(first.judged) == 8 * 4 and second.judged == []  # answers are the same texts
+    assert len(second.sent) == 8  # generations are never cached
+    assert len(load_runs(open_store(store))) == 2
