@@ -45,6 +45,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
+from charter.evals.settings import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_RESAMPLES,
+    DEFAULT_TEMPERATURE,
+)
 from charter.inputs import PromptRecord
 from charter.judge import compare
 from charter.judge._sync import synced
@@ -57,10 +63,6 @@ from charter.judge.selection import select_for_pair, select_for_prompt
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESAMPLES = 2000
-DEFAULT_CONFIDENCE = 0.95
-DEFAULT_TEMPERATURE = 0.7
-DEFAULT_MAX_TOKENS = 256
 INTERCEPT_PENALTY = 0.01
 """Ridge penalty on the LC intercept (a N(0, 10^2) prior): only keeps separable fits finite."""
 SLOPE_PENALTY = 1.0

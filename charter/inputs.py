@@ -347,6 +347,14 @@ def _read_csv(
         raise PromptFileError(path, f"malformed CSV ({exc})", line=reader.line_num) from None
 
 
+def read_csv_rows(
+    path: Path, limits: InputLimits, *, column: str = "prompt", delimiter: str = ","
+) -> Iterator[_Row]:
+    """The records of a CSV/TSV file with a header holding `column`, as `load_prompts` reads
+    them (other readers of prompt-shaped files, such as evaluation suites, share it)."""
+    return _read_csv(path, column, "responses", limits, delimiter=delimiter)
+
+
 def _decode_responses_cell(path: Path, number: int, raw: str) -> Any:
     if not raw.strip():
         return None

@@ -12,8 +12,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from charter.evals.settings import SamplingSettings, SuiteSettings
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
-from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
+from charter.settings import (
+    DEFAULT_STORE_PATH,
+    JUDGE_BASE_URL_ENV,
+    POLICY_BASE_URL_ENV,
+    STORE_ENV,
+)
 
 from .common import dir_option, echo_json, friendly_errors, json_option
 from .fields import model_options
@@ -64,51 +70,69 @@ def _check_local(path_or_id: str, flag: str) -> None:
 @click.option(
     "--baseline",
     "baseline_spec",
-    required=True,
-    help="The model to compare against (B), in the same forms as --model.",
+    default=None,
+    help="The model to compare against (B), in the same forms as --model. Needed for the win "
+    "rate (no --suite, or --suite helpful); with harm/refusal it is evaluated alongside.",
+)
+@click.option(
+    "--suite",
+    type=click.Choice(["harm", "refusal", "helpful", "all"]),
+    default=None,
+    help="Run an evaluation suite instead of a win rate on --prompts: harm (attack success "
+    "rate under jailbreak templates), refusal (over-refusal of benign prompts), helpful (win "
+    "rate over --baseline on benign prompts) or all. Runs are kept in --store.",
+)
+@click.option(
+    "--suite-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Your own prompts for the one --suite run (e.g. XSTest, HarmBench): .jsonl, .json, .csv "
+    "or .tsv with a prompt column (--column) and an optional category column "
+    "(--category-column).",
+)
+@click.option(
+    "--templates-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Your own jailbreak templates for --suite harm: JSONL with id, name, template (holding "
+    "{request} once) and optional encoding (base64 or leetspeak).",
 )
 @click.option(
     "--prompts",
     "prompts_path",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Prompts file: .jsonl, .json, .csv, .tsv, .txt, .parquet, or a saved datasets dir.",
+    default=None,
+    help="Prompts file for the win rate (without --suite): .jsonl, .json, .csv, .tsv, .txt, "
+    ".parquet, or a saved datasets dir.",
 )
-@click.option("--column", default="prompt", show_default=True, help="Field holding the prompt.")
+@click.option(
+    "--column",
+    default="prompt",
+    show_default=True,
+    help="Field holding the prompt (in --prompts or --suite-file).",
+)
+@click.option(
+    "--category-column",
+    default="category",
+    show_default=True,
+    help="Field holding a prompt's category in --suite-file (optional in the file).",
+)
 @click.option(
     "--model-base-url",
     help="Base URL for an openai: --model (else $CHARTER_POLICY_BASE_URL / $OPENAI_BASE_URL).",
 )
 @click.option("--baseline-base-url", help="Base URL for an openai: --baseline (else as above).")
 @model_options(JudgeConfig, into="config", include=VERDICT_FIELDS)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0),
-    default=0.7,
-    show_default=True,
-    help="Sampling temperature for both models (0: greedy).",
-)
-@click.option(
-    "--resamples",
-    type=click.IntRange(min=1),
-    default=2000,
-    show_default=True,
-    help="Bootstrap resamples for the confidence intervals.",
-)
-@click.option(
-    "--confidence",
-    type=click.FloatRange(0.5, 1.0, min_open=False, max_open=True),
-    default=0.95,
-    show_default=True,
-    help="Coverage of the bootstrap intervals.",
-)
+@model_options(SamplingSettings, into="sampling")
+@model_options(SuiteSettings, into="suite_settings")
 @click.option(
     "--store",
     "store_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Remember judge calls in this SQLite store, so a re-run pays only for new pairs.",
+    help="SQLite store: remembers judge calls, so a re-run pays only for new ones, and keeps "
+    f"suite runs for `charter report` (with --suite, default ${STORE_ENV} or "
+    f"{DEFAULT_STORE_PATH}).",
 )
 @click.option("--show-pairs", is_flag=True, help="Also print every pair's verdict.")
 @judge_options
@@ -117,16 +141,18 @@ def _check_local(path_or_id: str, flag: str) -> None:
 @friendly_errors
 def eval_models(
     model_spec: str,
-    baseline_spec: str,
-    prompts_path: Path,
+    baseline_spec: str | None,
+    suite: str | None,
+    suite_file: Path | None,
+    templates_file: Path | None,
+    prompts_path: Path | None,
     column: str,
+    category_column: str,
     model_base_url: str | None,
     baseline_base_url: str | None,
     config: JudgeConfig,
-    max_tokens: int,
-    temperature: float,
-    resamples: int,
-    confidence: float,
+    sampling: SamplingSettings,
+    suite_settings: SuiteSettings,
     store_path: Path | None,
     show_pairs: bool,
     judge_spec: str,
@@ -136,14 +162,53 @@ def eval_models(
     directory: Path,
     as_json: bool,
 ) -> None:
-    """Win rate of --model over --baseline under the constitution.
+    """Win rate of --model over --baseline under the constitution, or an evaluation --suite.
 
     Each model answers every prompt once (same settings and per-prompt seed); the judge
     compares each pair in both orders under K sampled principles. Reports the win rate (ties
     count half; failures are excluded and counted), a bootstrap confidence interval, a
     length-controlled win rate (what a logistic fit on the length difference predicts at equal
     length) and the same per principle.
+
+    With --suite: harm reports the attack success rate (answers the harmlessness principles
+    judge harmful) per jailbreak template, category and principle; refusal the over-refusal
+    rate (answers the judge calls refusals) per category; helpful the win rate over
+    --baseline on benign prompts. All with seeded bootstrap intervals.
     """
+    if suite is not None:
+        from .suites import run_suites
+
+        run_suites(
+            suite=suite,
+            model_spec=model_spec,
+            baseline_spec=baseline_spec,
+            suite_file=suite_file,
+            templates_file=templates_file,
+            column=column,
+            category_column=category_column,
+            model_base_url=model_base_url,
+            baseline_base_url=baseline_base_url,
+            config=config,
+            sampling=sampling,
+            suite_settings=suite_settings,
+            store_path=store_path,
+            judge_spec=judge_spec,
+            judge_base_url=judge_base_url,
+            timeout=timeout,
+            concurrency=concurrency,
+            directory=directory,
+            as_json=as_json,
+        )
+        return
+    for given, flag in ((suite_file, "--suite-file"), (templates_file, "--templates-file")):
+        if given is not None:
+            raise click.UsageError(f"{flag} needs --suite")
+    if prompts_path is None or baseline_spec is None:
+        raise click.UsageError(
+            "the win rate needs --prompts and --baseline (or choose an evaluation --suite)"
+        )
+    max_tokens, temperature = sampling.max_tokens, sampling.temperature
+    resamples, confidence = sampling.resamples, sampling.confidence
     from charter.constitution import load_constitution
     from charter.evaluation import generate_completions, judge_pairs, summarise
     from charter.inputs import load_prompts

@@ -13,6 +13,7 @@ from .evaluate import eval_models
 from .generate import export, generate, jobs
 from .judge import judge
 from .principles import principles
+from .report import report
 from .serve import serve
 from .train import train
 
@@ -45,6 +46,7 @@ cli.add_command(jobs)
 cli.add_command(serve)
 cli.add_command(eval_models)
 cli.add_command(train)
+cli.add_command(report)
 
 
 def main() -> None:
