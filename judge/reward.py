@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,7 +35,6 @@ from .score import score
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 NEUTRAL = 0.5
 """The fallback reward of an item with no group (or whose whole group fell back)."""
@@ -60,6 +59,10 @@ class RewardConfig(BaseModel):
 
 
 DEFAULT_REWARD_CONFIG = RewardConfig()
+
+DEADLINE_FIELD: Any = RewardConfig.model_fields["deadline_s"]
+"""The deadline's one declaration, for settings models that carry it (the service's, the
+clients'): `deadline_s: float = DEADLINE_FIELD` keeps its default, bounds and help."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class RewardCounts:
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
+
+    def add(self, other: RewardCounts) -> None:
+        """Add `other`'s totals to these (a service sums its requests' counts)."""
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass(frozen=True)
