@@ -41,6 +41,8 @@ NEUTRAL = 0.5
 
 OPENRLHF_CLIENT_TIMEOUT_S = 180.0
 """OpenRLHF's remote reward client gives up on a request after this long (aiohttp total)."""
+MAX_DEADLINE_S = OPENRLHF_CLIENT_TIMEOUT_S - 10.0
+"""The longest deadline: a reply still reaches OpenRLHF's client before it gives up."""
 
 
 class RewardConfig(BaseModel):
@@ -51,7 +53,7 @@ class RewardConfig(BaseModel):
     deadline_s: float = Field(
         default=60.0,
         gt=0,
-        le=170.0,
+        le=MAX_DEADLINE_S,
         description="Seconds a batch of rewards may take; a judgment not back by then is "
         "cancelled and its item gets the fallback reward (its group's mean, else 0.5), "
         "flagged. At most 170, under OpenRLHF's 180 s client timeout.",

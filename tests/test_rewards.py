@@ -40,9 +40,9 @@ from tests.support.scripted_server import (
     ScriptedJudgeServer,
     last_user_message,
 )
-from tests.support.service import TOKEN_A, RunningService, running_service
+from tests.support.service import TOKEN_A, RunningService, ServiceProcess, running_service
 
-P1, P2 = PROMPTS[0], PROMPTS[1]
+P1, P2, P3 = PROMPTS[0], PROMPTS[1], PROMPTS[2]
 SLOW = "A slow answer that the judge takes ages over."
 SLOW_S = 30.0
 
@@ -172,18 +172,20 @@ def test_a_late_item_gets_its_groups_mean_and_a_lone_one_the_neutral_value(
     items = [
         RewardItem(P1, good(P1), group=P1),
         RewardItem(P1, bad(P1), group=P1),
+        RewardItem(P1, good(P3), group=P1),
         RewardItem(P1, SLOW, group=P1),
         RewardItem(P2, SLOW, group=P2),  # its whole group is late
         RewardItem(P2, good(P2)),  # no group: judged, not affected
     ]
     results, took, rewarder = _run(judge_server, constitution, items, 1.5)
     assert took <= 1.65, took
-    assert results[2].reward == pytest.approx((results[0].reward + results[1].reward) / 2)
-    assert results[2].fallback and results[2].timed_out
-    assert results[3].reward == 0.5 and results[3].fallback
-    assert not results[4].fallback and results[4].reward > 0.8
+    mean = sum(r.reward for r in results[:3]) / 3
+    assert results[3].reward == pytest.approx(mean) and mean > 0.6  # not the neutral 0.5
+    assert results[3].fallback and results[3].timed_out
+    assert results[4].reward == 0.5 and results[4].fallback
+    assert not results[5].fallback and results[5].reward > 0.8
     assert rewarder.counts.as_dict() == {
-        "batches": 1, "items": 5, "judged": 3, "failed": 0, "timeouts": 2, "fallbacks": 2,
+        "batches": 1, "items": 6, "judged": 4, "failed": 0, "timeouts": 2, "fallbacks": 2,
     }  # fmt: skip
 
 
@@ -387,16 +389,17 @@ def test_verl_compute_score_sync_async_and_batch(rewards: ConstitutionRewards) -
     assert awaited == high
 
     batch = rewards.compute_score_batch(
-        data_sources=["charter/test"] * 4,
-        solution_strs=[good(P1), bad(P1), SLOW, SLOW],
-        ground_truths=[None] * 4,
-        extra_infos=[{"prompt": P1}] * 3 + [{"prompt": P2}],
+        data_sources=["charter/test"] * 5,
+        solution_strs=[good(P1), bad(P1), good(P3), SLOW, SLOW],
+        ground_truths=[None] * 5,
+        extra_infos=[{"prompt": P1}] * 4 + [{"prompt": P2}],
     )
     scores = [b["score"] for b in batch]  # type: ignore[index]
     assert scores[0] > 0.8 and scores[1] < 0.2
-    assert scores[2] == pytest.approx((scores[0] + scores[1]) / 2)  # late: its prompt's mean
-    assert scores[3] == 0.5  # late, alone with its prompt
-    assert [b["timed_out"] for b in batch] == [0.0, 0.0, 1.0, 1.0]  # type: ignore[index]
+    mean = sum(scores[:3]) / 3
+    assert scores[3] == pytest.approx(mean) and mean > 0.6  # late: its prompt's mean
+    assert scores[4] == 0.5  # late, alone with its prompt
+    assert [b["timed_out"] for b in batch] == [0.0, 0.0, 0.0, 1.0, 1.0]  # type: ignore[index]
     assert rewards.counts.timeouts == 2
 
 
@@ -455,3 +458,48 @@ def test_url_mode_falls_back_when_the_service_is_down_and_stops_on_a_bad_token(
     refused = ConstitutionRewards(url=service.base_url, token="not-a-token-0123456789")
     with pytest.raises(RewardSetupError, match=r"HTTP 401 unauthorized: .*CHARTER_API_TOKEN"):
         refused.compute_score(**verl_row(P1, good(P1)))
+
+
+def test_verl_and_trl_against_charter_serve_started_from_the_cli(
+    tmp_path: Path, judge_server: ScriptedJudgeServer, principles: Path
+) -> None:
+    service = ServiceProcess(
+        ["--store", str(tmp_path / "s.db"), "--dir", str(principles), "--reward-deadline", "1.5",
+         "--judge", "openai:scripted", "--judge-base-url", judge_server.base_url],
+        {"CHARTER_API_TOKENS": TOKEN_A, "CHARTER_REWARD_DEADLINE_S": "100"},  # the flag wins
+        tmp_path / "service.log",
+        tmp_path,
+    )  # fmt: skip
+    try:
+        service.start()
+        rewards = ConstitutionRewards(url=service.base_url, token=TOKEN_A)
+        row = verl_row(P1, good(P1))
+        assert rewards.compute_score(**row)["score"] > 0.8  # type: ignore[index]
+        started = time.perf_counter()
+        late = rewards.compute_score(**verl_row(P1, SLOW))
+        assert time.perf_counter() - started <= 1.65  # the service's --reward-deadline + 10%
+        assert late == {"score": 0.5, "fallback": 1.0, "timed_out": 1.0}
+        trl = rewards.trl_reward_func()(prompts=[P1, P1], completions=[bad(P1), SLOW])
+        assert trl[0] is not None and trl[0] < 0.2 and trl[1] == trl[0]  # late: the group mean
+        stats = httpx.get(
+            service.base_url + "/v1/rewards/stats", headers={"Authorization": f"Bearer {TOKEN_A}"}
+        ).json()
+        assert stats["deadline_s"] == 1.5 and stats["timeouts"] == 2 and stats["batches"] == 3
+        rewards.close()
+    finally:
+        service.stop()
+
+
+def test_a_reward_request_deadline_is_held_to_the_settings_bounds(service: RunningService) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN_A}"}
+    item = {"prompt": P1, "response": good(P1)}
+    response = httpx.post(
+        service.base_url + "/v1/rewards", json={"items": [item], "deadline_s": 500}, headers=auth
+    )
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert message == "body.deadline_s: Input should be less than or equal to 170"
+    ok = httpx.post(
+        service.base_url + "/v1/rewards", json={"items": [item], "deadline_s": 5}, headers=auth
+    ).json()
+    assert ok["deadline_s"] == 5 and ok["rewards"][0]["reward"] > 0.8

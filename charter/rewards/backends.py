@@ -18,6 +18,7 @@ import httpx
 
 from charter.judge._sync import on_shared_loop, run_sync
 from charter.judge.reward import (
+    MAX_DEADLINE_S,
     ConstitutionRewarder,
     Reward,
     RewardConfig,
@@ -64,7 +65,10 @@ class RemoteRewards:
         self.endpoint = settings.url.rstrip("/") + "/v1/rewards"
         token = settings.token.get_secret_value() if settings.token else None
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.timeout = httpx.Timeout(settings.deadline_s + HTTP_GRACE_S, connect=10.0)
+        # Unset here, the deadline is the service's (--reward-deadline), at most the bound.
+        self.deadline_s = settings.deadline_s if "deadline_s" in settings.model_fields_set else None
+        longest = self.deadline_s or MAX_DEADLINE_S
+        self.timeout = httpx.Timeout(longest + HTTP_GRACE_S, connect=10.0)
         self.counts = RewardCounts()
         self._client: httpx.Client | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
@@ -75,7 +79,8 @@ class RemoteRewards:
         body: dict[str, Any] = self.settings.judge_config.model_dump(exclude_defaults=True)
         if self.settings.judge:
             body["judge"] = self.settings.judge
-        body["deadline_s"] = self.settings.deadline_s
+        if self.deadline_s is not None:
+            body["deadline_s"] = self.deadline_s
         body["items"] = [{k: v for k, v in vars(item).items() if v is not None} for item in items]
         return body
 

@@ -59,6 +59,8 @@ class RewardSettings(BaseModel):
         default=JudgeConfig(), description="How the judge is asked (every JudgeConfig field)."
     )
     deadline_s: float = DEADLINE_FIELD
+    """In URL mode only a deadline given here (or in the environment) is sent; else the
+    service's --reward-deadline applies."""
     prompt_key: str = Field(
         default="prompt",
         min_length=1,

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from charter.judge.reward import RewardConfig
 
@@ -23,7 +30,10 @@ Group = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 def check_deadline(value: float | None) -> float | None:
     """A deadline a request asks for, held to `RewardConfig.deadline_s`'s bounds."""
     if value is not None:
-        RewardConfig.model_validate({"deadline_s": value})
+        try:
+            RewardConfig.model_validate({"deadline_s": value})
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"]) from None
     return value
 
 
