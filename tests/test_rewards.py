@@ -209,6 +209,14 @@ def test_the_deadline_setting_is_bounded_and_reaches_the_service(tmp_path: Path)
     assert settings.reward_deadline_s == 12.5
     assert ServiceSettings.from_env({"CHARTER_API_TOKENS": TOKEN_A}).reward_deadline_s == 60.0
     assert RewardSettings.from_env({"CHARTER_REWARD_DEADLINE_S": "3"}).deadline_s == 3.0
+    with pytest.raises(RewardSetupError) as caught:
+        RewardSettings.from_env({"CHARTER_REWARD_DEADLINE_S": "0"})
+    assert str(caught.value) == (
+        "charter.rewards: deadline_s (from CHARTER_REWARD_DEADLINE_S?): Input should be "
+        "greater than 0"
+    )
+    with pytest.raises(RewardSetupError, match=r"^charter.rewards: colour: Extra inputs"):
+        ConstitutionRewards(colour="red")
 
 
 # ---------------------------------------------------------------- OpenRLHF's protocol

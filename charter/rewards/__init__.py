@@ -18,8 +18,7 @@ TRL: `GRPOTrainer(reward_funcs=[constitution_reward], ...)`, or
 from __future__ import annotations
 
 from .api import ConstitutionRewards, rewards_for
-from .backends import RewardSetupError
-from .settings import RewardSettings
+from .settings import RewardSettings, RewardSetupError
 from .verl import compute_score, compute_score_async, compute_score_batch, constitution_reward
 
 __all__ = [

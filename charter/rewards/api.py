@@ -16,8 +16,8 @@ from typing import Any
 
 from charter.judge.reward import Reward, RewardCounts, RewardItem
 
-from .backends import RewardSetupError, backend_for
-from .settings import RewardSettings
+from .backends import backend_for
+from .settings import RewardSettings, RewardSetupError
 
 VerlScore = float | dict[str, float]
 

@@ -27,17 +27,13 @@ from charter.judge.reward import (
     fill_by_group,
 )
 
-from .settings import TOKEN_ENV, RewardSettings
+from .settings import TOKEN_ENV, RewardSettings, RewardSetupError
 
 log = logging.getLogger(__name__)
 
 HTTP_GRACE_S = 15.0
 """The HTTP client waits this long past the deadline: the service answers by the deadline, so
 a request still open after it means the service or the network is in trouble."""
-
-
-class RewardSetupError(RuntimeError):
-    """The rewards cannot be had as configured (the message says what to fix)."""
 
 
 class RewardBackend(Protocol):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from charter.judge.config import JudgeConfig
 from charter.judge.reward import DEADLINE_FIELD
@@ -31,6 +31,10 @@ ENV: dict[str, str] = {
     "principles": PRINCIPLES_ENV,
 }
 """The environment variable of each setting that has one."""
+
+
+class RewardSetupError(RuntimeError):
+    """The rewards cannot be had as configured (the message says what to fix)."""
 
 
 class RewardSettings(BaseModel):
@@ -83,4 +87,11 @@ class RewardSettings(BaseModel):
         env = os.environ if env is None else env
         values: dict[str, Any] = {k: env[v] for k, v in ENV.items() if env.get(v)}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            env_name = ENV.get(str(error["loc"][0])) if error["loc"] else None
+            source = f" (from {env_name}?)" if env_name and env.get(env_name) else ""
+            raise RewardSetupError(f"charter.rewards: {where}{source}: {error['msg']}") from None
