@@ -29,9 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter.constitution import Constitution
 
 from .backends.base import ChatModel
-from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig
-from .score import score
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +88,13 @@ class Reward:
 
 @dataclass
 class RewardCounts:
-    """Totals since the rewarder was made: what a run reports."""
+    """Totals since the rewarder was made: what a run reports.
+
+    `items`: rewards given; `judged`: judgments asked that came back by the deadline (with a
+    verdict or not; a response equal to its reference needs none); `failed`: rewards with no
+    verdict (every question failed, or the judge could not be had); `timeouts`: judgments
+    not back by the deadline; `fallbacks` = `failed` + `timeouts`.
+    """
 
     batches: int = 0
     items: int = 0
@@ -253,6 +257,8 @@ class ConstitutionRewarder:
 
     async def pointwise(self, prompt: str, response: str) -> Judged:
         """P(yes) of the response alone under the constitution."""
+        from .score import score  # not at import: the CLI reads `RewardConfig` (no numpy)
+
         result = await score(self.model, self.constitution, prompt, response, self.config)
         self.counts.judged += 1
         scores = {pid: p for pid, p in result.principle_scores.items() if p is not None}
@@ -263,6 +269,8 @@ class ConstitutionRewarder:
         """P(response beats `other`); identical texts tie without a model call."""
         if response == other:
             return Judged(NEUTRAL)
+        from .compare import compare
+
         result = await compare(self.model, self.constitution, prompt, response, other, self.config)
         self.counts.judged += 1
         scores = {v.principle_id: v.p_a for v in result.principles if v.p_a is not None}

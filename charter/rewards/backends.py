@@ -47,7 +47,7 @@ class RewardBackend(Protocol):
 def all_fallback(items: Sequence[RewardItem], error: str, counts: RewardCounts) -> list[Reward]:
     """Every item fell back without a judgment (the service could not be reached)."""
     values = fill_by_group([None] * len(items), [i.group for i in items])
-    counts.add(RewardCounts(1, len(items), 0, len(items), 0, len(items)))
+    counts.add(RewardCounts(batches=1, items=len(items), failed=len(items), fallbacks=len(items)))
     return [Reward(v, fallback=True, error=error) for v in values]
 
 
@@ -162,8 +162,9 @@ class RemoteRewards:
 def _counted(results: Sequence[Reward]) -> RewardCounts:
     failed = sum(r.fallback and not r.timed_out for r in results)
     timeouts = sum(r.timed_out for r in results)
-    judged = len(results) - failed - timeouts
-    return RewardCounts(1, len(results), judged, failed, timeouts, failed + timeouts)
+    return RewardCounts(
+        1, len(results), len(results) - timeouts, failed, timeouts, failed + timeouts
+    )
 
 
 class InProcessRewards:
