@@ -212,9 +212,10 @@ def test_the_deadline_setting_is_bounded_and_reaches_the_service(tmp_path: Path)
     with pytest.raises(RewardSetupError) as caught:
         RewardSettings.from_env({"CHARTER_REWARD_DEADLINE_S": "0"})
     assert str(caught.value) == (
-        "charter.rewards: deadline_s (from CHARTER_REWARD_DEADLINE_S?): Input should be "
-        "greater than 0"
+        "charter.rewards: CHARTER_REWARD_DEADLINE_S='0': Input should be greater than 0"
     )
+    with pytest.raises(RewardSetupError, match=r"^charter.rewards: deadline_s: Input should be"):
+        ConstitutionRewards(url="http://127.0.0.1:9", deadline_s=0)
     with pytest.raises(RewardSetupError, match=r"^charter.rewards: colour: Extra inputs"):
         ConstitutionRewards(colour="red")
 

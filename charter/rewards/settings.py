@@ -86,12 +86,14 @@ class RewardSettings(BaseModel):
         """Settings from the environment, keyword arguments winning (None means unset)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {k: env[v] for k, v in ENV.items() if env.get(v)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
             where = ".".join(str(p) for p in error["loc"])
-            env_name = ENV.get(str(error["loc"][0])) if error["loc"] else None
-            source = f" (from {env_name}?)" if env_name and env.get(env_name) else ""
-            raise RewardSetupError(f"charter.rewards: {where}{source}: {error['msg']}") from None
+            if field in ENV and field not in given:  # as charter.common.environment says it
+                where = f"{ENV[field]}={values[field]!r}"
+            raise RewardSetupError(f"charter.rewards: {where}: {error['msg']}") from None
