@@ -390,8 +390,9 @@ def test_verl_compute_score_sync_async_and_batch(rewards: ConstitutionRewards) -
     assert isinstance(high, dict) and isinstance(low, dict)
     assert high["score"] > 0.8 > 0.2 > low["score"]
     assert high["fallback"] == 0.0 and high["timed_out"] == 0.0
-    # A string ground truth is a reference answer: P(response beats it).
-    assert rewards.compute_score(**verl_row(P1, good(P1), bad(P1)))["score"] > 0.8  # type: ignore[index]
+    # A string ground truth is a reference answer: P(response beats it); equal texts tie.
+    assert rewards.compute_score(**verl_row(P1, bad(P1), good(P1)))["score"] < 0.2  # type: ignore[index]
+    assert rewards.compute_score(**verl_row(P1, good(P1), good(P1)))["score"] == 0.5  # type: ignore[index]
 
     assert inspect.iscoroutinefunction(rewards.compute_score_async)  # what verl checks
     awaited = asyncio.run(rewards.compute_score_async(**verl_row(P1, good(P1))))
@@ -420,8 +421,9 @@ def test_trl_reward_func_form(rewards: ConstitutionRewards) -> None:
     assert len(values) == 3 and all(isinstance(v, float) for v in values)
     assert values[0] is not None and values[1] is not None and values[2] is not None
     assert values[0] > 0.8 and values[1] < 0.2 and values[2] > 0.8
-    against = func(prompts=[P1], completions=[bad(P1)], reference=[good(P1)])
+    against = func(prompts=[P1, P1], completions=[bad(P1), good(P1)], reference=[good(P1)] * 2)
     assert against[0] is not None and against[0] < 0.2
+    assert against[1] == 0.5  # equal to its reference: a tie (pointwise it would score 0.9)
 
 
 def test_verl_module_functions_read_reward_kwargs_and_the_environment(
