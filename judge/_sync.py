@@ -77,6 +77,15 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
+async def on_shared_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` run on the shared background loop, from any other loop (so a model used
+    through the sync wrappers can also be awaited from a caller's own loop)."""
+    loop = _background_loop()
+    if threading.current_thread() is _thread:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
 def synced(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     """A synchronous twin of an async function, same signature, run on the shared loop."""
 

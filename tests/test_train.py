@@ -335,8 +335,9 @@ def test_judge_reward_failures_get_the_group_mean_and_a_dead_judge_stops(
             finally:
                 await model.aclose()
 
-        rewards = asyncio.run(go(["a", "aaaaaaa", "broken"]))
-        assert rewards[2] == pytest.approx((rewards[0] + rewards[1]) / 2)
+        rewards = asyncio.run(go(["a", "aaaaaaa", "aaaaaaaa", "broken"]))
+        assert rewards[3] == pytest.approx(sum(rewards[:3]) / 3)
+        assert rewards[3] != pytest.approx(0.5)  # the group's mean, not a neutral constant
         with pytest.raises(JudgeFailed, match="none of the 2 comparisons"):
             asyncio.run(go(["broken", "broken"]))
 

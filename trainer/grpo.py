@@ -14,15 +14,16 @@ winning, in [0, 1]. GRPO only uses rewards relative to the other completions of 
 All of a step's comparisons are issued at once (one `asyncio.gather` on TRL's reward event
 loop), so the judge backend's concurrency limit, not the step structure, bounds throughput.
 A comparison with no successful judgment gets the mean reward of its group (zero advantage:
-neither rewarded nor punished, never a silent 0 or 0.5 bias); a step in which every comparison
-fails stops the run, since training on no signal is worse than stopping.
+neither rewarded nor punished, never a silent 0 or 0.5 bias; `charter.judge.reward`, shared with
+`charter.rewards` and the service); a step in which every comparison fails stops the run, since
+training on no signal is worse than stopping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,7 +41,8 @@ from .runtime import TrainResult, first_last
 
 if TYPE_CHECKING:
     from charter.constitution import Constitution
-    from charter.judge import ChatModel, Comparison
+    from charter.judge import ChatModel
+    from charter.judge.reward import Judged
 
 log = logging.getLogger("charter.trainer")
 
@@ -103,7 +105,9 @@ def trl_config_class() -> type[Any]:
 class ConstitutionReward:
     """The constitution judge as a GRPO reward; `reward_func` is what TRL calls.
 
-    Counts comparisons and failures so the run can report them.
+    Judging, deadlines and fallbacks are `charter.judge.reward`'s; this adds GRPO's two ways
+    to score a group, counts comparisons and failures so the run can report them, and stops
+    the run when a step gets no verdict at all.
     """
 
     def __init__(
@@ -113,16 +117,21 @@ class ConstitutionReward:
         config: JudgeConfig | None = None,
         *,
         mode: RewardMode = "auto",
+        deadline_s: float | None = None,
     ) -> None:
-        self.model = model
-        self.constitution = constitution
+        from charter.judge.reward import ConstitutionRewarder
+
+        self.rewarder = ConstitutionRewarder(model, constitution, config or JudgeConfig())
         self.mode = mode
-        self.config = config or JudgeConfig()
-        self.comparisons = 0
+        self.deadline_s = deadline_s
         self.failures = 0
         self.steps = 0
         self.last_failed_fraction = 0.0
-        self.last_error: str | None = None
+
+    @property
+    def comparisons(self) -> int:
+        """Comparisons the judge was asked (identical texts tie without one)."""
+        return self.rewarder.counts.judged
 
     @property
     def reward_func(self) -> Callable[..., Any]:
@@ -146,86 +155,69 @@ class ConstitutionReward:
         references: Sequence[Any] | None = None,
     ) -> list[float]:
         """One reward per completion: a win probability under the constitution."""
+        from charter.judge.reward import RewardItem, fill_by_group, within_deadline
+
         prompt_texts = [as_text(p) or "" for p in prompts]
         texts = [as_text(c) or "" for c in completions]
         ref_texts = [as_text(r) for r in references] if references is not None else None
         mode = self.mode
         if mode == "auto":
             mode = "reference" if ref_texts and all(ref_texts) else "group"
-        groups: dict[str, list[int]] = {}
-        for i, p in enumerate(prompt_texts):
-            groups.setdefault(p, []).append(i)
 
         if mode == "reference":
             if not ref_texts or not all(ref_texts):
                 raise TrainError(
                     "reward_mode 'reference' needs a reference answer for every prompt"
                 )
-            outcomes = await self._compare_all(
-                [(prompt_texts[i], texts[i], ref_texts[i] or "") for i in range(len(texts))]
-            )
-            raw: list[float | None] = list(outcomes)
+            items = [
+                RewardItem(prompt_texts[i], texts[i], ref_texts[i] or "", group=prompt_texts[i])
+                for i in range(len(texts))
+            ]
+            results = await self.rewarder.rewards(items, deadline_s=self.deadline_s)
+            failed = sum(r.fallback for r in results)
+            total = len(results)
+            rewards = [r.reward for r in results]
+            first_error = next((r.error for r in results if r.error), None)
         else:
+            groups: dict[str, list[int]] = {}
+            for i, p in enumerate(prompt_texts):
+                groups.setdefault(p, []).append(i)
             pairs = [
                 (a, b)
                 for members in groups.values()
                 for n, a in enumerate(members)
                 for b in members[n + 1 :]
             ]
-            outcomes = await self._compare_all(
-                [(prompt_texts[a], texts[a], texts[b]) for a, b in pairs]
+            outcomes = await within_deadline(
+                [self._beats(prompt_texts[a], texts[a], texts[b]) for a, b in pairs],
+                self.deadline_s,
             )
             wins: dict[int, list[float]] = {i: [] for i in range(len(texts))}
-            for (a, b), p_a in zip(pairs, outcomes, strict=True):
+            for (a, b), outcome in zip(pairs, outcomes, strict=True):
+                p_a = outcome.result.value if outcome.result is not None else None
                 if p_a is not None:
                     wins[a].append(p_a)
                     wins[b].append(1.0 - p_a)
             raw = [sum(w) / len(w) if w else None for w in (wins[i] for i in range(len(texts)))]
+            rewards = fill_by_group(raw, prompt_texts)
+            unanswered = [o for o in outcomes if o.result is None or o.result.value is None]
+            failed, total = len(unanswered), len(outcomes)
+            first_error = next((o.result.error for o in unanswered if o.result), None)
 
-        failed = sum(1 for p in outcomes if p is None)
+        self.failures += failed
         self.steps += 1
-        self.last_failed_fraction = failed / len(outcomes) if outcomes else 0.0
-        if outcomes and failed == len(outcomes):
+        self.last_failed_fraction = failed / total if total else 0.0
+        if total and failed == total:
             raise JudgeFailed(
-                f"the judge answered none of the {len(outcomes)} comparisons of a GRPO step "
-                f"({self.last_error or 'no verdict'}); check --judge / --judge-base-url"
+                f"the judge answered none of the {total} comparisons of a GRPO step "
+                f"({first_error or 'no verdict'}); check --judge / --judge-base-url"
             )
         if failed:
-            log.warning("judge: %d of %d comparisons failed this step", failed, len(outcomes))
-        return _fill_by_group(raw, groups)
+            log.warning("judge: %d of %d comparisons failed this step", failed, total)
+        return rewards
 
-    async def _compare_all(self, triples: list[tuple[str, str, str]]) -> list[float | None]:
-        """P(first text wins) per (prompt, a, b); identical texts tie without a judge call."""
-        from charter.judge import compare
-
-        async def one(prompt: str, a: str, b: str) -> float | None:
-            if a == b:
-                return 0.5
-            result: Comparison = await compare(
-                self.model, self.constitution, prompt, a, b, self.config
-            )
-            self.comparisons += 1
-            if result.p_a is None:
-                self.failures += 1
-                errors = [j.error for j in result.judgments if j.error] + [
-                    j.error for s in result.scores for j in s.judgments if j.error
-                ]
-                self.last_error = errors[0] if errors else None
-            return result.p_a
-
-        return list(await asyncio.gather(*(one(p, a, b) for p, a, b in triples)))
-
-
-def _fill_by_group(raw: list[float | None], groups: dict[str, list[int]]) -> list[float]:
-    """Replace missing rewards with their group's mean (zero advantage), else 0.5."""
-    out = [0.5 if r is None else r for r in raw]
-    for members in groups.values():
-        known = [r for r in (raw[i] for i in members) if r is not None]
-        mean = sum(known) / len(known) if known else 0.5
-        for i in members:
-            if raw[i] is None:
-                out[i] = mean
-    return out
+    def _beats(self, prompt: str, a: str, b: str) -> Callable[[], Awaitable[Judged]]:
+        return lambda: self.rewarder.beats(prompt, a, b)
 
 
 def _load_constitution(value: Any) -> Constitution:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from charter.judge.reward import RewardConfig
+
 from .common import dir_option, friendly_errors, store_option
+from .fields import field_option
 from .models import check_spec, judge_options, policy_options
 
 
@@ -54,6 +57,13 @@ def _bind(host: str, port: int) -> socket.socket:
     show_default=True,
     help="Generation jobs running at once; the rest queue.",
 )
+@field_option(
+    "deadline_s",
+    RewardConfig.model_fields["deadline_s"],
+    flag="--reward-deadline",
+    param="reward_deadline_s",
+    unset_default=True,
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -70,6 +80,7 @@ def serve(
     port: int,
     tokens_file: Path | None,
     max_jobs: int,
+    reward_deadline_s: float | None,
     log_level: str,
     policy_spec: str,
     policy_base_url: str | None,
@@ -115,6 +126,7 @@ def serve(
             timeout_s=timeout,
             model_concurrency=concurrency,
             max_jobs=max_jobs,
+            reward_deadline_s=reward_deadline_s,
             tokens_file=tokens_file,
         )
     except SettingsError as exc:

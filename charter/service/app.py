@@ -27,7 +27,7 @@ from charter.store import open_store
 from . import records
 from .errors import ApiError, install_error_handlers
 from .middleware import BodyLimit, ErrorShield
-from .routes import constitutions, feedback, health, jobs
+from .routes import constitutions, feedback, health, jobs, rewards
 from .schemas import JobRequest
 from .settings import ServiceSettings
 from .state import Service
@@ -52,7 +52,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     install_error_handlers(app)
     v1 = APIRouter(prefix="/v1")
-    for resource in (feedback, jobs, constitutions):
+    for resource in (feedback, rewards, jobs, constitutions):
         v1.include_router(resource.router)
     app.include_router(v1)
     app.include_router(health.router)

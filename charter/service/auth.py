@@ -1,7 +1,9 @@
 """Bearer-token auth: everything under /v1 needs a token listed in CHARTER_API_TOKENS.
 
 A token is known to the service only by its hash (`owner_of`), which is also the owner of
-the jobs it submits.
+the jobs it submits. The OpenRLHF reward route also takes the token as the password of HTTP
+Basic auth (`OwnerOrBasicDep`): OpenRLHF's client sends no headers of its own, but aiohttp turns
+the user info of a URL (`http://charter:TOKEN@host/...`) into a Basic header.
 """
 
 from __future__ import annotations
@@ -10,14 +12,37 @@ import hmac
 from collections.abc import Iterable
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 from .errors import ApiError
 from .settings import owner_of
 from .state import ServiceDep
 
 _bearer = HTTPBearer(auto_error=False, description="A token listed in CHARTER_API_TOKENS.")
+
+
+class _LenientBasic(HTTPBasic):
+    """HTTP Basic that answers None for a malformed header (the route then says 401 as for
+    any bad token) instead of raising its own error."""
+
+    async def __call__(self, request: Request) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        try:
+            return await super().__call__(request)
+        except HTTPException:
+            return None
+
+
+_basic = _LenientBasic(
+    auto_error=False,
+    description="Any user name, a token listed in CHARTER_API_TOKENS as the password "
+    "(for clients that can only put credentials in the URL).",
+)
 
 
 def authenticate(owners: Iterable[str], token: str) -> str | None:
@@ -42,3 +67,22 @@ async def _owner(
 
 
 OwnerDep = Annotated[str, Depends(_owner)]
+
+
+async def _owner_or_basic(
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> str:
+    owner = None
+    if bearer is not None:
+        owner = authenticate(service.owners, bearer.credentials)
+    elif basic is not None:
+        owner = authenticate(service.owners, basic.password)
+    if owner is None:
+        raise ApiError(401, "unauthorized", "missing or invalid bearer token")
+    return owner
+
+
+OwnerOrBasicDep = Annotated[str, Depends(_owner_or_basic)]
+"""As `OwnerDep`, or the token as a Basic auth password (the OpenRLHF reward route)."""

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from charter.common.datafiles import DataFileError, read_text
 from charter.common.limits import InputLimits
 from charter.judge.backends.options import BackendOptions
+from charter.judge.reward import DEADLINE_FIELD
 from charter.settings import (
     DEFAULT_MODEL,
     DEFAULT_PRINCIPLES_DIR,
@@ -35,6 +36,7 @@ TOKENS_FILE_ENV = "CHARTER_API_TOKENS_FILE"
 MODELS_ENV = "CHARTER_SERVICE_MODELS"
 MAX_BODY_ENV = "CHARTER_SERVICE_MAX_BODY"
 MAX_JOBS_ENV = "CHARTER_SERVICE_MAX_JOBS"
+REWARD_DEADLINE_ENV = "CHARTER_REWARD_DEADLINE_S"
 
 MIN_TOKEN_LENGTH = 16
 
@@ -85,6 +87,7 @@ class ServiceSettings(BaseModel):
     max_prompts: int = Field(default=10_000, ge=1, description="Prompts per job.")
     max_jobs: int = Field(default=2, ge=1, description="Jobs running at once; the rest queue.")
     job_concurrency: int = Field(default=8, ge=1, description="Prompts in flight per job.")
+    reward_deadline_s: float = DEADLINE_FIELD
     preload_judge: bool = Field(
         default=True, description="Load the default judge at start-up (local models are slow)."
     )
@@ -136,6 +139,7 @@ class ServiceSettings(BaseModel):
             ("policy_base_url", POLICY_BASE_URL_ENV),
             ("max_body_bytes", MAX_BODY_ENV),
             ("max_jobs", MAX_JOBS_ENV),
+            ("reward_deadline_s", REWARD_DEADLINE_ENV),
         ]:
             if env.get(name):
                 values[key] = env[name]

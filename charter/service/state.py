@@ -36,6 +36,7 @@ from charter.jobs import (
     prompt_counts,
 )
 from charter.judge import ChatModel, Comparison, Ranking, RevisionChain
+from charter.judge.reward import RewardCounts
 
 from . import records
 from .errors import ApiError
@@ -125,6 +126,7 @@ class Service:
         self.pool = ModelPool(settings)
         self.runner = JobRunner(db, self.pool, settings, self.scrub)
         self.constitutions = Constitutions(db, settings.principles_dir)
+        self.reward_counts = RewardCounts()
 
     async def judge(self, spec: str | None) -> ChatModel:
         """The judge a feedback request asked for (or the default), as an API error if not."""

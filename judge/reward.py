@@ -1,0 +1,279 @@
+"""The constitution as an RL reward, with a deadline: one core for every trainer and front end.
+
+An RL step waits on its slowest reward, so every batch of rewards has a deadline
+(`RewardConfig.deadline_s`). Each item is judged concurrently:
+
+- without a reference answer, its reward is the pointwise P(yes) under the constitution
+  (`charter.judge.score`, K principles per prompt);
+- with one, it is P(response beats the reference) (`charter.judge.compare`, the config's
+  protocol); a response equal to its reference ties (0.5) without a model call.
+
+A judgment not back by the deadline is cancelled; one that came back with no verdict failed.
+Either way the item gets a fallback, flagged, never an exception: the mean reward of its
+group (items the caller grouped, e.g. completions of one prompt: zero advantage, neither
+rewarded nor punished), else `NEUTRAL` (0.5). `RewardCounts` keeps the totals to report.
+GRPO (`charter.trainer.grpo`), `charter.rewards` and the service's reward routes all use this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.constitution import Constitution
+
+from .backends.base import ChatModel
+from .config import DEFAULT_CONFIG, JudgeConfig
+
+log = logging.getLogger(__name__)
+
+
+NEUTRAL = 0.5
+"""The fallback reward of an item with no group (or whose whole group fell back)."""
+
+OPENRLHF_CLIENT_TIMEOUT_S = 180.0
+"""OpenRLHF's remote reward client gives up on a request after this long (aiohttp total)."""
+MAX_DEADLINE_S = OPENRLHF_CLIENT_TIMEOUT_S - 10.0
+"""The longest deadline: a reply still reaches OpenRLHF's client before it gives up."""
+
+
+class RewardConfig(BaseModel):
+    """How long rewards may take: declared once, read by the CLI, the service and the clients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=MAX_DEADLINE_S,
+        description="Seconds a batch of rewards may take; a judgment not back by then is "
+        "cancelled and its item gets the fallback reward (its group's mean, else 0.5), "
+        "flagged. At most 170, under OpenRLHF's 180 s client timeout.",
+    )
+
+
+DEFAULT_REWARD_CONFIG = RewardConfig()
+
+DEADLINE_FIELD: Any = RewardConfig.model_fields["deadline_s"]
+"""The deadline's one declaration, for settings models that carry it (the service's, the
+clients'): `deadline_s: float = DEADLINE_FIELD` keeps its default, bounds and help."""
+
+
+@dataclass(frozen=True)
+class RewardItem:
+    """One response to reward; `group` names items to average over when one falls back."""
+
+    prompt: str
+    response: str
+    reference: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Reward:
+    """An item's reward in [0, 1], its per-principle scores, and whether it fell back."""
+
+    reward: float
+    principle_scores: dict[str, float] = field(default_factory=dict)
+    fallback: bool = False
+    timed_out: bool = False
+    error: str | None = None
+
+
+@dataclass
+class RewardCounts:
+    """Totals since the rewarder was made: what a run reports.
+
+    `items`: rewards given; `judged`: judgments asked that came back by the deadline (with a
+    verdict or not; a response equal to its reference needs none); `failed`: rewards with no
+    verdict (every question failed, or the judge could not be had); `timeouts`: judgments
+    not back by the deadline; `fallbacks` = `failed` + `timeouts`.
+    """
+
+    batches: int = 0
+    items: int = 0
+    judged: int = 0
+    failed: int = 0
+    timeouts: int = 0
+    fallbacks: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+    def add(self, other: RewardCounts) -> None:
+        """Add `other`'s totals to these (a service sums its requests' counts)."""
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What one judgment gave: a value (None: no verdict), its principle scores, its error."""
+
+    value: float | None
+    principle_scores: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One awaited judgment under a deadline: its result, or why there is none."""
+
+    result: Judged | None
+    timed_out: bool = False
+
+
+async def within_deadline(
+    jobs: Sequence[Callable[[], Awaitable[Judged]]], deadline_s: float | None
+) -> list[Outcome]:
+    """Run every job at once; those not done after `deadline_s` are cancelled (timed out).
+
+    A job that raises (other than cancellation of the caller) is an outcome with an error,
+    so one bad item never takes the batch down with it.
+    """
+
+    async def guarded(job: Callable[[], Awaitable[Judged]]) -> Judged:
+        try:
+            return await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("reward judgment raised %s: %s", type(exc).__name__, exc)
+            return Judged(None, error=f"{type(exc).__name__}: {exc}")
+
+    tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
+    if not tasks:
+        return []
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=deadline_s)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    return [
+        Outcome(None, timed_out=True) if task in pending else Outcome(task.result())
+        for task in tasks
+    ]
+
+
+def fill_by_group(raw: Sequence[float | None], groups: Sequence[str | None]) -> list[float]:
+    """Missing rewards get their group's mean of the known ones (zero advantage), else 0.5."""
+    known: dict[str, list[float]] = {}
+    for value, group in zip(raw, groups, strict=True):
+        if value is not None and group is not None:
+            known.setdefault(group, []).append(value)
+    out = []
+    for value, group in zip(raw, groups, strict=True):
+        if value is not None:
+            out.append(value)
+            continue
+        members = known.get(group) if group is not None else None
+        out.append(sum(members) / len(members) if members else NEUTRAL)
+    return out
+
+
+class ConstitutionRewarder:
+    """Rewards under one constitution and judge, each batch bounded by the deadline."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        constitution: Constitution,
+        config: JudgeConfig = DEFAULT_CONFIG,
+        reward_config: RewardConfig = DEFAULT_REWARD_CONFIG,
+    ) -> None:
+        self.model = model
+        self.constitution = constitution
+        self.config = config
+        self.reward_config = reward_config
+        self.counts = RewardCounts()
+        self.last_error: str | None = None
+
+    async def rewards(
+        self, items: Sequence[RewardItem], *, deadline_s: float | None = None
+    ) -> list[Reward]:
+        """One `Reward` per item, in order, within the deadline (this call's, else the config's)."""
+        deadline = self.reward_config.deadline_s if deadline_s is None else deadline_s
+        started = time.perf_counter()
+        outcomes = await within_deadline([self._job(item) for item in items], deadline)
+        values = [o.result.value if o.result is not None else None for o in outcomes]
+        filled = fill_by_group(values, [item.group for item in items])
+        out: list[Reward] = []
+        for outcome, value in zip(outcomes, filled, strict=True):
+            result = outcome.result
+            error = "no verdict by the deadline" if outcome.timed_out else None
+            if result is not None:
+                error = result.error or "no verdict"
+            out.append(
+                Reward(
+                    reward=value,
+                    principle_scores=result.principle_scores if result is not None else {},
+                    fallback=result is None or result.value is None,
+                    timed_out=outcome.timed_out,
+                    error=error if result is None or result.value is None else None,
+                )
+            )
+        self._count(out)
+        timeouts = sum(r.timed_out for r in out)
+        if timeouts:
+            log.warning(
+                "rewards: %d of %d judgments not back within %.1f s (took %.2f s); "
+                "they got the fallback",
+                timeouts,
+                len(out),
+                deadline,
+                time.perf_counter() - started,
+            )
+        return out
+
+    def _count(self, rewards: Sequence[Reward]) -> None:
+        counts = self.counts
+        counts.batches += 1
+        counts.items += len(rewards)
+        counts.timeouts += sum(r.timed_out for r in rewards)
+        counts.fallbacks += sum(r.fallback for r in rewards)
+        failed = [r for r in rewards if r.fallback and not r.timed_out]
+        counts.failed += len(failed)
+        if failed:
+            self.last_error = failed[0].error
+
+    def _job(self, item: RewardItem) -> Callable[[], Awaitable[Judged]]:
+        async def judge() -> Judged:
+            if item.reference is not None:
+                return await self.beats(item.prompt, item.response, item.reference)
+            return await self.pointwise(item.prompt, item.response)
+
+        return judge
+
+    async def pointwise(self, prompt: str, response: str) -> Judged:
+        """P(yes) of the response alone under the constitution."""
+        from .score import score  # not at import: the CLI reads `RewardConfig` (no numpy)
+
+        result = await score(self.model, self.constitution, prompt, response, self.config)
+        self.counts.judged += 1
+        scores = {pid: p for pid, p in result.principle_scores.items() if p is not None}
+        error = next((j.error for j in result.judgments if j.error), None)
+        return Judged(result.p_yes, scores, error)
+
+    async def beats(self, prompt: str, response: str, other: str) -> Judged:
+        """P(response beats `other`); identical texts tie without a model call."""
+        if response == other:
+            return Judged(NEUTRAL)
+        from .compare import compare
+
+        result = await compare(self.model, self.constitution, prompt, response, other, self.config)
+        self.counts.judged += 1
+        scores = {v.principle_id: v.p_a for v in result.principles if v.p_a is not None}
+        errors = [j.error for j in result.judgments if j.error]
+        errors += [j.error for s in result.scores for j in s.judgments if j.error]
+        return Judged(result.p_a, scores, errors[0] if errors else None)
