@@ -351,3 +351,58 @@ def test_a_bad_list_of_urls_is_a_one_line_error(
     assert "Traceback" not in err
     if "CHARTER_ENDPOINT_REST_S" not in env:  # read when the models load
         assert not world["store"].exists()  # refused before a store was made
+
+
+def test_the_service_job_view_gives_each_endpoint_s_share_without_its_url(
+    tmp_path: Path,
+) -> None:
+    from charter.client import CharterClient
+    from charter.service.settings import ServiceSettings
+    from tests.support.generation import PROMPTS as SAMPLED_PROMPTS
+    from tests.support.generation import responder, write_constitution
+    from tests.support.service import TOKEN_A, TOKEN_B, running_service
+
+    with (
+        ScriptedJudgeServer(responder()) as a,
+        ScriptedJudgeServer(responder()) as b,
+        ScriptedJudgeServer(responder()) as policy,
+    ):
+        settings = ServiceSettings.model_validate(
+            {
+                "store_path": tmp_path / "service.db",
+                "principles_dir": write_constitution(tmp_path / "principles"),
+                "judge": "openai:scripted",
+                "policy": "openai:scripted",
+                "judge_base_url": f"{a.base_url}, {b.base_url}",
+                "policy_base_url": policy.base_url,
+                "timeout_s": 5,
+                "tokens": (TOKEN_A, TOKEN_B),
+            }
+        )
+        with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as c:
+            view = c.wait_for_job(c.create_job(SAMPLED_PROMPTS[:4], seed=0).job.id, timeout=60)
+            raw = c.http.get(f"/v1/jobs/{view.id}").text
+        served = [a.calls, b.calls]
+    assert view.state == "done", view.errors
+    endpoints = view.summary["calls"]["judge"]["endpoints"]
+    assert [e["calls"] for e in endpoints] == served and min(served) > 0
+    assert [(e["endpoint"], e["url"]) for e in endpoints] == [
+        (1, "the configured endpoint"), (2, "the configured endpoint")
+    ]  # fmt: skip
+    assert a.base_url not in raw and b.base_url not in raw
+    assert "endpoints" not in view.summary["calls"]["policy"]
+
+
+def test_the_service_refuses_a_bad_list_of_endpoints_in_one_line(tmp_path: Path) -> None:
+    from charter.service.settings import ServiceSettings, SettingsError
+    from tests.support.service import TOKEN_A
+
+    env = {"CHARTER_JUDGE_BASE_URL": "http://a/v1,,http://b/v1", "CHARTER_API_TOKENS": TOKEN_A}
+    with pytest.raises(SettingsError) as caught:
+        ServiceSettings.from_env(env)
+    assert str(caught.value) == (
+        "judge_base_url: item 2 of 3 is empty (list URLs separated by single commas)"
+    )
+    with pytest.raises(SettingsError) as caught:
+        ServiceSettings.from_env({"CHARTER_ENDPOINT_REST_S": "soon", "CHARTER_API_TOKENS": TOKEN_A})
+    assert str(caught.value).startswith("CHARTER_ENDPOINT_REST_S='soon': ")

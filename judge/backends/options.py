@@ -91,7 +91,7 @@ def split_base_urls(text: str, source: str) -> tuple[str, ...]:
     items = [item.strip() for item in text.split(",")]
     urls: list[str] = []
     for number, url in enumerate(items, start=1):
-        where = f"{source}: item {number} of {len(items)}" if source else f"item {number}"
+        where = f"{source}: " * bool(source) + f"item {number} of {len(items)}"
         if not url:
             raise ValueError(f"{where} is empty (list URLs separated by single commas)")
         parts = urlsplit(url)
