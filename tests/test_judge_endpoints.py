@@ -161,22 +161,29 @@ def test_an_endpoint_killed_mid_run_hands_its_share_to_the_others(tmp_path: Path
 
 
 def test_which_endpoint_made_a_call_is_not_part_of_its_key(tmp_path: Path) -> None:
-    world = with_candidates(make_world(tmp_path), PROMPTS[:4])
+    from charter.calls import CachedModel
+    from charter.store import open_store
+
+    db = open_store(tmp_path / "store.db")
     with (
-        ScriptedJudgeServer(judge_responder()) as a,
-        ScriptedJudgeServer(judge_responder()) as b,
-        ScriptedJudgeServer(judge_responder()) as c,
+        ScriptedJudgeServer(ConstantResponder()) as a,
+        ScriptedJudgeServer(ConstantResponder()) as b,
+        ScriptedJudgeServer(ConstantResponder()) as c,
     ):
-        code, out, err = invoke(generate_args(world, [f"{a.base_url},{b.base_url}"], c.base_url))
-        assert code == 0, err
-        first = json.loads(out)
-        # The same job again, judged by one other endpoint: every call comes from the store.
-        code, out, err = invoke(generate_args(world, [c.base_url], c.base_url))
-        assert code == 0, err
-        again = json.loads(out)
-    assert first["calls"]["judge"]["made"] > 0
-    assert again["job_id"] == first["job_id"]
-    assert again["calls"]["judge"] == {"made": 0, "reused": 0}  # one endpoint: no counts
+
+        async def ask(urls: str) -> tuple[int, int]:
+            async with CachedModel(
+                load_model("openai:scripted", BackendOptions(base_url=urls)), db
+            ) as model:
+                await model.choose(VERDICT, ["A", "B"])
+                return model.stats.made, model.stats.reused
+
+        made_by_pool = asyncio.run(ask(f"{a.base_url},{b.base_url}"))
+        from_one = asyncio.run(ask(c.base_url))  # the same call, another endpoint: stored
+        from_other_pool = asyncio.run(ask(f"{c.base_url},{b.base_url}"))
+        asked = a.calls + b.calls + c.calls
+    assert made_by_pool == (1, 0) and from_one == (0, 1) and from_other_pool == (0, 1)
+    assert asked == 1
 
 
 async def run_workers(model: EndpointPool, workers: int, each: int) -> None:
@@ -254,6 +261,28 @@ def test_a_rested_endpoint_is_tried_again_after_its_rest() -> None:
     assert flaky_counts == {
         "endpoint": 1, "url": flaky.base_url, "calls": 4, "failures": 1, "rested": 1
     }  # fmt: skip
+
+
+def test_an_endpoint_back_from_its_rest_gets_one_call_until_it_answers() -> None:
+    clock = Clock()
+    with (
+        ScriptedJudgeServer(ConstantResponder(), latency_s=0.1) as healthy,
+        ScriptedJudgeServer(ConstantResponder(), latency_s=0.1, faults=[Fault.http(503)]) as flaky,
+    ):
+        options = BackendOptions(max_retries=0, endpoint_rest_s=30)
+        pool = EndpointPool(
+            "scripted", [flaky.base_url, healthy.base_url], options, retry=FAST_RETRY, clock=clock
+        )
+
+        async def go() -> None:
+            async with pool:
+                await pool.choose(VERDICT, ["A", "B"])  # flaky fails it and rests
+                clock.now += 31.0
+                await asyncio.gather(*(pool.choose(VERDICT, ["A", "B"]) for _ in range(4)))
+
+        asyncio.run(go())
+        # On trial, it gets one of the four concurrent calls; the rest wait for no verdict on it.
+        assert (flaky.calls, healthy.calls) == (2, 4)
 
 
 def test_every_endpoint_dead_fails_the_call_naming_each() -> None:
