@@ -285,6 +285,32 @@ def test_an_endpoint_back_from_its_rest_gets_one_call_until_it_answers() -> None
         assert (flaky.calls, healthy.calls) == (2, 4)
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.http(500), Fault.http(429), Fault.drop(), Fault.delay(2.0), Fault.truncated_json()],
+    ids=["5xx", "429", "dropped", "timeout", "malformed"],
+)
+def test_a_call_an_endpoint_fails_is_answered_by_another(fault: Fault) -> None:
+    with (
+        ScriptedJudgeServer(ConstantResponder(), fault_policy=lambda record: fault) as failing,
+        ScriptedJudgeServer(ConstantResponder()) as healthy,
+    ):
+        options = BackendOptions(max_retries=1, timeout_s=0.3)
+        pool = EndpointPool(
+            "scripted", [failing.base_url, healthy.base_url], options, retry=FAST_RETRY
+        )
+
+        async def go() -> str:
+            async with pool:
+                return (await pool.choose(VERDICT, ["A", "B"])).text
+
+        assert asyncio.run(go()) == "A"
+        assert (failing.calls, healthy.calls) == (2, 1)  # its retries, then the other
+    assert [(e["calls"], e["failures"], e["rested"]) for e in pool.counts()] == [
+        (1, 1, 1), (1, 0, 0)
+    ]  # fmt: skip
+
+
 def test_every_endpoint_dead_fails_the_call_naming_each() -> None:
     urls = [closed_port_url() for _ in range(3)]
     pool = EndpointPool("scripted", urls, BackendOptions(max_retries=1), retry=FAST_RETRY)
@@ -420,6 +446,29 @@ def test_the_service_job_view_gives_each_endpoint_s_share_without_its_url(
     ]  # fmt: skip
     assert a.base_url not in raw and b.base_url not in raw
     assert "endpoints" not in view.summary["calls"]["policy"]
+
+
+def test_the_service_is_ready_while_one_endpoint_answers(tmp_path: Path) -> None:
+    import httpx
+
+    from charter.service.settings import ServiceSettings
+    from tests.support.generation import write_constitution
+    from tests.support.service import TOKEN_A, running_service
+
+    dead = closed_port_url()
+    with ScriptedJudgeServer(ConstantResponder()) as live:
+        values = {
+            "store_path": tmp_path / "service.db",
+            "principles_dir": write_constitution(tmp_path / "principles"),
+            "judge": "openai:scripted",
+            "tokens": (TOKEN_A,),
+        }
+        for urls, expected in [(f"{dead},{live.base_url}", 200), (f"{dead},{dead}x", 503)]:
+            settings = ServiceSettings.model_validate({**values, "judge_base_url": urls})
+            with running_service(settings) as running:
+                ready = httpx.get(f"{running.base_url}/readyz")
+            assert ready.status_code == expected, ready.text
+            assert dead not in ready.text
 
 
 def test_the_service_refuses_a_bad_list_of_endpoints_in_one_line(tmp_path: Path) -> None:
