@@ -57,7 +57,8 @@ def base_url_option(flag: str, envvar: str, help_text: str) -> Callable[[F], F]:
         show_envvar=True,
         callback=joined,
         help=f"{help_text} Several endpoints (repeat it, or separate with commas): each call "
-        "goes to the one with the fewest in flight, and one that fails is rested.",
+        "goes to the one with the fewest in flight; one that fails is rested for "
+        "$CHARTER_ENDPOINT_REST_S seconds and its calls go to the others.",
     )
 
 
