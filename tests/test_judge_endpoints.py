@@ -437,7 +437,12 @@ def test_the_service_job_view_gives_each_endpoint_s_share_without_its_url(
         with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as c:
             view = c.wait_for_job(c.create_job(SAMPLED_PROMPTS[:4], seed=0).job.id, timeout=60)
             raw = c.http.get(f"/v1/jobs/{view.id}").text
-        served = [a.calls, b.calls]
+            served = [a.calls, b.calls]
+            # A second job on the same shared model reports its own calls, not the model's.
+            later = c.wait_for_job(c.create_job(SAMPLED_PROMPTS[4:6], seed=0).job.id, timeout=60)
+            served_later = [a.calls - served[0], b.calls - served[1]]
+    later_counts = [e["calls"] for e in later.summary["calls"]["judge"]["endpoints"]]
+    assert later.state == "done" and later_counts == served_later and sum(served_later) > 0
     assert view.state == "done", view.errors
     endpoints = view.summary["calls"]["judge"]["endpoints"]
     assert [e["calls"] for e in endpoints] == served and min(served) > 0

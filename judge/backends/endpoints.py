@@ -13,8 +13,8 @@ with one endpoint, since every endpoint would refuse it alike.
 The spec is the model's alone (`openai:MODEL`): which endpoint served a call is not part of
 its identity, so the store answers a repeated call whichever endpoint made it first.
 
-Per-endpoint counts (calls, failures, rests) are kept for the pool's life (`counts`) and, for
-a job sharing the pool with others, per context (`tallying`): a job's summary shows its own.
+Per-endpoint counts (calls, failures, rests) are kept for the pool's life (`counts`) and per
+context (`tally.tallying`), so a job sharing the pool with others reports its own.
 """
 
 from __future__ import annotations
