@@ -46,6 +46,7 @@ from charter.judge.backends.base import (
     GenerationRequest,
     Message,
 )
+from charter.judge.backends.tally import tallying
 from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
 from charter.judge.quality import Flaw, answer_flaw, describe
@@ -320,19 +321,18 @@ async def _run_held(
                 on_progress(finished, total)
 
     set_status(db, job.id, "running")
-    work = asyncio.ensure_future(asyncio.gather(*(one(pos, rec) for pos, rec in pending)))
-    if stop_request is None:
-        await work
-    else:
-        await _finish_or_stop(work, stop_request, gates)
+    with tallying() as endpoints:  # this run's calls to each endpoint of a shared fleet
+        work = asyncio.ensure_future(asyncio.gather(*(one(pos, rec) for pos, rec in pending)))
+        if stop_request is None:
+            await work
+        else:
+            await _finish_or_stop(work, stop_request, gates)
 
     summary = summarise(db, job, min_confidence=min_confidence, prices=prices)
     summary["calls"] = {
-        "judge": {"made": cached_judge.stats.made, "reused": cached_judge.stats.reused},
+        "judge": _call_counts(cached_judge.stats, endpoints.report(judge)),
         "policy": (
-            {"made": cached_policy.stats.made, "reused": cached_policy.stats.reused}
-            if cached_policy
-            else None
+            _call_counts(cached_policy.stats, endpoints.report(policy)) if cached_policy else None
         ),
     }
     if stop.is_set():
@@ -356,6 +356,14 @@ async def _run_held(
     else:
         set_status(db, job.id, "done", summary=summary)
     return summary
+
+
+def _call_counts(stats: CallStats, endpoints: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A model's calls made and reused, and with several endpoints, each one's share."""
+    counts: dict[str, Any] = {"made": stats.made, "reused": stats.reused}
+    if endpoints is not None:
+        counts["endpoints"] = endpoints
+    return counts
 
 
 async def _finish_or_stop(

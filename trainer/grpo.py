@@ -235,7 +235,7 @@ def _load_judge(config: GRPORunConfig) -> tuple[ChatModel, bool]:
 
     if not isinstance(config.judge, str):
         return config.judge, False
-    options = BackendOptions(
+    options = BackendOptions.from_env(
         base_url=config.judge_base_url,
         timeout_s=config.judge_timeout,
         max_concurrency=config.judge_concurrency,

@@ -310,6 +310,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append(f"  protocol     {s['protocol']}")
         lines.append(f"  p_chosen     {_trust_line(s.get('calibration'))}")
     lines.append(f"  model calls  {made} made, {reused} reused from the store")
+    for role in ("judge", "policy"):
+        lines += _endpoint_lines(role, (calls.get(role) or {}).get("endpoints"))
     lines.append(
         f"  judge tokens {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"
     )
@@ -320,6 +322,16 @@ def _print_summary(s: dict[str, Any]) -> None:
     else:
         lines.append("nothing to export yet: no preference reached the minimum confidence")
     click.echo("\n".join(lines))
+
+
+def _endpoint_lines(role: str, endpoints: list[dict[str, Any]] | None) -> list[str]:
+    """One line per endpoint of a model served by several: its calls, failures and rests."""
+    if not endpoints:
+        return []
+    return [f"  {role} endpoints"] + [
+        f"    {e['url']}  {e['calls']} calls, {e['failures']} failed, rested {e['rested']} times"
+        for e in endpoints
+    ]
 
 
 @click.command("export")

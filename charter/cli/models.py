@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from charter.settings import (
     DEFAULT_MODEL,
@@ -23,6 +24,44 @@ F = TypeVar("F", bound=Callable[..., Any])
 SPEC_HELP = "openai:MODEL (any OpenAI-compatible endpoint), hf:PATH (local transformers) or smollm2"
 
 
+class _UrlList(click.ParamType[str]):
+    """One or more URLs; an environment variable's value is split on commas, not spaces."""
+
+    name = "URL[,URL...]"
+    envvar_list_splitter = ","
+
+
+def base_url_option(flag: str, envvar: str, help_text: str) -> Callable[[F], F]:
+    """A base URL option that takes several endpoints (repeated and/or comma-separated),
+    passed on as one comma-separated string, or None; a bad list is a one-line error naming
+    the option or the environment variable it came from."""
+
+    def joined(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+        if not value:
+            return None
+        text = ",".join(value)
+        from_env = ctx.get_parameter_source(str(param.name)) == ParameterSource.ENVIRONMENT
+        from charter.judge.backends.options import split_base_urls
+
+        try:
+            split_base_urls(text, f"${envvar}" if from_env else flag)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        return text
+
+    return click.option(
+        flag,
+        type=_UrlList(),
+        multiple=True,
+        envvar=envvar,
+        show_envvar=True,
+        callback=joined,
+        help=f"{help_text} Several endpoints (repeat it, or separate with commas): each call "
+        "goes to the one with the fewest in flight; one that fails is rested for "
+        "$CHARTER_ENDPOINT_REST_S seconds and its calls go to the others.",
+    )
+
+
 def judge_options(func: F) -> F:
     """--judge, --judge-base-url, --timeout, --concurrency."""
     decorators = [
@@ -35,11 +74,10 @@ def judge_options(func: F) -> F:
             show_default=True,
             help=f"Judge model: {SPEC_HELP}.",
         ),
-        click.option(
+        base_url_option(
             "--judge-base-url",
-            envvar=JUDGE_BASE_URL_ENV,
-            show_envvar=True,
-            help="Base URL for an openai: judge (else $OPENAI_BASE_URL). Key: $OPENAI_API_KEY.",
+            JUDGE_BASE_URL_ENV,
+            "Base URL for an openai: judge (else $OPENAI_BASE_URL). Key: $OPENAI_API_KEY.",
         ),
         click.option(
             "--timeout",
@@ -53,7 +91,7 @@ def judge_options(func: F) -> F:
             type=click.IntRange(min=1),
             default=16,
             show_default=True,
-            help="Model requests in flight at once.",
+            help="Model requests in flight at once (per endpoint).",
         ),
     ]
     for decorator in reversed(decorators):
@@ -63,11 +101,10 @@ def judge_options(func: F) -> F:
 
 def policy_options(func: F) -> F:
     """--policy and --policy-base-url."""
-    func = click.option(
+    func = base_url_option(
         "--policy-base-url",
-        envvar=POLICY_BASE_URL_ENV,
-        show_envvar=True,
-        help="Base URL for an openai: policy (else $OPENAI_BASE_URL).",
+        POLICY_BASE_URL_ENV,
+        "Base URL for an openai: policy (else $OPENAI_BASE_URL).",
     )(func)
     return click.option(
         "--policy",
@@ -109,7 +146,7 @@ def open_model(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    options = BackendOptions(
+    options = BackendOptions.from_env(
         base_url=base_url,
         base_url_envs=(env_name, "OPENAI_BASE_URL"),
         timeout_s=timeout,

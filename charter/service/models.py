@@ -74,13 +74,13 @@ class ModelPool:
         return model
 
     async def _load(self, spec: str, base_url: str | None) -> ChatModel:
-        options = BackendOptions(
-            base_url=base_url,
-            timeout_s=self.settings.timeout_s,
-            max_concurrency=self.settings.model_concurrency,
-            max_retries=self.settings.max_retries,
-        )
         try:
+            options = BackendOptions.from_env(
+                base_url=base_url,
+                timeout_s=self.settings.timeout_s,
+                max_concurrency=self.settings.model_concurrency,
+                max_retries=self.settings.max_retries,
+            )
             if spec.startswith("openai:"):
                 return load_model(spec, options)  # instant; its client binds to this loop
             log.info("loading %s (local models can take a while)", spec)
@@ -98,15 +98,22 @@ class ModelPool:
         if not spec.startswith("openai:"):
             return "ok" if self.loaded(spec, role) else "loading"
         options = BackendOptions(base_url=self.settings.base_url_for(role))
-        base = (options.resolved_base_url() or "https://api.openai.com/v1").rstrip("/")
         key = os.environ.get(options.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # With several endpoints, one that answers is enough: calls go to those that do.
         try:
-            async with httpx.AsyncClient(timeout=2.0) as client:
-                response = await client.get(f"{base}/models", headers=headers)
-        except httpx.HTTPError:
+            urls = options.resolved_base_urls() or ("https://api.openai.com/v1",)
+        except ValueError:  # $OPENAI_BASE_URL holds a bad list: no model can load either
             return "unreachable"
-        return "ok" if response.status_code < 500 else "unreachable"
+        for url in urls:
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    response = await client.get(f"{url.rstrip('/')}/models", headers=headers)
+            except httpx.HTTPError:
+                continue
+            if response.status_code < 500:
+                return "ok"
+        return "unreachable"
 
     async def aclose(self) -> None:
         models, self._models = list(self._models.values()), {}

@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from charter.common.datafiles import DataFileError, read_text
+from charter.common.environment import model_from_env
 from charter.common.limits import InputLimits
-from charter.judge.backends.options import BackendOptions
+from charter.judge.backends.options import ENV_VARIABLES, BackendOptions, split_base_urls
 from charter.judge.reward import DEADLINE_FIELD
 from charter.settings import (
     DEFAULT_MODEL,
@@ -68,8 +69,14 @@ class ServiceSettings(BaseModel):
     principles_dir: Path = DEFAULT_PRINCIPLES_DIR
     judge: str = DEFAULT_MODEL
     policy: str = DEFAULT_MODEL
-    judge_base_url: str | None = None
-    policy_base_url: str | None = None
+    judge_base_url: str | None = Field(
+        default=None,
+        description="Endpoint(s) for openai: judges; several separated by commas.",
+    )
+    policy_base_url: str | None = Field(
+        default=None,
+        description="Endpoint(s) for openai: policies; several separated by commas.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(
         default=BackendOptions.model_fields["max_retries"].default,
@@ -107,6 +114,13 @@ class ServiceSettings(BaseModel):
             )
         return tokens
 
+    @field_validator("judge_base_url", "policy_base_url")
+    @classmethod
+    def _url_list(cls, value: str | None) -> str | None:
+        if value:
+            split_base_urls(value, "")  # the error names the field
+        return value
+
     @property
     def owners(self) -> frozenset[str]:
         return frozenset(owner_of(t.get_secret_value()) for t in self.tokens)
@@ -129,6 +143,10 @@ class ServiceSettings(BaseModel):
         Raises `SettingsError` with a one-line reason when the result is unusable.
         """
         env = os.environ if env is None else env
+        try:  # the backends read theirs when a model loads: a bad one stops the start instead
+            model_from_env(BackendOptions, ENV_VARIABLES, env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         values: dict[str, Any] = {}
         for key, name in [
             ("store_path", STORE_ENV),

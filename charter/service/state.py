@@ -56,6 +56,8 @@ class Scrubber:
     def __init__(self, settings: ServiceSettings) -> None:
         urls = {settings.base_url_for("judge"), settings.base_url_for("policy")}
         urls |= {os.environ.get("OPENAI_BASE_URL"), os.environ.get("CHARTER_JUDGE_BASE_URL")}
+        # A list of endpoints is scrubbed whole, and each of its URLs on its own.
+        urls |= {part.strip() for url in set(urls) if url for part in url.split(",")}
         self.urls = sorted((u for u in urls if u), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:

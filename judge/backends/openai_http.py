@@ -56,7 +56,7 @@ from .options import BackendOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OpenAIChatModel", "RetryPolicy"]
+__all__ = ["OpenAIChatModel", "RetryPolicy", "endpoint_at_fault", "failure_where"]
 
 _PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, llama.cpp, Ollama) ignore the key
 _RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
@@ -89,14 +89,35 @@ class RetryPolicy(BaseModel):
 
 
 class _CallFailed(BackendError):
-    """A `BackendError` keeping the HTTP status, so `choose` can spot a rejected parameter."""
+    """A `BackendError` keeping the HTTP status, so `choose` can spot a rejected parameter,
+    and `where`: what failed where, without the model's name (for a list of endpoints)."""
 
     def __init__(
-        self, message: str, status: int | None, detail: str, reason: FailureReason = "failed"
+        self,
+        message: str,
+        status: int | None,
+        detail: str,
+        reason: FailureReason = "failed",
+        where: str = "",
     ) -> None:
         super().__init__(message, reason)
         self.status = status
         self.detail = detail
+        self.where = where or message
+
+
+def endpoint_at_fault(exc: BaseException) -> bool:
+    """Whether a call that failed for good says the endpoint is unwell, not the request bad:
+    no connection, a timeout, a dropped or malformed reply, 408, 429 or 5xx, each after the
+    usual retries. Another endpoint may answer such a call; a 4xx would fail there too."""
+    if not isinstance(exc, _CallFailed):
+        return False
+    return exc.status is None or exc.status in _RETRY_STATUSES or exc.status >= 500
+
+
+def failure_where(exc: BaseException) -> str:
+    """What failed where ('cannot connect to URL (...)', 'URL failed after N attempts: ...')."""
+    return exc.where if isinstance(exc, _CallFailed) else str(exc)
 
 
 class _MalformedReply(Exception):
@@ -388,8 +409,8 @@ class OpenAIChatModel(ChatModelBase):
         unreachable = _cannot_connect(exc)
         if unreachable is not None:
             detail = f"cannot connect to {url} ({unreachable})"
-            message = f"{self.spec}: cannot connect to {url} ({unreachable}; {tries})"
-            return _CallFailed(message, None, detail, "unreachable")
+            where = f"cannot connect to {url} ({unreachable}; {tries})"
+            return _CallFailed(f"{self.spec}: {where}", None, detail, "unreachable", where)
         detail = self._scrub(_short_error(exc))
         status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
         return _CallFailed(
@@ -397,6 +418,7 @@ class OpenAIChatModel(ChatModelBase):
             status,
             detail,
             _failure_reason(exc),
+            f"{url} failed after {tries}: {detail}",
         )
 
     def _stop(self, state: RetryCallState) -> bool:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
+
+from charter.common.environment import model_from_env
+
+ENV_VARIABLES = {"endpoint_rest_s": "CHARTER_ENDPOINT_REST_S"}
+"""Backend settings read from the environment by `BackendOptions.from_env`."""
 
 
 def default_cache_dir() -> Path:
@@ -20,12 +27,15 @@ class BackendOptions(BaseModel):
     base_url: str | None = Field(
         default=None,
         description=(
-            "OpenAI-compatible endpoint; else the first env var of `base_url_envs` that is set."
+            "OpenAI-compatible endpoint, or several separated by commas (calls go to the one "
+            "with the fewest in flight); else the first env var of `base_url_envs` that is set."
         ),
     )
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Env var holding the API key.")
     timeout_s: float = Field(default=60.0, gt=0)
-    max_concurrency: int = Field(default=16, ge=1)
+    max_concurrency: int = Field(
+        default=16, ge=1, description="HTTP requests in flight at once, per endpoint."
+    )
     max_retries: int = Field(default=4, ge=0)
     cache_dir: Path = Field(default_factory=default_cache_dir)
     batch_size: int = Field(
@@ -37,7 +47,61 @@ class BackendOptions(BaseModel):
         description="Env vars consulted in order when `base_url` is not set.",
     )
 
+    endpoint_rest_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="With several endpoints: seconds one that failed a call is left out "
+        "before a single call tries it again ($CHARTER_ENDPOINT_REST_S).",
+    )
+
+    @classmethod
+    def from_env(cls, **values: Any) -> BackendOptions:
+        """`values`, with the settings only the environment sets (`ENV_VARIABLES`) read from
+        it; a bad value is a one-line `ValueError` naming its variable."""
+        env = model_from_env(cls, ENV_VARIABLES)
+        return cls.model_validate({**env.model_dump(include=set(ENV_VARIABLES)), **values})
+
     def resolved_base_url(self) -> str | None:
         if self.base_url:
             return self.base_url
         return next((os.environ[n] for n in self.base_url_envs if os.environ.get(n)), None)
+
+    def resolved_base_urls(self) -> tuple[str, ...]:
+        """Every endpoint `resolved_base_url` names (none: the SDK's default); `ValueError`
+        in one line, naming where the list came from, when one is not an http(s) URL."""
+        if self.base_url:
+            return split_base_urls(self.base_url, "base_url")
+        for name in self.base_url_envs:
+            if os.environ.get(name):
+                return split_base_urls(os.environ[name], f"${name}")
+        return ()
+
+
+def split_base_urls(text: str, source: str) -> tuple[str, ...]:
+    """The URLs of a comma-separated list; `ValueError` naming `source` (the option, variable
+    or field it came from; "" when the caller names it) and the bad item.
+
+    Spaces around an item are dropped; an empty item, a URL given twice, or one that is not
+    `http(s)://host...` is an error rather than a silently smaller fleet. Text without a comma
+    is one endpoint, passed on as it always was (its client reports what is wrong with it).
+    """
+    if "," not in text:
+        return (text,)
+    items = [item.strip() for item in text.split(",")]
+    urls: list[str] = []
+    for number, url in enumerate(items, start=1):
+        where = f"{source}: " * bool(source) + f"item {number} of {len(items)}"
+        if not url:
+            raise ValueError(f"{where} is empty (list URLs separated by single commas)")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{where}: {url!r} is not an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range or not a number
+        except ValueError:
+            raise ValueError(f"{where}: {url!r} has a bad port") from None
+        if url.rstrip("/") in (u.rstrip("/") for u in urls):
+            raise ValueError(f"{where}: {url!r} is listed twice")
+        urls.append(url)
+    return tuple(urls)

@@ -1,8 +1,8 @@
 """Turn a model spec string (CLI, config, service) into a `ChatModel`.
 
-Spec forms: `openai:MODEL` (an OpenAI-compatible endpoint), `hf:PATH_OR_ID` (local transformers)
-and `smollm2` (the embedded offline default). Local backends are imported only when named, so
-using the HTTP backend never imports torch.
+Spec forms: `openai:MODEL` (an OpenAI-compatible endpoint, or several: `EndpointPool`),
+`hf:PATH_OR_ID` (local transformers) and `smollm2` (the embedded offline default). Local
+backends are imported only when named, so using the HTTP backend never imports torch.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def load_model(spec: str, options: BackendOptions | None = None) -> ChatModelBas
     options = options or BackendOptions()
     kind, name = parse_spec(spec)
     if kind == "openai":
+        urls = options.resolved_base_urls()
+        if len(urls) > 1:
+            from .endpoints import EndpointPool
+
+            return EndpointPool(name, urls, options)
         from .openai_http import OpenAIChatModel
 
         return OpenAIChatModel(name, options)

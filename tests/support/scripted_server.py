@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible chat server on loopback: the judge's test fake and bench fixture.
 
 It speaks real HTTP, so the real `openai` client (and anything else) talks to it unchanged. The
-test decides what it answers (a pluggable responder), how slowly (fixed latency), whether it gives
+test decides what it answers (a pluggable responder), how slowly (fixed latency, optionally with
+at most `max_concurrency` requests being answered at once), whether it gives
 logprobs, and which faults it injects (HTTP 429/500, slow replies, garbage, an empty choice list,
 truncated JSON, a dropped connection). It records every request, counts calls and measures how many
 requests were in flight at once, so tests can assert on the client's behaviour.
@@ -377,7 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
         fault = owner._next_fault(record)
         record.fault = fault
         if owner.latency_s > 0:
-            owner._stop.wait(owner.latency_s)
+            with owner._capacity:
+                owner._stop.wait(owner.latency_s)
         if fault is not None and fault.kind == "delay":
             owner._stop.wait(fault.delay_s)
         if fault is not None and fault.kind == "drop":
@@ -502,9 +504,17 @@ class ScriptedJudgeServer:
         models: tuple[str, ...] = ("scripted-judge",),
         host: str = "127.0.0.1",
         port: int = 0,
+        max_concurrency: int | None = None,
     ) -> None:
         self.responder: Responder = responder or ConstantResponder()
         self.latency_s = latency_s
+        # At most this many requests spend their latency at once; the rest wait their turn, as
+        # on a model server with a bounded batch. None: no bound.
+        self._capacity: contextlib.AbstractContextManager[Any] = (
+            threading.BoundedSemaphore(max_concurrency)
+            if max_concurrency is not None
+            else contextlib.nullcontext()
+        )
         self.reject_logprobs = reject_logprobs
         self.fault_policy = fault_policy
         self.models = models
@@ -643,10 +653,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--answer", default="A", choices=["A", "B"])
     parser.add_argument("--no-logprobs", action="store_true")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=None, help="Requests answered at once (a bound)."
+    )
     ns = parser.parse_args(argv)
     responder = ConstantResponder(ns.answer, logprobs=not ns.no_logprobs)
     server = ScriptedJudgeServer(
-        responder, latency_s=ns.latency_ms / 1000.0, host=ns.host, port=ns.port
+        responder,
+        latency_s=ns.latency_ms / 1000.0,
+        host=ns.host,
+        port=ns.port,
+        max_concurrency=ns.max_concurrency,
     )
     server.start()
     sys.stdout.write(f"READY {server.base_url}\n")
