@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
@@ -40,7 +40,17 @@ STATIC = {"pages.css": "text/css", "live.js": "text/javascript"}
 JobId = Annotated[str, PathParam(pattern=JOB_ID)]
 RowKey = Annotated[str, PathParam(pattern=KEY)]
 
-router = APIRouter(include_in_schema=False)
+
+
+async def _same_origin_posts(request: Request) -> None:
+    """Every page POST, signed in or not, must come from a page of this site (checked before
+    the session, so a cross-site POST is refused as such even when the browser withholds the
+    cookie)."""
+    if request.method == "POST":
+        check_same_origin(request)
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_same_origin_posts)])
 
 
 class PageNotFound(Exception):
@@ -174,7 +184,8 @@ async def rows_page(
 ) -> HTMLResponse:
     job = _owned(service, session, job_id)
     try:
-        filters = rows.RowFilter.model_validate(dict(request.query_params))
+        given = {k: v for k, v in request.query_params.items() if v.strip()}  # a blank field
+        filters = rows.RowFilter.model_validate(given)
         found = rows.rows_page(service.db, job.id, filters, _min_confidence(job))
     except ValidationError as exc:
         first = exc.errors()[0]
