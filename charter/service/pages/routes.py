@@ -41,7 +41,6 @@ JobId = Annotated[str, PathParam(pattern=JOB_ID)]
 RowKey = Annotated[str, PathParam(pattern=KEY)]
 
 
-
 async def _same_origin_posts(request: Request) -> None:
     """Every page POST, signed in or not, must come from a page of this site (checked before
     the session, so a cross-site POST is refused as such even when the browser withholds the
