@@ -68,6 +68,7 @@ async def _running(settings: ServiceSettings) -> AsyncIterator[Service]:
     """The service's store, models and job workers, from start-up to shutdown."""
     db = open_store(settings.store_path)
     records.ensure_tables(db)
+    pages.ensure_tables(db)
     service = Service(settings, db)
     resumed = service.runner.resume_interrupted()
     if resumed:

@@ -6,15 +6,34 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
+import sqlite_utils
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from charter.jobs import JOB_PROMPTS, PREFERENCES
+
+from . import audit
 from .guard import CrossSiteRequest, SignInNeeded
 from .render import page
 from .routes import PageNotFound, router
 from .sessions import Sessions
 
 log = logging.getLogger(__name__)
+
+
+def ensure_tables(db: sqlite_utils.Database) -> None:
+    """The labels table, and the indexes that keep the pages fast on a large job: p_chosen
+    for the histogram and the confidence filter, prompt status for the progress counts."""
+    audit.ensure_table(db)
+    with db.conn:
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS pages_preferences_p_chosen "
+            f"ON {PREFERENCES} (job_id, p_chosen)"
+        )
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS pages_job_prompts_status "
+            f"ON {JOB_PROMPTS} (job_id, status, position)"
+        )
 
 
 def install(app: FastAPI) -> None:

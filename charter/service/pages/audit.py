@@ -56,7 +56,8 @@ def sample_keys(db: sqlite_utils.Database, job_id: str, size: int = SAMPLE_SIZE)
     keys = [
         r[0]
         for r in db.execute(
-            f"SELECT key FROM {PREFERENCES} WHERE key >= ? AND job_id = ? ORDER BY key LIMIT ?",
+            # `+job_id`: walk the key index from the seeded point, not the job's rows
+            f"SELECT key FROM {PREFERENCES} WHERE key >= ? AND +job_id = ? ORDER BY key LIMIT ?",
             [start, job_id, size],
         )
     ]

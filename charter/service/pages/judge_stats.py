@@ -14,7 +14,7 @@ import sqlite_utils
 
 from charter.jobs import JOB_PROMPTS
 
-SAMPLE = 400
+SAMPLE = 200
 
 
 @dataclass

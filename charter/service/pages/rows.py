@@ -20,6 +20,7 @@ from charter.jobs import PREFERENCES, Preference, preference_from_row
 from ..records import Cursor, CursorError, decode_cursor, encode_cursor
 
 PAGE_SIZE = 25
+COUNT_CAP = 10_000  # a filtered count stops here ("10000+"): its cost is bounded by the cap
 
 Reason = Literal["", "kept", "low_confidence", "position_inconsistent"]
 REASONS: dict[str, str] = {
@@ -55,6 +56,7 @@ class RowsPage:
     rows: list[tuple[str, Preference]]
     next_after: str | None
     matched: int
+    capped: bool = False
     principles: list[str] = field(default_factory=list)
 
 
@@ -69,12 +71,12 @@ def _where(job_id: str, f: RowFilter, min_confidence: float) -> tuple[str, list[
         where.append("source = ?")
         args.append(f.source)
     if f.min_p is not None:
-        where.append("p_chosen >= ?")
+        where.append("+p_chosen >= ?")  # `+`: pages follow the position index, not p_chosen's
         args.append(f.min_p)
     if f.max_p is not None:
-        where.append("p_chosen <= ?")
+        where.append("+p_chosen <= ?")
         args.append(f.max_p)
-    exportable = "((source = 'revision' AND p_chosen IS NULL) OR p_chosen >= ?)"
+    exportable = "((source = 'revision' AND +p_chosen IS NULL) OR +p_chosen >= ?)"
     if f.reason == "kept":
         where.append(exportable)
         args.append(min_confidence)
@@ -94,7 +96,18 @@ def rows_page(
 ) -> RowsPage:
     """One page of rows matching `f` after its cursor; `CursorError` for a cursor not ours."""
     where, args = _where(job_id, f, min_confidence)
-    matched = db.execute(f"SELECT COUNT(*) FROM {PREFERENCES} WHERE {where}", args).fetchone()[0]
+    capped = False
+    if args == [job_id]:  # no filter: the job_id index counts every row quickly
+        matched = db.execute(f"SELECT COUNT(*) FROM {PREFERENCES} WHERE {where}", args)
+        matched = matched.fetchone()[0]
+    else:  # `ORDER BY position`: read the rows in the order they lie on disk
+        matched = db.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {PREFERENCES} WHERE {where} "
+            "ORDER BY position LIMIT ?)",
+            [*args, COUNT_CAP + 1],
+        ).fetchone()[0]
+        capped = matched > COUNT_CAP
+        matched = min(matched, COUNT_CAP)
     after: Cursor | None = decode_cursor(f.after) if f.after else None
     if after is not None:
         where += " AND (position > ? OR (position = ? AND key > ?))"
@@ -108,7 +121,7 @@ def rows_page(
     next_after = None
     if more and rows:
         next_after = encode_cursor((int(rows[-1]["position"]), str(rows[-1]["key"])))
-    return RowsPage(page, next_after, int(matched))
+    return RowsPage(page, next_after, int(matched), capped)
 
 
 def get_row(db: sqlite_utils.Database, job_id: str, key: str) -> Preference | None:
