@@ -215,3 +215,38 @@ def test_label_the_sample_then_agreement_export_and_calibration(
         assert fitted.status_code == 303, fitted.text
         assert world.server.calls > calls  # the judge answered the labelled pairs
         assert re.search(r"Calibration <code>cal-[0-9a-f]{12}</code>", alice.get(url).text)
+
+
+def test_progress_json_constitution_page_and_bad_inputs_are_one_line_messages(
+    alice: httpx.Client, world: ReviewWorld
+) -> None:
+    progress = alice.get(f"/pages/jobs/{world.job_a}/progress.json").json()
+    assert progress == {
+        "state": "done", "total": 10, "done": 10, "failed": 0, "pending": 0, "preferences": 10,
+    }  # fmt: skip
+    same = alice.get("/pages/constitution", params={"a": "current", "b": "current"}).text
+    assert "No difference." in same and "harmless" in same
+    unknown = alice.get("/pages/constitution", params={"a": "9.9", "b": "current"}).text
+    assert re.search(r'id="error">[^<]*9\.9', unknown)
+    job = f"/pages/jobs/{world.job_a}"
+    bad = [
+        alice.get(f"{job}/rows/{'0' * 64}"),
+        alice.get("/pages/jobs/job-000000000000"),
+    ]
+    assert [r.status_code for r in bad] == [404, 404]
+    assert "no row" in bad[0].text and "no job job-000000000000 for this token" in bad[1].text
+    csrf = csrf_of(alice.get(job).text)
+    wrong = alice.post(f"{job}/label", data={"key": "0" * 64, "choice": "a", "csrf": csrf})
+    assert wrong.status_code == 422 and "is not in this job&#39;s sample" in wrong.text
+    odd = alice.post(f"{job}/label", data={"key": "0" * 64, "choice": "maybe", "csrf": csrf})
+    assert odd.status_code == 422 and "choose A, B or can&#39;t tell" in odd.text
+    for response in [*bad, wrong, odd]:
+        assert "Traceback" not in response.text
+
+
+def test_calibrating_without_labels_says_why(world: ReviewWorld) -> None:
+    with sign_in(world.base_url, TOKEN_B) as bob:
+        job = f"/pages/jobs/{world.job_b}"
+        response = bob.post(f"{job}/calibrate", data={"csrf": csrf_of(bob.get(job).text)})
+    assert response.status_code == 422
+    assert re.search(r'id="message">calibration: [^<]*0 labelled pair\(s\)', response.text)
