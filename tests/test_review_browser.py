@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +19,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from charter.client import CharterClient
 from tests.support.browser import headless_chromium, screenshot
 from tests.support.review import (
     PAYLOADS,
@@ -25,6 +27,7 @@ from tests.support.review import (
     ReviewWorld,
     review_world,
     xss_chosen,
+    xss_rejected,
 )
 from tests.support.service import TOKEN_A
 
@@ -172,6 +175,31 @@ def test_label_a_sample_and_see_agreement_update(
     chrome.find_element(By.ID, "export-labels")  # offered
     chrome.execute_script("document.getElementById('audit').scrollIntoView()")
     screenshot(chrome, "review-agreement", shots)
+
+
+def test_a_running_jobs_page_updates_without_a_reload(
+    chrome: WebDriver, world: ReviewWorld
+) -> None:
+    world.server.latency_s = 0.4  # a slow judge: the job runs for several seconds
+    try:
+        pairs = [[xss_rejected(i % 4), xss_chosen(i % 4)] for i in range(48)]
+        live = [{"prompt": f"Live prompt {i}", "responses": r} for i, r in enumerate(pairs)]
+        with CharterClient(world.base_url, TOKEN_A) as client:
+            job = client.create_job(live).job.id
+        _sign_in(chrome, world)
+        chrome.get(f"{world.base_url}/pages/jobs/{job}")
+        assert chrome.find_element(By.ID, "job-state").text in ("queued", "running")
+        chrome.execute_script("window.__samePage = true")
+        seen = {chrome.find_element(By.CSS_SELECTOR, '[data-live="done"]').text}
+        for _ in range(100):
+            if not chrome.execute_script("return window.__samePage === true"):
+                break  # live.js reloads the page once the job has ended
+            seen.add(chrome.find_element(By.CSS_SELECTOR, '[data-live="done"]').text)
+            time.sleep(0.1)
+        assert len(seen) >= 2, seen  # the count moved on this page, with no reload
+        WebDriverWait(chrome, 30).until(lambda c: c.find_element(By.ID, "job-state").text == "done")
+    finally:
+        world.server.latency_s = 0.0
 
 
 def test_another_tokens_job_is_invisible(chrome: WebDriver, world: ReviewWorld) -> None:

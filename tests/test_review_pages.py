@@ -63,6 +63,10 @@ def test_pages_need_a_session_and_the_cookie_is_httponly_strict_and_not_the_toke
         refused = anonymous.post("/pages/sign-in", data={"token": "not-a-token-0123456789"})
         assert refused.status_code == 401 and "not one of this service" in refused.text
         signed = anonymous.post("/pages/sign-in", data={"token": TOKEN_A})
+        elsewhere = anonymous.post(
+            "/pages/sign-in", data={"token": TOKEN_A, "next": "https://evil.example/"}
+        )
+        assert elsewhere.headers["location"] == "/pages/jobs"  # never off this site
     cookie = signed.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert TOKEN_A not in cookie and owner_of(TOKEN_A) not in cookie
