@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +255,55 @@ def test_calibrating_without_labels_says_why(world: ReviewWorld) -> None:
         response = bob.post(f"{job}/calibrate", data={"csrf": csrf_of(bob.get(job).text)})
     assert response.status_code == 422
     assert re.search(r'id="message">calibration: [^<]*0 labelled pair\(s\)', response.text)
+
+
+def test_revise_rows_show_the_critique_chain_and_versions_diff(tmp_path: Path) -> None:
+    """A revise-mode row's page shows its critique and revision; the constitution page lists
+    frozen versions and diffs two of them."""
+    from click.testing import CliRunner
+
+    from charter.cli.main import cli
+    from charter.service import records
+    from charter.service.settings import ServiceSettings
+    from charter.store import open_store
+    from tests.support.generation import make_world, responder
+    from tests.support.scripted_server import ScriptedJudgeServer
+    from tests.support.service import running_service
+
+    world = make_world(tmp_path, ["How do I boil an egg?", "How do I tie a knot?"])
+    runner = CliRunner()
+    store = ["--dir", str(world["principles"]), "--store", str(world["store"])]
+    assert runner.invoke(cli, ["constitution", "freeze", *store, "-m", "first"]).exit_code == 0
+    helpful = world["principles"] / "helpful.toml"
+    helpful.write_text(helpful.read_text().replace("more helpfully", "more usefully"))
+    meta = world["principles"] / "constitution.toml"
+    meta.write_text(meta.read_text().replace('version = "1.0"', 'version = "1.1"'))
+    assert runner.invoke(cli, ["constitution", "freeze", *store, "-m", "second"]).exit_code == 0
+    with ScriptedJudgeServer(responder(["How do I boil an egg?", "How do I tie a knot?"])) as s:
+        models = ["--judge", "openai:scripted", "--policy", "openai:scripted"]
+        models += ["--judge-base-url", s.base_url, "--policy-base-url", s.base_url]
+        result = runner.invoke(
+            cli, ["generate", "--prompts", str(world["prompts"]), *store, *models,
+                  "--mode", "revise", "--json"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job_id = json.loads(result.stdout)["job_id"]
+    db = open_store(world["store"])
+    records.ensure_tables(db)
+    records.add_owner(db, job_id, owner_of(TOKEN_A))  # the CLI's job, handed to token A
+    db.close()
+    settings = ServiceSettings(
+        store_path=world["store"],
+        principles_dir=world["principles"],
+        tokens=(TOKEN_A,),
+        preload_judge=False,
+    )
+    with running_service(settings) as service, sign_in(service.base_url, TOKEN_A) as alice:
+        page = alice.get(f"/pages/jobs/{job_id}/rows", params={"source": "revision"}).text
+        key = re.findall(r"/rows/([0-9a-f]{64})", page)[0]
+        row = alice.get(f"/pages/jobs/{job_id}/rows/{key}").text
+        versions = alice.get("/pages/constitution", params={"a": "1.0", "b": "1.1"}).text
+    assert "Critique and revision" in row and "The response could be more careful." in row
+    assert 'id="verdicts"' in row
+    assert "first" in versions and "second" in versions
+    assert "more helpfully" in versions and "more usefully" in versions
