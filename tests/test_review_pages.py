@@ -307,3 +307,12 @@ def test_revise_rows_show_the_critique_chain_and_versions_diff(tmp_path: Path) -
     assert 'id="verdicts"' in row
     assert "first" in versions and "second" in versions
     assert "more helpfully" in versions and "more usefully" in versions
+
+
+def test_sign_out_ends_the_session_server_side(world: ReviewWorld) -> None:
+    with sign_in(world.base_url, TOKEN_A) as alice:
+        session = alice.cookies["charter_session"]
+        out = alice.post("/pages/sign-out", data={"csrf": csrf_of(alice.get("/pages/jobs").text)})
+        assert out.status_code == 303 and out.headers["location"] == "/pages/sign-in"
+    with httpx.Client(base_url=world.base_url, cookies={"charter_session": session}) as replay:
+        assert replay.get("/pages/jobs").status_code == 303  # the old cookie is worth nothing
