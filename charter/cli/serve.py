@@ -46,7 +46,8 @@ def _bind(host: str, port: int) -> socket.socket:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     envvar="CHARTER_API_TOKENS_FILE",
     show_envvar=True,
-    help="API tokens, one per line (added to $CHARTER_API_TOKENS, comma-separated).",
+    help="API tokens, one per line, each `token` or `name=token` (the name the review pages "
+    "show); added to $CHARTER_API_TOKENS, comma-separated.",
 )
 @click.option(
     "--max-jobs",

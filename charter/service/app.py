@@ -24,7 +24,7 @@ from pydantic.json_schema import models_json_schema
 from charter import __version__
 from charter.store import open_store
 
-from . import records
+from . import pages, records
 from .errors import ApiError, install_error_handlers
 from .middleware import BodyLimit, ErrorShield
 from .routes import constitutions, feedback, health, jobs, rewards
@@ -56,6 +56,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         v1.include_router(resource.router)
     app.include_router(v1)
     app.include_router(health.router)
+    pages.install(app)
     _add_schemas(app, [JobRequest])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorShield)
@@ -67,6 +68,7 @@ async def _running(settings: ServiceSettings) -> AsyncIterator[Service]:
     """The service's store, models and job workers, from start-up to shutdown."""
     db = open_store(settings.store_path)
     records.ensure_tables(db)
+    pages.ensure_tables(db)
     service = Service(settings, db)
     resumed = service.runner.resume_interrupted()
     if resumed:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from charter.common.datafiles import DataFileError, read_text
 from charter.common.environment import model_from_env
@@ -40,10 +41,20 @@ MAX_JOBS_ENV = "CHARTER_SERVICE_MAX_JOBS"
 REWARD_DEADLINE_ENV = "CHARTER_REWARD_DEADLINE_S"
 
 MIN_TOKEN_LENGTH = 16
+_OWNER_NAME = re.compile(r"[\w][\w .@-]{0,63}")
 
 
 class SettingsError(ValueError):
     """The service cannot start with this configuration; the message says what to fix."""
+
+
+def split_token_entry(entry: str) -> tuple[str | None, str]:
+    """`name=token` gives (name, token), a bare token (None, token). The name is who the
+    review pages say labelled a pair; a token that itself holds `=` needs a name in front."""
+    name, sep, token = entry.partition("=")
+    if sep and _OWNER_NAME.fullmatch(name.strip()) and token.strip().strip("="):
+        return name.strip(), token.strip()
+    return None, entry.strip()
 
 
 def owner_of(token: str) -> str:
@@ -52,7 +63,7 @@ def owner_of(token: str) -> str:
 
 
 def read_tokens_file(path: Path) -> list[str]:
-    """One token per line; blank lines and `#` comments are ignored."""
+    """One token (or `name=token`) per line; blank lines and `#` comments are ignored."""
     try:
         text = read_text(path, InputLimits.from_env())
     except DataFileError as exc:
@@ -86,6 +97,11 @@ class ServiceSettings(BaseModel):
     )
     model_concurrency: int = Field(default=16, ge=1, description="Requests in flight per model.")
     tokens: tuple[SecretStr, ...] = ()
+    owner_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="A person's name per token hash, from `name=token` entries of the tokens; "
+        "the review pages show it as who labelled a pair (never the token).",
+    )
     allowed_models: tuple[str, ...] = Field(
         default=("openai:*",),
         description="fnmatch patterns of model specs a request may name; the defaults always are.",
@@ -98,6 +114,21 @@ class ServiceSettings(BaseModel):
     preload_judge: bool = Field(
         default=True, description="Load the default judge at start-up (local models are slow)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_tokens(cls, data: Any) -> Any:
+        """Split `name=token` entries of `tokens` into the token and its owner's name."""
+        if not isinstance(data, dict) or not data.get("tokens"):
+            return data
+        tokens, names = [], dict(data.get("owner_names") or {})
+        for entry in data["tokens"]:
+            text = entry.get_secret_value() if isinstance(entry, SecretStr) else str(entry)
+            name, token = split_token_entry(text)
+            tokens.append(token)
+            if name is not None:
+                names[owner_of(token)] = name
+        return {**data, "tokens": tuple(dict.fromkeys(tokens)), "owner_names": names}
 
     @field_validator("tokens")
     @classmethod
@@ -124,6 +155,10 @@ class ServiceSettings(BaseModel):
     @property
     def owners(self) -> frozenset[str]:
         return frozenset(owner_of(t.get_secret_value()) for t in self.tokens)
+
+    def owner_name(self, owner: str) -> str:
+        """Who a token hash stands for: its declared name, else a short form of the hash."""
+        return self.owner_names.get(owner) or f"token {owner[:8]}"
 
     def base_url_for(self, role: str) -> str | None:
         """The endpoint for `openai:` models in a role, as the CLI resolves it."""
