@@ -158,8 +158,11 @@ def _lease_free(store: Path) -> bool:
     return code == 0 and json.loads(out)[0]["runner"] is None
 
 
-def test_expired_items_are_asked_again_in_a_new_batch(world: dict[str, Path]) -> None:
-    with ScriptedBatchServer(responder(), expire_batches=1, expire_keep=10) as server:
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "unlisted"])
+def test_expired_items_are_asked_again_in_a_new_batch(world: dict[str, Path], listed: bool) -> None:
+    with ScriptedBatchServer(
+        responder(), expire_batches=1, expire_keep=10, list_expired=listed
+    ) as server:
         summary = run_generate(world, server, *FAST)
         first, second = server.batch_inputs()
     expired = {line["custom_id"] for line in first[10:]}

@@ -7,6 +7,7 @@ policy) that also takes `/v1/files` uploads (multipart, `purpose=batch`), serves
 when `hold=True`), then, on the next retrieve, is answered line by line by the same
 responder the chat route uses. Tests script the faults: `fail_item(body)` gives an item an HTTP
 error, `expire_batches` ends the first batches `expired` after `expire_keep` answered items,
+(listing the unanswered ones in the error file unless `list_expired=False`),
 and `corrupt_output(batch_number, lines)` rewrites a batch's output lines (bad JSON, unknown
 custom_ids). It counts uploads, batch creations, retrievals and answered items: what a real
 provider would charge for.
@@ -63,6 +64,7 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         fail_item: ItemFault | None = None,
         expire_batches: int = 0,
         expire_keep: int = 0,
+        list_expired: bool = True,
         corrupt_output: OutputCorruption | None = None,
         **kwargs: Any,
     ) -> None:
@@ -72,6 +74,7 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         self.fail_item = fail_item
         self.expire_batches = expire_batches
         self.expire_keep = expire_keep
+        self.list_expired = list_expired
         self.corrupt_output = corrupt_output
         self._batch_lock = threading.Lock()  # not the base class's: answering takes that
         self._released = threading.Event()
@@ -146,7 +149,8 @@ class ScriptedBatchServer(ScriptedJudgeServer):
                     "response": None,
                     "error": {"code": "batch_expired", "message": "not answered in time"},
                 }
-                errors.append(json.dumps(result))
+                if self.list_expired:  # OpenAI lists them; a compatible server may not
+                    errors.append(json.dumps(result))
                 continue
             fault = self.fail_item(body) if self.fail_item is not None else None
             if fault is not None:
