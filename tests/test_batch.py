@@ -6,6 +6,7 @@ what a provider charges for) and what the store holds, not what the CLI says it 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,12 +19,21 @@ from typing import Any
 
 import pytest
 
-from charter.calls import store_secret
+from charter.batches.journal import ensure_table, record
+from charter.batches.model import OpenAIBatchModel
+from charter.batches.options import BatchOptions
+from charter.calls import call_key, choose_payload, store_secret
+from charter.judge import BackendOptions
+from charter.judge.backends.base import Completion, Message
 from charter.settings import LEASE_TTL_ENV
 from charter.store import open_store
 from tests.support.batch_server import ScriptedBatchServer
 from tests.support.generation import PROMPTS, bad, good, make_world, responder
-from tests.support.scripted_server import ScriptedJudgeServer, last_user_message
+from tests.support.scripted_server import (
+    ConstantResponder,
+    ScriptedJudgeServer,
+    last_user_message,
+)
 from tests.support.service import REPO
 from tests.test_generate import export_rows, generate_args, invoke, run_generate
 from tests.test_job_stops import wait_until
@@ -284,3 +294,39 @@ def test_another_programs_batches_table_is_refused(world: dict[str, Path]) -> No
         assert server.uploads == 0
     assert code == 1 and "Traceback" not in err
     assert "has a `batches` table that is not charter's" in err
+
+
+def test_a_recorded_batch_the_server_no_longer_knows_is_asked_again(tmp_path: Path) -> None:
+    db = open_store(tmp_path / "store.db")
+    messages = [Message(role="user", content="Is this recorded batch still there?")]
+    with ScriptedBatchServer(ConstantResponder("B")) as server:
+        settings = BatchOptions(batch=True, batch_window_s=0.05, batch_poll_s=0.05)
+
+        async def ask() -> tuple[Completion, OpenAIBatchModel]:
+            model = OpenAIBatchModel(
+                "scripted", db, settings, BackendOptions(base_url=server.base_url)
+            )
+            try:
+                return await model.choose(messages, ["A", "B"]), model
+            finally:
+                await model.aclose()
+
+        key = call_key("openai:scripted", "choose", choose_payload(messages, ["A", "B"]))
+        ensure_table(db)
+        record(
+            db,
+            "batch_gone",
+            model="openai:scripted",
+            base_url=server.base_url,
+            keys=[key],
+            input_file_id="file-gone",
+            status="in_progress",
+        )
+        completion, model = asyncio.run(ask())
+        [lines] = server.batch_inputs()
+    assert completion.text == "B" and completion.option_logprobs
+    assert [line["custom_id"] for line in lines] == [key]
+    assert model.stats.as_dict() == {
+        "calls": 1, "batches_created": 1, "batches_resumed": 1, "failed_items": 0
+    }  # fmt: skip
+    assert all(row["collected_at"] for row in journal(tmp_path / "store.db"))
