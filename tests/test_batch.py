@@ -330,3 +330,25 @@ def test_a_recorded_batch_the_server_no_longer_knows_is_asked_again(tmp_path: Pa
         "calls": 1, "batches_created": 1, "batches_resumed": 1, "failed_items": 0
     }  # fmt: skip
     assert all(row["collected_at"] for row in journal(tmp_path / "store.db"))
+
+
+def test_only_the_judges_calls_go_by_batch(tmp_path: Path) -> None:
+    world = make_world(tmp_path)  # no candidates given: the policy samples them
+    with ScriptedBatchServer(responder()) as server:
+        summary = run_generate(world, server, *FAST)
+        lines = [line for batch in server.batch_inputs() for line in batch]
+        direct = server.requests
+    assert direct and all(body["max_tokens"] > 4 for body in direct)  # samples, not verdicts
+    assert len(direct) == 2 * len(PROMPTS)
+    assert lines and all(line["body"]["max_tokens"] == 1 for line in lines)
+    assert summary["batch"]["calls"] == len(lines) == CALLS_PER_RUN
+    assert triples(world, summary["job_id"]) == EXPECTED
+
+
+def test_progress_and_summary_tell_what_went_by_batch(world: dict[str, Path]) -> None:
+    with ScriptedBatchServer(responder()) as server:
+        args = [a for a in generate_args(world, server, *FAST) if a != "--json"]
+        code, out, err = invoke(args)
+    assert code == 0, err
+    assert "batch_2: completed, 32 of 32 done" in err
+    assert f"batch        {CALLS_PER_RUN} judge calls answered by batch; 1 batches created" in out
