@@ -352,3 +352,35 @@ def test_progress_and_summary_tell_what_went_by_batch(world: dict[str, Path]) ->
     assert code == 0, err
     assert "batch_2: completed, 32 of 32 done" in err
     assert f"batch        {CALLS_PER_RUN} judge calls answered by batch; 1 batches created" in out
+
+
+def test_a_run_stopped_by_a_signal_leaves_its_batch_to_the_resume(
+    world: dict[str, Path],
+) -> None:
+    with ScriptedBatchServer(responder(), hold=True) as server:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        args = [sys.executable, "-m", "charter.cli", *generate_args(world, server, *FAST)]
+        proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=world["tmp"]
+        )
+        try:
+            wait_until(lambda: sum(server.retrievals.values()) >= 1)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 128 + signal.SIGINT, err
+        assert b"Traceback" not in err
+        stopped = json.loads(out)
+        assert stopped["prompts"]["pending"] == len(PROMPTS)
+        assert stopped["batch"]["batches_created"] == 1
+        [row] = journal(world["store"])
+        assert row["collected_at"] is None  # not answered yet: the resume needs it
+
+        server.release()
+        summary = run_generate(world, server, *FAST, "--resume", stopped["job_id"])
+        assert (server.uploads, server.creations) == (1, 1)
+        assert server.items_answered == CALLS_PER_RUN
+    assert summary["batch"]["batches_resumed"] == 1
+    assert triples(world, summary["job_id"]) == EXPECTED
