@@ -384,3 +384,56 @@ def test_a_run_stopped_by_a_signal_leaves_its_batch_to_the_resume(
         assert server.items_answered == CALLS_PER_RUN
     assert summary["batch"]["batches_resumed"] == 1
     assert triples(world, summary["job_id"]) == EXPECTED
+
+
+def test_a_run_killed_while_its_batch_is_created_finds_that_batch_and_pays_nothing_twice(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ttl = 2.0
+    monkeypatch.setenv(LEASE_TTL_ENV, str(ttl))
+    with ScriptedBatchServer(responder(), create_delay_s=30) as server:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        args = [sys.executable, "-m", "charter.cli", *generate_args(world, server, *FAST)]
+        proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=world["tmp"]
+        )
+        try:
+            wait_until(lambda: server.creations == 1)  # created; its answer not yet sent
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        [creating] = journal(world["store"])
+        assert creating["id"].startswith("creating:") and creating["status"] == "creating"
+
+        server.create_delay_s = 0
+        wait_until(lambda: _lease_free(world["store"]), timeout=ttl + 10)
+        summary = run_generate(world, server, *FAST)
+        assert (server.uploads, server.creations) == (1, 1)
+        assert server.items_answered == CALLS_PER_RUN
+        [batch_id] = server.batches
+    assert summary["batch"]["batches_resumed"] == 1 and summary["batch"]["batches_created"] == 0
+    [row] = journal(world["store"])
+    assert row["id"] == batch_id and row["collected_at"]
+    assert triples(world, summary["job_id"]) == EXPECTED
+
+
+def test_a_batch_whose_creation_never_happened_is_forgotten(world: dict[str, Path]) -> None:
+    """A `creating:` row with no batch of its token at the provider: its calls are asked anew."""
+    with ScriptedBatchServer(responder()) as server:
+        run_generate(world, server, *FAST)  # makes the store (and the batches table)
+        keys = json.loads(journal(world["store"])[0]["keys"])
+        with sqlite3.connect(world["store"]) as conn:
+            conn.execute("DELETE FROM calls")
+            conn.execute("DELETE FROM batches")
+            conn.execute(
+                "INSERT INTO batches VALUES ('creating:nowhere', 'openai:scripted', ?, ?, "
+                "'file-x', 'creating', datetime('now'), datetime('now'), NULL)",
+                [server.base_url, json.dumps(keys)],
+            )
+            conn.execute("UPDATE job_prompts SET status = 'pending'")
+            conn.execute("DELETE FROM preferences")
+        summary = run_generate(world, server, *FAST)
+        assert server.creations == 2
+    assert summary["batch"]["batches_resumed"] == 0 and summary["batch"]["batches_created"] == 1
+    assert [row["id"] for row in journal(world["store"])] == [max(server.batches)]
+    assert triples(world, summary["job_id"]) == EXPECTED

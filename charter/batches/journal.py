@@ -2,6 +2,9 @@
 
 A batch is recorded the moment the provider has created it, so a process stopped or killed
 while it is being answered resumes polling it on the next run instead of paying for another.
+Before a batch is created it is recorded under a `creating:TOKEN` id, the token going to the
+provider in the batch's metadata: a process killed while the provider creates it leaves that
+row, and the next run finds the batch by its token instead of creating another.
 A batch is marked collected once a run has had its results; collected batches are never looked
 at again (the answers they gave are in `calls`, the failures are asked again).
 """
@@ -18,6 +21,8 @@ import sqlite_utils
 from charter.store import check_table, write_lock
 
 BATCHES = "batches"
+CREATING = "creating:"
+"""Id prefix of a batch being created, before the provider has given it an id."""
 _COLUMNS: dict[str, type] = {
     "id": str,
     "model": str,
@@ -37,6 +42,12 @@ class OpenBatch:
 
     id: str
     keys: frozenset[str]
+    created_at: str
+
+    @property
+    def creating_token(self) -> str | None:
+        """The metadata token of a batch whose creation was not confirmed; None once it was."""
+        return self.id.removeprefix(CREATING) if self.id.startswith(CREATING) else None
 
 
 def ensure_table(db: sqlite_utils.Database) -> None:
@@ -68,6 +79,21 @@ def record(
         )
 
 
+def adopt(db: sqlite_utils.Database, creating_id: str, batch_id: str, status: str) -> None:
+    """The provider created the batch recorded as `creating_id`: record its real id."""
+    with db.conn:
+        db.execute(
+            f"UPDATE {BATCHES} SET id = ?, status = ?, updated_at = ? WHERE id = ?",
+            [batch_id, status, _now(), creating_id],
+        )
+
+
+def forget(db: sqlite_utils.Database, batch_id: str) -> None:
+    """A batch that was never created: its calls belong to no batch."""
+    with db.conn:
+        db.execute(f"DELETE FROM {BATCHES} WHERE id = ?", [batch_id])
+
+
 def set_status(db: sqlite_utils.Database, batch_id: str, status: str) -> None:
     """The provider's latest status of a batch (for `sqlite3` readers and progress)."""
     with db.conn:
@@ -90,11 +116,11 @@ def mark_collected(db: sqlite_utils.Database, batch_ids: Iterable[str]) -> None:
 def open_batches(db: sqlite_utils.Database, *, model: str, base_url: str) -> list[OpenBatch]:
     """The batches of this model at this endpoint that no run has collected, oldest first."""
     rows = db.execute(
-        f"SELECT id, keys FROM {BATCHES} WHERE model = ? AND base_url = ? "
+        f"SELECT id, keys, created_at FROM {BATCHES} WHERE model = ? AND base_url = ? "
         "AND collected_at IS NULL ORDER BY created_at, id",
         [model, base_url],
     ).fetchall()
-    return [OpenBatch(id=row[0], keys=frozenset(json.loads(row[1]))) for row in rows]
+    return [OpenBatch(row[0], frozenset(json.loads(row[1])), row[2]) for row in rows]
 
 
 def _now() -> str:

@@ -23,9 +23,11 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import openai
@@ -63,6 +65,9 @@ StatusCallback = Callable[[str], None]
 _CALL_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "charter_batch_call_key", default=None
 )
+_TOKEN = "charter_submission"
+_CLOCK_SKEW_S = 600.0
+"""How far the provider's clock may be behind ours when looking for a batch by its token."""
 _TERMINAL = frozenset({"completed", "expired", "failed", "cancelled"})
 
 
@@ -133,6 +138,7 @@ class OpenAIBatchModel(OpenAIChatModel):
         self._window: _Window | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loaded = False
+        self._loading = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"OpenAIBatchModel(model={self.model!r}, base_url={self.base_url!r})"
@@ -172,13 +178,16 @@ class OpenAIBatchModel(OpenAIChatModel):
         key = _CALL_KEY.get()
         if key is None:
             raise BackendError(f"{self.spec}: a batched call needs its store key")
-        self._load_journal()
+        await self._load_journal()
         started = time.monotonic()
         batch = self._reusable(key)
         retries = 0
         while True:
             if batch is None:
-                batch = await self._submit(key, kwargs)
+                try:
+                    batch = await self._submit(key, kwargs)
+                except _CallFailed as exc:  # its status is the Files/Batches API's, not the call's
+                    raise BackendError(str(exc), exc.reason) from None
             item = await self._result(batch, key)
             if item.body is not None:
                 reply = _Reply(item.body)
@@ -200,16 +209,47 @@ class OpenAIBatchModel(OpenAIChatModel):
                 log.info("%s: %s; asking again in a new batch", self.spec, error)
             batch = None
 
-    def _load_journal(self) -> None:
+    async def _load_journal(self) -> None:
         """Adopt the batches an earlier run left uncollected (polled when first needed)."""
-        if self._loaded:
-            return
-        self._loaded = True
-        for found in journal.open_batches(self.db, model=self.spec, base_url=self._endpoint):
-            batch = _Batch(found.id, found.keys, inherited=True)
-            self._batches[batch.id] = batch
-            for key in found.keys:
-                self._latest.setdefault(key, batch.id)
+        async with self._loading:
+            if self._loaded:
+                return
+            for found in journal.open_batches(self.db, model=self.spec, base_url=self._endpoint):
+                await self._adopt(found)
+            self._loaded = True
+
+    async def _adopt(self, found: journal.OpenBatch) -> None:
+        batch_id = found.id
+        token = found.creating_token
+        if token is not None:  # the earlier run was stopped while the batch was created
+            created = await self._find_created(token, found.created_at)
+            if created is None:
+                journal.forget(self.db, found.id)
+                return
+            journal.adopt(self.db, found.id, created.id, created.status)
+            batch_id = created.id
+        batch = _Batch(batch_id, found.keys, inherited=True)
+        self._batches[batch.id] = batch
+        for key in found.keys:
+            self._latest.setdefault(key, batch.id)
+
+    async def _find_created(self, token: str, since: str) -> Any:
+        """The batch created with `token` in its metadata, or None if there is none."""
+        oldest = datetime.fromisoformat(since).timestamp() - _CLOCK_SKEW_S
+        try:
+            async for found in self._bind().batches.list(limit=100):
+                if (found.metadata or {}).get(_TOKEN) == token:
+                    return found
+                if found.created_at < oldest:  # newest first: it is not further on
+                    break
+        except openai.OpenAIError as exc:
+            log.warning(
+                "%s: cannot list batches to find one a stopped run was creating (%s); its calls "
+                "are asked again",
+                self.spec,
+                self._scrub(_short_error(exc)),
+            )
+        return None
 
     def _reusable(self, key: str) -> _Batch | None:
         """A batch that is answering `key` or has answered it well; None: submit it."""
@@ -273,27 +313,37 @@ class OpenAIBatchModel(OpenAIChatModel):
                 file=("charter-batch.jsonl", data, "application/jsonl"), purpose="batch"
             ),
         )
-        # Not retried where the batch may have been created (a timeout, a 5xx): that would
-        # pay twice. A failed create leaves its calls failed, asked again next run.
-        created = await self._api(
-            "create a batch",
-            lambda: client.batches.create(
-                input_file_id=uploaded.id,
-                endpoint="/v1/chat/completions",
-                completion_window=COMPLETION_WINDOW,
-                metadata={"created_by": "charter", "model": self.spec},
-            ),
-            resend_safe=False,
-        )
+        # Recorded before it is created, under a token the provider keeps in its metadata: a
+        # run stopped meanwhile finds it by the token next time (see `_adopt`).
+        token = secrets.token_hex(12)
+        creating = journal.CREATING + token
         journal.record(
             self.db,
-            created.id,
+            creating,
             model=self.spec,
             base_url=self._endpoint,
             keys=calls,
             input_file_id=uploaded.id,
-            status=created.status,
+            status="creating",
         )
+        # Not retried where the batch may have been created (a timeout, a 5xx): that would
+        # pay twice. A failed create leaves its calls failed, asked again next run.
+        try:
+            created = await self._api(
+                "create a batch",
+                lambda: client.batches.create(
+                    input_file_id=uploaded.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window=COMPLETION_WINDOW,
+                    metadata={"created_by": "charter", "model": self.spec, _TOKEN: token},
+                ),
+                resend_safe=False,
+            )
+        except _CallFailed as exc:
+            if exc.status is not None and exc.status < 500:  # refused: surely not created
+                journal.forget(self.db, creating)
+            raise
+        journal.adopt(self.db, creating, created.id, created.status)
         self.stats.batches_created += 1
         batch = _Batch(created.id, frozenset(calls), inherited=False)
         self._batches[batch.id] = batch
@@ -318,9 +368,18 @@ class OpenAIBatchModel(OpenAIChatModel):
                 wait = min(
                     max(2 * wait, self.settings.batch_poll_s), self.settings.batch_poll_max_s
                 )
-                info = await self._api(
-                    f"check batch {batch.id}", lambda: self._bind().batches.retrieve(batch.id)
-                )
+                try:
+                    info = await self._api(
+                        f"check batch {batch.id}", lambda: self._bind().batches.retrieve(batch.id)
+                    )
+                except _CallFailed as exc:
+                    if exc.status != 404:
+                        raise
+                    # Gone (deleted, or another account's): its calls have no answer there.
+                    log.warning("%s; its calls are asked again", exc)
+                    batch.missing = ItemResult(error=exc.detail, status=404, retryable=True)
+                    batch.results.set_result(ParsedResults())
+                    return
                 journal.set_status(self.db, batch.id, info.status)
                 counts = info.request_counts
                 done = (counts.completed + counts.failed) if counts else 0
@@ -365,9 +424,12 @@ class OpenAIBatchModel(OpenAIChatModel):
             except Exception as exc:
                 retry = _is_retryable(exc) if resend_safe else _surely_not_received(exc)
                 if not retry or attempt > self.options.max_retries:
-                    raise BackendError(
-                        f"{self.spec} at {self._where()}: cannot {what}: "
-                        f"{self._scrub(_short_error(exc))}",
+                    detail = f"cannot {what}: {self._scrub(_short_error(exc))}"
+                    status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+                    raise _CallFailed(
+                        f"{self.spec} at {self._where()}: {detail}",
+                        status,
+                        detail,
                         _failure_reason(exc),
                     ) from None
                 wait = min(self.retry.max_wait_s, self.retry.initial_wait_s * 2.0 ** (attempt - 1))

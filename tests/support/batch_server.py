@@ -9,8 +9,9 @@ responder the chat route uses. Tests script the faults: `fail_item(body)` gives 
 error, `expire_batches` ends the first batches `expired` after `expire_keep` answered items,
 (listing the unanswered ones in the error file unless `list_expired=False`),
 and `corrupt_output(batch_number, lines)` rewrites a batch's output lines (bad JSON, unknown
-custom_ids). It counts uploads, batch creations, retrievals and answered items: what a real
-provider would charge for.
+custom_ids); `create_delay_s` holds the answer to a batch creation (a client killed meanwhile
+never learns the id). It lists batches newest first. It counts uploads, batch creations,
+retrievals and answered items: what a real provider would charge for.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         expire_keep: int = 0,
         list_expired: bool = True,
         corrupt_output: OutputCorruption | None = None,
+        create_delay_s: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(responder, **kwargs)
@@ -76,6 +78,7 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         self.expire_keep = expire_keep
         self.list_expired = list_expired
         self.corrupt_output = corrupt_output
+        self.create_delay_s = create_delay_s
         self._batch_lock = threading.Lock()  # not the base class's: answering takes that
         self._released = threading.Event()
         if not hold:
@@ -123,7 +126,16 @@ class ScriptedBatchServer(ScriptedJudgeServer):
             batch.counts["total"] = len(_lines(self.files[batch.input_file_id]))
             self.batches[batch.id] = batch
             self.creations += 1
+        if self.create_delay_s:  # created, but the client hears of it late (or never)
+            self._stop.wait(self.create_delay_s)
         return 200, _batch_object(batch)
+
+    def list_batches(self) -> dict[str, Any]:
+        """Every batch, newest first, on one page."""
+        with self._batch_lock:
+            batches = sorted(self.batches.values(), key=lambda b: -b.number)
+            data = [_batch_object(b) for b in batches]
+        return {"object": "list", "data": data, "has_more": False}
 
     def retrieve_batch(self, batch_id: str) -> tuple[int, dict[str, Any]]:
         with self._batch_lock:
@@ -181,8 +193,10 @@ class _BatchHandler(_Handler):
 
     def do_GET(self) -> None:
         owner: ScriptedBatchServer = self.server.owner
-        parts = self.path.rstrip("/").split("/")
-        if parts[:3] == ["", "v1", "batches"] and len(parts) == 4:
+        parts = self.path.split("?")[0].rstrip("/").split("/")
+        if parts == ["", "v1", "batches"]:
+            self._send_json(200, owner.list_batches())
+        elif parts[:3] == ["", "v1", "batches"] and len(parts) == 4:
             status, payload = owner.retrieve_batch(parts[3])
             self._send_json(status, payload)
         elif parts[:3] == ["", "v1", "files"] and len(parts) == 5 and parts[4] == "content":
