@@ -437,3 +437,13 @@ def test_a_batch_whose_creation_never_happened_is_forgotten(world: dict[str, Pat
     assert summary["batch"]["batches_resumed"] == 0 and summary["batch"]["batches_created"] == 1
     assert [row["id"] for row in journal(world["store"])] == [max(server.batches)]
     assert triples(world, summary["job_id"]) == EXPECTED
+
+
+def test_a_server_without_the_batch_api_is_a_one_line_error(world: dict[str, Path]) -> None:
+    with ScriptedJudgeServer(responder()) as server:  # chat completions only
+        code, _, err = invoke(generate_args(world, server, *FAST))
+        assert server.requests == []  # the judge's calls were not sent directly instead
+    assert code == 1 and "Traceback" not in err
+    [message] = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert "cannot upload a batch input file: HTTP 404" in message
+    assert journal(world["store"]) == []  # no batch was made, so none is waited for

@@ -423,7 +423,12 @@ class OpenAIBatchModel(OpenAIChatModel):
                 return await call()
             except Exception as exc:
                 retry = _is_retryable(exc) if resend_safe else _surely_not_received(exc)
-                if not retry or attempt > self.options.max_retries:
+                unreachable = _cannot_connect(exc) is not None
+                if (
+                    not retry
+                    or attempt > self.options.max_retries
+                    or (unreachable and attempt >= self.retry.connect_attempts)
+                ):
                     detail = f"cannot {what}: {self._scrub(_short_error(exc))}"
                     status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
                     raise _CallFailed(
