@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -447,3 +448,22 @@ def test_a_server_without_the_batch_api_is_a_one_line_error(world: dict[str, Pat
     [message] = [line for line in err.splitlines() if line.startswith("Error:")]
     assert "cannot upload a batch input file: HTTP 404" in message
     assert journal(world["store"]) == []  # no batch was made, so none is waited for
+
+
+def test_a_batched_calls_latency_is_at_most_a_direct_calls_timeout(tmp_path: Path) -> None:
+    """A call waits for its batch far longer than any request; a service tenant later served
+    it from the store would be kept waiting that long (stored calls replay their latency)."""
+    db = open_store(tmp_path / "store.db")
+    messages = [Message(role="user", content="How long did this take?")]
+    settings = BatchOptions(batch=True, batch_window_s=1.0, batch_poll_s=0.05)
+    with ScriptedBatchServer(ConstantResponder("A")) as server:
+
+        async def ask() -> Completion:
+            options = BackendOptions(base_url=server.base_url, timeout_s=0.5)
+            async with OpenAIBatchModel("scripted", db, settings, options) as model:
+                return await model.choose(messages, ["A", "B"])
+
+        started = time.monotonic()
+        completion = asyncio.run(ask())
+    assert time.monotonic() - started >= 1.0
+    assert completion.text == "A" and completion.latency_s == 0.5

@@ -197,7 +197,9 @@ class OpenAIBatchModel(OpenAIChatModel):
                     item = ItemResult(error=str(exc), status=item.status, retryable=True)
                 else:
                     self.stats.calls += 1
-                    return reply, time.monotonic() - started
+                    # Hours of waiting are no call's latency: a service tenant served this
+                    # call from the store would be kept waiting that long (`CachedModel`).
+                    return reply, min(time.monotonic() - started, self.options.timeout_s)
             if not batch.inherited:  # an earlier run's failure is not this run's attempt
                 self.stats.failed_items += 1
                 retries += 1
