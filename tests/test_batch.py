@@ -467,3 +467,16 @@ def test_a_batched_calls_latency_is_at_most_a_direct_calls_timeout(tmp_path: Pat
         completion = asyncio.run(ask())
     assert time.monotonic() - started >= 1.0
     assert completion.text == "A" and completion.latency_s == 0.5
+
+
+def test_a_full_window_is_submitted_at_once(world: dict[str, Path]) -> None:
+    with ScriptedBatchServer(responder()) as server:
+        started = time.time()  # the server's clock for created_at
+        summary = run_generate(
+            world, server, *FAST, "--batch-window-s", "3", "--batch-max-calls", "10"
+        )
+        sizes = [len(lines) for lines in server.batch_inputs()]
+        first_three = sorted(server.batches.values(), key=lambda b: b.number)[:3]
+    assert sizes == [10, 10, 10, CALLS_PER_RUN - 30]  # the rest waits out its window
+    assert all(b.created_at - started < 2.5 for b in first_three)  # full: not kept waiting
+    assert summary["prompts"]["done"] == len(PROMPTS)
