@@ -480,3 +480,27 @@ def test_a_full_window_is_submitted_at_once(world: dict[str, Path]) -> None:
     assert sizes == [10, 10, 10, CALLS_PER_RUN - 30]  # the rest waits out its window
     assert all(b.created_at - started < 2.5 for b in first_three)  # full: not kept waiting
     assert summary["prompts"]["done"] == len(PROMPTS)
+
+
+def test_a_call_in_two_uncollected_batches_is_answered_from_the_newest(tmp_path: Path) -> None:
+    """A call asked again after its batch expired, then the run killed before it collected
+    either batch: the resume takes the answer the second batch holds and pays for nothing."""
+    store = tmp_path / "store.db"
+    db = open_store(store)
+    messages = [Message(role="user", content="Which batch answers me?")]
+    settings = BatchOptions(batch=True, batch_window_s=0.05, batch_poll_s=0.05)
+    with ScriptedBatchServer(ConstantResponder("A"), expire_batches=1) as server:
+
+        async def ask() -> tuple[Completion, OpenAIBatchModel]:
+            options = BackendOptions(base_url=server.base_url)
+            async with OpenAIBatchModel("scripted", db, settings, options) as model:
+                return await model.choose(messages, ["A", "B"]), model
+
+        first, _ = asyncio.run(ask())
+        assert server.creations == 2  # expired, then asked again
+        with db.conn:  # as if killed before collecting them
+            db.execute("UPDATE batches SET collected_at = NULL")
+        again, model = asyncio.run(ask())
+        assert server.creations == 2 and server.items_answered == 1
+    assert again.text == first.text == "A"
+    assert model.stats.batches_resumed == 1 and model.stats.calls == 1

@@ -232,8 +232,8 @@ class OpenAIBatchModel(OpenAIChatModel):
             batch_id = created.id
         batch = _Batch(batch_id, found.keys, inherited=True)
         self._batches[batch.id] = batch
-        for key in found.keys:
-            self._latest.setdefault(key, batch.id)
+        for key in found.keys:  # oldest first: a call asked again is found in its newest
+            self._latest[key] = batch.id
 
     async def _find_created(self, token: str, since: str) -> Any:
         """The batch created with `token` in its metadata, or None if there is none."""
