@@ -66,6 +66,20 @@ def call_key(spec: str, kind: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def generate_payload(request: GenerationRequest) -> dict[str, Any]:
+    """What identifies a `generate` call, besides the model (see `call_key`)."""
+    payload = {"request": request.model_dump(mode="json")}
+    for name in _ADDED_LATER:  # at their defaults, calls stored before keep their keys
+        if payload["request"][name] == GenerationRequest.model_fields[name].default:
+            del payload["request"][name]
+    return payload
+
+
+def choose_payload(messages: Sequence[Message], options: Sequence[str]) -> dict[str, Any]:
+    """What identifies a `choose` call, besides the model (see `call_key`)."""
+    return {"messages": [m.model_dump(mode="json") for m in messages], "options": list(options)}
+
+
 def ensure_tables(db: sqlite_utils.Database) -> None:
     """Create the tables if missing; `StoreError`, before creating any, if one of their names
     is another program's table. Two processes starting on a new store at once take turns."""
@@ -120,20 +134,14 @@ class CachedModel(ChatModelBase):
         return self.inner.spec
 
     async def generate(self, request: GenerationRequest) -> Completion:
-        payload = {"request": request.model_dump(mode="json")}
-        for name in _ADDED_LATER:  # at their defaults, calls stored before keep their keys
-            if payload["request"][name] == GenerationRequest.model_fields[name].default:
-                del payload["request"][name]
+        payload = generate_payload(request)
         key = call_key(self.spec, "generate", payload)
         return await self._cached(
             key, "generate", payload, lambda: self.inner.generate(request), _has_text
         )
 
     async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
-        payload = {
-            "messages": [m.model_dump(mode="json") for m in messages],
-            "options": list(options),
-        }
+        payload = choose_payload(messages, options)
         key = call_key(self.spec, "choose", payload)
         return await self._cached(
             key,

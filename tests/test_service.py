@@ -318,6 +318,8 @@ INVALID = [
     ("/v1/jobs", {"prompts": ["p"], "n": 1000}, "body.n: Input should be less than or equal"),
     ("/v1/jobs", {"prompts": ["p"], "mode": "train"}, "body.mode: Input should be 'compare'"),
     ("/v1/jobs", {"prompts": ["p"], "policy_base_url": "http://x"}, "Extra inputs"),
+    # The Batch API is the CLI's (`generate --batch`): the service refuses to be asked for it.
+    ("/v1/jobs", {"prompts": ["p"], "batch": True}, "body.batch: Extra inputs are not permitted"),
 ]
 
 

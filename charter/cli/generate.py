@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from charter.batches.options import BatchOptions
 from charter.service.options import JobOptions, RunOptions
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
 from .fields import model_options
-from .models import judge_options, open_model, policy_options
+from .models import judge_options, open_batch_judge, open_model, policy_options
 from .progress import ProgressBar
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from charter.generate import StopRequest
     from charter.jobs import JobRecord
+    from charter.judge import ChatModel
 
 
 @click.command()
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 )
 @model_options(JobOptions, into="options", exclude={"policy", "judge"}, flags={"n": "-n"})
 @model_options(RunOptions, into="run")
+@model_options(BatchOptions, into="batching")
 @click.option("--resume", "resume_id", metavar="JOB_ID", help="Resume a stored job by id.")
 @click.option(
     "--price-in",
@@ -67,6 +70,7 @@ def generate(
     responses_column: str,
     options: JobOptions,
     run: RunOptions,
+    batching: BatchOptions,
     resume_id: str | None,
     price_in: float | None,
     price_out: float | None,
@@ -90,6 +94,9 @@ def generate(
     (a second signal abandons them), the job is recorded as stopped, and --resume carries on.
     One job runs in one process at a time: a second run of it is refused while the first
     holds the job's lease.
+
+    --batch sends the judge's calls through the OpenAI Batch API; the batches are recorded in
+    the store, and a run stopped while they are answered resumes polling them.
 
     \b
     Examples:
@@ -124,12 +131,23 @@ def generate(
             db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
         )
     # Loaded before a job is written: a model that does not load leaves no job behind.
-    judge = open_model(
-        spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
-    )
+    judge: ChatModel
+    if batching.batch:
+        judge = batch_judge = open_batch_judge(
+            spec.judge, judge_base_url, timeout, concurrency, db, batching
+        )
+    else:
+        batch_judge = None
+        judge = open_model(
+            spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
+        )
     if not needs_policy(records):
         policy = None
-    elif spec.policy == spec.judge and policy_base_url in (None, judge_base_url):
+    elif (
+        batch_judge is None
+        and spec.policy == spec.judge
+        and policy_base_url in (None, judge_base_url)
+    ):
         policy = judge  # one local model in memory, not two
     else:
         policy = open_model(
@@ -174,12 +192,17 @@ def generate(
                 ProgressBar("prompts", quiet=as_json) as progress,
                 _stop_on_signals(stop, received),
             ):
+                if batch_judge is not None:
+                    batch_judge.on_status = progress.status
                 return await run_job(
                     db,
                     job,
                     judge,
                     policy,
-                    concurrency=concurrency,
+                    # Batches are answered together: every prompt's calls should be in them.
+                    concurrency=(
+                        max(concurrency, batching.batch_max_calls) if batch_judge else concurrency
+                    ),
                     on_progress=progress,
                     min_confidence=run.min_confidence,
                     max_attempts=run.max_attempts,
@@ -192,15 +215,20 @@ def generate(
             if policy is not None and policy is not judge:
                 await policy.aclose()
 
+    def with_batches(summary: dict[str, Any]) -> dict[str, Any]:
+        if batch_judge is not None:
+            summary["batch"] = batch_judge.stats.as_dict()
+        return summary
+
     try:
-        summary = asyncio.run(go())
+        summary = with_batches(asyncio.run(go()))
     except JobFailed as exc:
         raise click.ClickException(
             f"{exc}\nNothing finished was lost; fix the model and resume with "
             f"`charter generate --resume {job.id}`."
         ) from None
     except JobStopped as exc:
-        _report(exc.summary, as_json)
+        _report(with_batches(exc.summary), as_json)
         click.echo(f"{received[0].name}: {exc}", err=True)
         raise SystemExit(128 + received[0].value) from None  # the shell's code for a signal
     _report(summary, as_json)
@@ -312,6 +340,13 @@ def _print_summary(s: dict[str, Any]) -> None:
     lines.append(f"  model calls  {made} made, {reused} reused from the store")
     for role in ("judge", "policy"):
         lines += _endpoint_lines(role, (calls.get(role) or {}).get("endpoints"))
+    if "batch" in s:
+        b = s["batch"]
+        lines.append(
+            f"  batch        {b['calls']} judge calls answered by batch; "
+            f"{b['batches_created']} batches created, {b['batches_resumed']} resumed, "
+            f"{b['failed_items']} failed items"
+        )
     lines.append(
         f"  judge tokens {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"
     )

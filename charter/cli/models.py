@@ -17,7 +17,11 @@ from charter.settings import (
 )
 
 if TYPE_CHECKING:
-    from charter.judge import ChatModel
+    import sqlite_utils
+
+    from charter.batches.model import OpenAIBatchModel
+    from charter.batches.options import BatchOptions
+    from charter.judge import BackendOptions, ChatModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,7 +141,7 @@ def open_model(
     option: str,
 ) -> ChatModel:
     """Load the model `option` names, with a one-line error (no traceback) when that fails."""
-    from charter.judge import BackendError, BackendOptions
+    from charter.judge import BackendError
     from charter.judge.backends.registry import load_model
 
     check_spec(spec, option)
@@ -146,13 +150,47 @@ def open_model(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    options = BackendOptions.from_env(
+    options = _backend_options(base_url, timeout, concurrency, env_name)
+    try:
+        return load_model(spec, options)
+    except (BackendError, OSError, ValueError) as exc:
+        raise click.ClickException(f"{option}: cannot load {spec!r}: {exc}") from None
+
+
+def open_batch_judge(
+    spec: str,
+    base_url: str | None,
+    timeout: float,
+    concurrency: int,
+    db: sqlite_utils.Database,
+    settings: BatchOptions,
+) -> OpenAIBatchModel:
+    """The judge for `--batch`: an openai: judge answering through the Batch API."""
+    from charter.batches.model import OpenAIBatchModel
+    from charter.judge.backends.registry import parse_spec
+
+    check_spec(spec, "--judge")
+    kind, name = parse_spec(spec)
+    if kind != "openai":
+        raise click.ClickException(
+            f"--batch: the Batch API needs an openai:MODEL judge; this job's judge is {spec!r}"
+        )
+    options = _backend_options(base_url, timeout, concurrency, JUDGE_BASE_URL_ENV)
+    if len(options.resolved_base_urls()) > 1:
+        raise click.ClickException(
+            "--batch: a batch goes to one endpoint; give one --judge-base-url"
+        )
+    return OpenAIBatchModel(name, db, settings, options)
+
+
+def _backend_options(
+    base_url: str | None, timeout: float, concurrency: int, env_name: str
+) -> BackendOptions:
+    from charter.judge import BackendOptions
+
+    return BackendOptions.from_env(
         base_url=base_url,
         base_url_envs=(env_name, "OPENAI_BASE_URL"),
         timeout_s=timeout,
         max_concurrency=concurrency,
     )
-    try:
-        return load_model(spec, options)
-    except (BackendError, OSError, ValueError) as exc:
-        raise click.ClickException(f"{option}: cannot load {spec!r}: {exc}") from None

@@ -9,7 +9,8 @@ from typing import Any
 class ProgressBar:
     """A rich progress bar (done/total, rate, ETA) on stderr; silent with --json.
 
-    Use as a context manager; call it with (done, total) as work finishes.
+    Use as a context manager; call it with (done, total) as work finishes, and `status` with
+    what a long wait is waiting for (a batch being answered).
     """
 
     def __init__(self, label: str, *, quiet: bool = False) -> None:
@@ -38,10 +39,11 @@ class ProgressBar:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
                 console=Console(stderr=True),
             )
             self.bar.__enter__()
-            self.task = self.bar.add_task(self.label, total=None, rate="")
+            self.task = self.bar.add_task(self.label, total=None, rate="", status="")
         return self
 
     def __call__(self, done: int, total: int) -> None:
@@ -50,6 +52,11 @@ class ProgressBar:
         elapsed = self.bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed * 60:.1f}/min" if elapsed > 1 and done else ""
         self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def status(self, text: str) -> None:
+        """Show `text` after the bar until the next status (e.g. "batch_1: 12 of 40 done")."""
+        if self.bar is not None:
+            self.bar.update(self.task, status=text)
 
     def counter(self, total: int) -> Callable[..., None]:
         """A callback that advances the bar by one each time it is called (any arguments)."""
