@@ -287,6 +287,20 @@ def test_batch_needs_an_openai_judge(world: dict[str, Path]) -> None:
     ]
 
 
+def test_batch_takes_one_judge_endpoint(world: dict[str, Path]) -> None:
+    code, _, err = invoke(
+        [
+            "generate", "--prompts", str(world["prompts"]), "--dir", str(world["principles"]),
+            "--store", str(world["store"]), "--judge", "openai:judge", "--batch",
+            "--judge-base-url", "http://127.0.0.1:9/v1,http://127.0.0.1:10/v1",
+        ]
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "Error: --batch: a batch goes to one endpoint; give one --judge-base-url"
+    ]
+
+
 def test_another_programs_batches_table_is_refused(world: dict[str, Path]) -> None:
     with sqlite3.connect(world["store"]) as conn:
         conn.execute("CREATE TABLE batches (name TEXT)")
