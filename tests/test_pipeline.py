@@ -224,6 +224,60 @@ def test_a_whole_recipe_runs_every_stage_and_renders_the_report(tmp_path: Path, 
         assert new and not set(new) & before
 
 
+def test_the_rlhf_recipe_trains_a_reward_model_then_ppo_against_it(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """SFT on a file, comparisons of the SFT model's answers, a reward model on them, PPO of
+    the SFT model against it with KL to the reference, then the suites on the PPO model."""
+    store = tmp_path / "store.db"
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(
+        "".join(json.dumps({"prompt": f"Say {w}.", "completion": w}) + "\n" for w in "abcd")
+    )
+    with ScriptedJudgeServer(judge_reply) as server:
+        recipe = write_recipe(tmp_path, tiny, server.base_url)
+        text = recipe.read_text()
+        text = text.replace(json.dumps(STAGES), json.dumps(RLHF_STAGES))
+        text = text.replace("[revise]\nn = 1\n", "").replace(
+            "[sft]\n", f'[sft]\ndata = "{demos}"\n'
+        )
+        text = text.replace("[dpo]", "[reward]").replace("[eval]", PPO + "[eval]")
+        recipe.write_text(text)
+        code, out, err = run_cli(recipe, store)
+    assert code == 0, err
+    records = {s["name"]: s["record"] for s in json.loads(out)["stages"]}
+    assert list(records) == RLHF_STAGES
+    ppo_card = read_training_facts(records["ppo"]["model_dir"])
+    assert ppo_card is not None
+    assert ppo_card["base_model"] == records["sft"]["model_dir"]
+    assert ppo_card["reward_model"] == records["reward"]["model_dir"]
+    assert ppo_card["hyperparameters"]["kl_coef"] == 0.2
+    assert records["ppo"]["metrics"]["episodes"] == 4
+    (model,) = (
+        sqlite3.connect(store)
+        .execute(
+            "SELECT DISTINCT model FROM eval_runs WHERE suite = 'harm' AND baseline IS NULL "
+            "AND model != ?",
+            [f"hf:{tiny}"],
+        )
+        .fetchone()
+    )
+    assert model == "hf:" + records["ppo"]["model_dir"]
+
+
+RLHF_STAGES = ["sft", "compare", "reward", "ppo", "eval", "report"]
+PPO = """[ppo]
+kl_coef = 0.2
+total_episodes = 4
+per_device_train_batch_size = 4
+response_length = 8
+num_ppo_epochs = 1
+save_strategy = "no"
+gradient_checkpointing = false
+
+"""
+
+
 @pytest.mark.slow  # a subprocess and ~25 s on 2 cores
 def test_a_killed_pipeline_resumes_at_the_next_stage_with_no_repeated_call(
     tmp_path: Path, tiny: Path
