@@ -244,8 +244,17 @@ def test_the_rlhf_recipe_trains_a_reward_model_then_ppo_against_it(
         text = text.replace("[dpo]", "[reward]").replace("[eval]", PPO + "[eval]")
         recipe.write_text(text)
         code, out, err = run_cli(recipe, store)
-    assert code == 0, err
-    records = {s["name"]: s["record"] for s in json.loads(out)["stages"]}
+        assert code == 0, err
+        # the SFT data file is part of the recipe: edited, its stage trains again
+        demos.write_text(demos.read_text().replace("Say a.", "Say e."))
+        code, again, err = run_cli(recipe, store)
+        assert code == 0, err
+    statuses = {s["name"]: s["status"] for s in json.loads(again)["stages"]}
+    assert statuses["sft"] == "ran" and statuses["reward"] == "ran"
+    first = {s["name"]: s["record"] for s in json.loads(out)["stages"]}
+    second = {s["name"]: s["record"] for s in json.loads(again)["stages"]}
+    assert first["sft"]["model_dir"] != second["sft"]["model_dir"]
+    records = first
     assert list(records) == RLHF_STAGES
     ppo_card = read_training_facts(records["ppo"]["model_dir"])
     assert ppo_card is not None

@@ -228,13 +228,30 @@ def load_recipe(path: str | Path) -> Recipe:
     stages: dict[str, StageSettings] = {
         name: _stage(name, raw.get(name, {}), raw, where) for name in pipeline.stages
     }
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    # The files a recipe names are part of its content: an edited prompts file, data file or
+    # constitution is a new pipeline, never a finished one.
+    named = [pipeline.prompts, pipeline.principles, raw.get("sft", {}).get("data")]
+    files = {str(p): content_digest(Path(p)) for p in named if isinstance(p, str)}
+    canonical = json.dumps([raw, files], sort_keys=True, separators=(",", ":"), default=str)
     return Recipe(
         path=str(path),
         pipeline=pipeline,
         stages=stages,
         digest=hashlib.sha256(canonical.encode()).hexdigest(),
     )
+
+
+def content_digest(path: Path) -> str:
+    """A digest of a data file's (or a data directory's files') bytes: an edited file is new
+    data, so its stage trains again."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_order(pipeline: PipelineSettings, raw: dict[str, Any], where: _Locator) -> None:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 from . import state
-from .recipe import EvalStage, GenerationStage, Recipe, TrainingStage
+from .recipe import EvalStage, GenerationStage, Recipe, TrainingStage, content_digest
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -271,6 +271,8 @@ def _train(ctx: _Context, name: str, settings: TrainingStage) -> dict[str, Any]:
     if name == "ppo":
         run["reward_model"] = ctx.reward_dir
     inputs = {"method": name, "data": data_job or run.get("data"), **run, "trl": settings.trl}
+    if data_job is None and run.get("data"):
+        inputs["data_digest"] = content_digest(Path(str(run["data"])))
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     out = Path(pipeline.out) / f"{name}-{digest[:10]}"
     run["output_dir"] = str(out)
