@@ -347,6 +347,7 @@ beta = 0.1
 
 [eval]
 limit = 2
+harm_principles = "harmless"
 """
 
 BAD: list[tuple[str, str, str]] = [
@@ -354,7 +355,7 @@ BAD: list[tuple[str, str, str]] = [
     (
         "unknown stage",
         GOOD + "\n[dpoo]\nbeta = 1\n",
-        r"recipe\.toml:19: \[dpoo\]: not a stage.*'dpo'",
+        r"recipe\.toml:20: \[dpoo\]: not a stage.*'dpo'",
     ),
     (
         "typo in a TRL key",
@@ -403,6 +404,22 @@ BAD: list[tuple[str, str, str]] = [
         r"recipe\.toml:4: \[pipeline\] judge: .*unknown model spec 'gpt4'",
     ),
     (
+        "unknown harm principle",
+        GOOD.replace('"harmless"', '"harmlessness"'),
+        r"recipe\.toml:18: \[eval\] harm_principles: no principle has the id or tag "
+        r"'harmlessness'",
+    ),
+    (
+        "unknown template",
+        GOOD.replace("limit = 2", 'limit = 2\ntemplates = "plain,roleplai"'),
+        r"recipe\.toml:18: \[eval\] templates: .*roleplai",
+    ),
+    (
+        "malformed prompts file",
+        GOOD.replace("PROMPTS", "BROKEN"),
+        r"recipe\.toml:4: \[pipeline\] prompts: .*broken\.jsonl:2:",
+    ),
+    (
         "missing prompts",
         GOOD.replace("PROMPTS", "nowhere.jsonl"),
         r"recipe\.toml:4: \[pipeline\] prompts: .*nowhere\.jsonl does not exist",
@@ -416,11 +433,10 @@ def test_a_malformed_recipe_is_one_line_naming_file_line_and_field(
 ) -> None:
     world = make_world(tmp_path)
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        text.replace("PROMPTS", str(world["prompts"])).replace(
-            "PRINCIPLES", str(world["principles"])
-        )
-    )
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "fine"}\n{"prompt": \n')
+    text = text.replace("BROKEN", str(broken)).replace("PROMPTS", str(world["prompts"]))
+    recipe.write_text(text.replace("PRINCIPLES", str(world["principles"])))
     store = tmp_path / "fresh.db"
     result = CliRunner().invoke(cli, ["pipeline", str(recipe), "--store", str(store)])
     assert result.exit_code == 1, (result.output, result.exception)

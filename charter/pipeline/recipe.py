@@ -228,6 +228,7 @@ def load_recipe(path: str | Path) -> Recipe:
     stages: dict[str, StageSettings] = {
         name: _stage(name, raw.get(name, {}), raw, where) for name in pipeline.stages
     }
+    _check_inputs(pipeline, stages, where)
     # The files a recipe names are part of its content: an edited prompts file, data file or
     # constitution is a new pipeline, never a finished one.
     named = [pipeline.prompts, pipeline.principles, raw.get("sft", {}).get("data")]
@@ -292,6 +293,40 @@ def _check_order(pipeline: PipelineSettings, raw: dict[str, Any], where: _Locato
     for table, key, value in paths:
         if isinstance(value, str) and not Path(value).expanduser().exists():
             raise where.error(table, key, f"{value} does not exist")
+
+
+def _check_inputs(
+    pipeline: PipelineSettings, stages: dict[str, StageSettings], where: _Locator
+) -> None:
+    """Read what the stages will read (the constitution, the prompts, the suites), so a bad
+    file or name fails now, not after an hour of training."""
+    from charter.constitution import ConstitutionError, load_constitution
+    from charter.evals.plan import build_plan, expand
+    from charter.evals.suites import select_principles
+    from charter.inputs import load_prompts
+
+    try:
+        constitution = load_constitution(pipeline.principles)
+    except ConstitutionError as exc:
+        findings = getattr(exc, "findings", None)
+        reason = str(findings[0]) if findings else str(exc)
+        raise where.error("pipeline", "principles", reason) from None
+    if pipeline.prompts is not None and any(s in stages for s in GENERATION_STAGES):
+        try:
+            load_prompts(pipeline.prompts)
+        except ValueError as exc:
+            raise where.error("pipeline", "prompts", str(exc)) from None
+    settings = stages.get("eval")
+    if isinstance(settings, EvalStage):
+        chosen = settings.suite_settings
+        try:
+            select_principles(constitution, chosen.harm_principles)
+        except ValueError as exc:
+            raise where.error("eval", "harm_principles", str(exc).split(": ", 1)[-1]) from None
+        try:
+            build_plan(expand(settings.suite, has_baseline=True), chosen)
+        except ValueError as exc:
+            raise where.error("eval", "templates", str(exc)) from None
 
 
 def _stage(name: str, values: dict[str, Any], raw: dict[str, Any], where: _Locator) -> Any:
