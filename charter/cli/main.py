@@ -12,6 +12,7 @@ from .constitution import constitution
 from .evaluate import eval_models
 from .generate import export, generate, jobs
 from .judge import judge
+from .pipeline import pipeline
 from .principles import principles
 from .report import report
 from .serve import serve
@@ -47,6 +48,7 @@ cli.add_command(serve)
 cli.add_command(eval_models)
 cli.add_command(train)
 cli.add_command(report)
+cli.add_command(pipeline)
 
 
 def main() -> None:
