@@ -49,13 +49,18 @@ def run_suites(
     as_json: bool,
 ) -> None:
     """Run the chosen suites, store the runs and print the figures."""
-    from charter.calls import CachedModel, store_secret
     from charter.constitution import load_constitution
     from charter.evals.plan import build_plan, expand
-    from charter.evals.runs import COLUMNS, EVAL_RUNS, new_batch, runs_of, save_runs
-    from charter.evals.suites import Answers, answer_plan, judge_plan, select_principles
-    from charter.judge.prompts import KeyedNonces
-    from charter.store import check_table, open_store
+    from charter.evals.session import (
+        NoVerdict,
+        Role,
+        answer_and_judge,
+        check_store,
+        store_outcome,
+    )
+    from charter.evals.suites import select_principles
+    from charter.judge.backends.base import ChatModel
+    from charter.store import open_store
 
     from .evaluate import resolve_spec
 
@@ -77,8 +82,12 @@ def run_suites(
     judge_spec = resolve_spec(judge_spec, "--judge")
     store_path = store_path or Path(os.environ.get(STORE_ENV) or DEFAULT_STORE_PATH)
     db = open_store(store_path)
-    check_table(db, EVAL_RUNS, COLUMNS)  # another program's table: refused before any model runs
-    nonces = KeyedNonces(store_secret(db))
+    check_store(db)  # another program's table: refused before any model runs
+    urls = {"model": model_base_url, "baseline": baseline_base_url, "judge": judge_base_url}
+
+    def open_for(spec: str, role: Role) -> ChatModel:
+        env = JUDGE_BASE_URL_ENV if role == "judge" else POLICY_BASE_URL_ENV
+        return open_model(spec, urls[role], timeout, concurrency, env, option=f"--{role}")
 
     def say(message: str) -> None:
         if not as_json:
@@ -86,74 +95,35 @@ def run_suites(
 
     if suite == "all" and baseline is None:
         say("helpful: skipped (the win rate needs --baseline)")
-
-    async def answers_of(spec: str, base_url: str | None, role: str) -> Answers:
-        say(f"{role}: loading {spec}")
-        chat_model = open_model(
-            spec, base_url, timeout, concurrency, POLICY_BASE_URL_ENV, option=f"--{role}"
+    outcome = asyncio.run(
+        answer_and_judge(
+            db,
+            plan,
+            constitution,
+            harm,
+            open_model=open_for,
+            model=model,
+            baseline=baseline,
+            judge=judge_spec,
+            config=config,
+            sampling=sampling,
+            concurrency=concurrency,
+            say=say,
         )
-        try:
-            wanted = [s for s in plan.suites if role == "model" or baseline is not None]
-            total = sum(len(plan.prompts(s)) for s in wanted)
-            say(f"{role}: answering {total} prompts ({', '.join(wanted)})")
-            return await answer_plan(
-                chat_model, plan, sampling=sampling, seed=config.seed, concurrency=concurrency
-            )
-        finally:
-            await chat_model.aclose()
-
-    async def run() -> SuiteOutcome:
-        answers = {model: await answers_of(model, model_base_url, "model")}
-        if baseline is not None:
-            answers[baseline] = await answers_of(baseline, baseline_base_url, "baseline")
-        say(f"judge: loading {judge_spec}")
-        judge = open_model(
-            judge_spec, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
-        )
-        try:
-            say("judge: judging")
-            return await judge_plan(
-                CachedModel(judge, db),
-                constitution,
-                plan,
-                answers,
-                harm_principles=harm,
-                config=config,
-                sampling=sampling,
-                model=model,
-                baseline=baseline,
-                concurrency=concurrency,
-                nonces=nonces,
-            )
-        finally:
-            await judge.aclose()
-
-    outcome = asyncio.run(run())
-    empty = [r for r in outcome.judged if r.overall.n == 0]
-    if empty or (outcome.helpful is not None and outcome.helpful.overall.n == 0):
-        first = next(
-            (v.error for r in empty for v in r.items if v.error),
-            "no pair of the helpful suite got a verdict",
-        )
-        raise click.ClickException(
-            f"{(empty[0].suite + ' for ' + empty[0].model) if empty else 'helpful'} got no "
-            f"verdict, so nothing was stored; first error: {first}"
-        )
-    batch = new_batch()
-    settings = {
-        "judge": config.model_dump(mode="json"),
-        "sampling": sampling.model_dump(mode="json"),
-        "suites": suite_settings.model_dump(mode="json"),
-    }
-    runs = runs_of(
-        outcome,
-        batch=batch,
-        sources=plan.sources,
-        judge=judge_spec,
-        constitution=constitution,
-        settings=settings,
     )
-    save_runs(db, runs)
+    try:
+        batch = store_outcome(
+            db,
+            outcome,
+            plan,
+            constitution,
+            judge=judge_spec,
+            config=config,
+            sampling=sampling,
+            suite_settings=suite_settings,
+        )
+    except NoVerdict as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         echo_json({"batch": batch, "store": str(store_path), **outcome.model_dump(mode="json")})
     else:

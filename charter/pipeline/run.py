@@ -171,7 +171,7 @@ def _open(ctx: _Context, spec: str, base_url: str | None, env: str) -> ChatModel
     from charter.judge.backends.registry import load_model
 
     pipeline = ctx.recipe.pipeline
-    options = BackendOptions(
+    options = BackendOptions.from_env(
         base_url=base_url,
         base_url_envs=(env, "OPENAI_BASE_URL"),
         timeout_s=pipeline.timeout_s,
@@ -329,20 +329,19 @@ def _card_matches(
 
 
 def _evaluate(ctx: _Context, settings: EvalStage) -> dict[str, Any]:
-    """The suites on the newest trained policy, with the base model as the baseline."""
-    from charter.calls import CachedModel, store_secret
+    """The suites on the newest trained policy, with the base model as the baseline; the
+    answers are cached too, so a resumed stage asks no model anything twice."""
+    from charter.calls import CachedModel
     from charter.constitution import load_constitution
     from charter.evals.plan import build_plan, expand
-    from charter.evals.runs import COLUMNS, EVAL_RUNS, new_batch, runs_of, save_runs
-    from charter.evals.suites import (
-        Answers,
-        SuiteOutcome,
-        answer_plan,
-        judge_plan,
-        select_principles,
+    from charter.evals.session import (
+        NoVerdict,
+        Role,
+        answer_and_judge,
+        check_store,
+        store_outcome,
     )
-    from charter.judge.prompts import KeyedNonces
-    from charter.store import check_table
+    from charter.evals.suites import select_principles
 
     pipeline = ctx.recipe.pipeline
     constitution = load_constitution(pipeline.principles)
@@ -353,75 +352,48 @@ def _evaluate(ctx: _Context, settings: EvalStage) -> dict[str, Any]:
         expand(settings.suite, has_baseline=baseline is not None), settings.suite_settings
     )
     harm = select_principles(constitution, settings.suite_settings.harm_principles)
-    check_table(ctx.db, EVAL_RUNS, COLUMNS)
-    nonces = KeyedNonces(store_secret(ctx.db))
-    concurrency = pipeline.max_concurrency
+    check_store(ctx.db)
 
-    async def answers_of(spec: str) -> Answers:
-        ctx.say(f"  answering the suites with {spec}")
+    def open_for(spec: str, role: Role) -> ChatModel:
+        if role == "judge":
+            return _open(ctx, spec, pipeline.judge_base_url, JUDGE_BASE_URL_ENV)
         url = None if spec != pipeline.judge else pipeline.judge_base_url
-        chat = CachedModel(_open(ctx, spec, url, POLICY_BASE_URL_ENV), ctx.db)
-        try:
-            return await answer_plan(
-                chat,
-                plan,
-                sampling=settings.sampling,
-                seed=settings.config.seed,
-                concurrency=concurrency,
-            )
-        finally:
-            await chat.aclose()
+        return CachedModel(_open(ctx, spec, url, POLICY_BASE_URL_ENV), ctx.db)
 
-    async def go() -> SuiteOutcome:
-        answers = {model: await answers_of(model)}
-        if baseline is not None:
-            answers[baseline] = await answers_of(baseline)
-        ctx.say(f"  judging with {pipeline.judge}")
-        judge = CachedModel(
-            _open(ctx, pipeline.judge, pipeline.judge_base_url, JUDGE_BASE_URL_ENV), ctx.db
+    outcome = asyncio.run(
+        answer_and_judge(
+            ctx.db,
+            plan,
+            constitution,
+            harm,
+            open_model=open_for,
+            model=model,
+            baseline=baseline,
+            judge=pipeline.judge,
+            config=settings.config,
+            sampling=settings.sampling,
+            concurrency=pipeline.max_concurrency,
+            say=lambda message: ctx.say(f"  {message}"),
         )
-        try:
-            return await judge_plan(
-                judge,
-                constitution,
-                plan,
-                answers,
-                harm_principles=harm,
-                config=settings.config,
-                sampling=settings.sampling,
-                model=model,
-                baseline=baseline,
-                concurrency=concurrency,
-                nonces=nonces,
-            )
-        finally:
-            await judge.aclose()
-
-    outcome = asyncio.run(go())
-    empty = [r for r in outcome.judged if r.overall.n == 0]
-    if empty or (outcome.helpful is not None and outcome.helpful.overall.n == 0):
-        first = next((v.error for r in empty for v in r.items if v.error), "no verdict")
-        raise PipelineError(
-            f"eval: a suite got no verdict, so nothing was stored; first error: {first}"
-        )
-    batch = new_batch()
-    runs = runs_of(
-        outcome,
-        batch=batch,
-        sources=plan.sources,
-        judge=pipeline.judge,
-        constitution=constitution,
-        settings={
-            "judge": settings.config.model_dump(mode="json"),
-            "sampling": settings.sampling.model_dump(mode="json"),
-            "suites": settings.suite_settings.model_dump(mode="json"),
-        },
     )
-    save_runs(ctx.db, runs)
+    try:
+        batch = store_outcome(
+            ctx.db,
+            outcome,
+            plan,
+            constitution,
+            judge=pipeline.judge,
+            config=settings.config,
+            sampling=settings.sampling,
+            suite_settings=settings.suite_settings,
+        )
+    except NoVerdict as exc:
+        raise PipelineError(f"eval: {exc}") from None
+    runs = len(outcome.judged) + (outcome.helpful is not None)
     figures = {f"{r.suite} {r.model}": r.overall.rate for r in outcome.judged} | (
         {"helpful win rate": outcome.helpful.overall.win_rate} if outcome.helpful else {}
     )
-    return {"batch": batch, "runs": len(runs), "figures": figures}
+    return {"batch": batch, "runs": runs, "figures": figures}
 
 
 def _report(ctx: _Context) -> dict[str, Any]:
