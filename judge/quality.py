@@ -59,12 +59,15 @@ _MARKER = re.compile(r"<<<|>>>|\bEND_(?:PROMPT|RESPONSE|CRITIQUE)\w*|^\s*<<|<<\s
 _LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
 # How our critique and revision requests name their inputs; an answer has no reason to.
 _COMMENTARY = re.compile(
-    r"\b(?:the|this|that|your|original|revised|rewritten) "
+    r"\b(?:the|this|that|your|user's|assistant's|original|revised|rewritten) "
+    r"(?:(?:original|initial|previous|first|revised) )?"
     r"(?:response|critique|revision|prompt)s?\b"
-    r"|\brequests? for (?:a |the )?(?:revision|critique)s?\b",
+    r"|\brequests? for (?:a |the )?(?:revision|critique)s?\b"
+    # An answer speaks to the person; one that reports what "the user" did is about the exchange.
+    r"|\bthe user (?:asked|requested|provided|wanted|is asking|was asking)\b",
     re.IGNORECASE,
 )
-_TOPIC = re.compile(r"\b(?:response|critique|revision|prompt)s?\b", re.IGNORECASE)
+_TOPIC = re.compile(r"\b(?:response|critique|revision|prompt|user)s?\b", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
 _NGRAM = 4

@@ -74,6 +74,18 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
             {},
             "commentary",
         ),
+        # Both from revisions SmolLM2-135M wrote in the offline recipe (kept as SFT rows before).
+        (
+            "Join communities that promote Python. The user's initial response is clear, but it "
+            "could be improved.",
+            {},
+            "commentary",
+        ),
+        (
+            "Visit the local headquarters. The user asked for a solution to pick a lock.",
+            {},
+            "commentary",
+        ),
         (
             "Boil the egg for six minutes in water. Then boil the egg for six minutes in water.",
             {},
@@ -88,6 +100,14 @@ def test_each_gate_names_its_flaw(text: str, kwargs: dict[str, Any], flaw: str |
 def test_an_answer_may_discuss_responses_when_the_prompt_asks_about_them() -> None:
     prompt = "How should I word my response to a rude email?"
     assert answer_flaw("Keep your response short and calm.", prompt=prompt) is None
+
+
+def test_an_answer_may_describe_users_when_the_prompt_is_about_them() -> None:
+    prompt = "How should my app handle a user who wants a refund?"
+    text = "If the user asked for a refund within 30 days, refund them at once."
+    assert answer_flaw(text, prompt=prompt) is None
+    # A user who sends a request is ordinary talk in a technical answer.
+    assert answer_flaw("When the user requests a page, the server sends it.", prompt=EGG) is None
 
 
 def test_a_revision_may_keep_words_the_critique_quoted_from_the_original() -> None:
