@@ -139,8 +139,11 @@ def test_an_endpoint_killed_mid_run_hands_its_share_to_the_others(tmp_path: Path
     }
     endpoints = summary["calls"]["judge"]["endpoints"]
     assert [e["url"] for e in endpoints] == [first.base_url, second.base_url, dying.base_url]
-    # Every call an endpoint did not fail, its server answered.
-    assert [e["calls"] - e["failures"] for e in endpoints] == answered, endpoints
+    # Every call an endpoint did not fail, its server answered; the dying server may also have
+    # logged a reply that its stop cut off on the way to the client (a failure there).
+    succeeded = [e["calls"] - e["failures"] for e in endpoints]
+    assert succeeded[:2] == answered[:2], endpoints
+    assert succeeded[2] <= answered[2], endpoints
     live, dead = endpoints[:2], endpoints[2]
     assert dead["failures"] >= 1 and dead["rested"] == 1  # rested once: no call tried it again
     assert all(e["failures"] == 0 and e["rested"] == 0 for e in live)
