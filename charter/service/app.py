@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with _running(settings) as service:
             app.state.service = service
+            _freeze_startup_objects()
             yield
 
     app = FastAPI(
@@ -61,6 +63,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorShield)
     return app
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up made (imported modules, the app, the constitution, the models) out
+    of the garbage collector's reach. A full collection otherwise walks all of it while
+    requests wait: measured on the reward route at 16 concurrent requests, p99 over the judge's
+    own fell from +26..+113 ms to about +15 ms (`benchmarks/reward_service.py`)."""
+    gc.collect()
+    gc.freeze()
 
 
 @asynccontextmanager
