@@ -19,7 +19,13 @@ from click.testing import CliRunner
 from charter.cli.main import cli
 from tests.support.generation import PROMPTS, bad, good, responder, write_constitution
 from tests.support.generation import write_prompts as write_prompt_file
-from tests.support.scripted_server import Reply, ScriptedJudgeServer, last_user_message
+from tests.support.scripted_server import (
+    Fault,
+    RecordedRequest,
+    Reply,
+    ScriptedJudgeServer,
+    last_user_message,
+)
 from tests.support.tiny_models import build_tiny_chat_model
 
 SLOT = re.compile(r"<<<RESPONSE_([AB]) (\w+)>>>\n(.*?)\n<<<END_RESPONSE_\1 \2>>>", re.S)
@@ -242,7 +248,7 @@ def test_grpo_uses_the_judge_as_reward(world: dict[str, Any], tmp_path: Path) ->
                        "--judge-base-url", server.base_url, "--num-generations", "4",
                        "--batch-size", "4", "--max-completion-length", "8", "--max-steps", "2",
                        "--lr", "1e-4", "--conversational", "--set", "save_strategy='no'",
-                       *FAST)  # fmt: skip
+                       "--judge-deadline", "90", *FAST)  # fmt: skip
         requests = server.requests
     assert result["global_step"] == 2
     metrics = result["metrics"]
@@ -258,6 +264,7 @@ def test_grpo_uses_the_judge_as_reward(world: dict[str, Any], tmp_path: Path) ->
     facts = json.loads((out / "charter_training.json").read_text())
     assert facts["online_judge"]["judge"] == "openai:scripted"
     assert facts["online_judge"]["reward_mode"] == "reference"
+    assert facts["online_judge"]["judge_deadline_s"] == 90  # the step's rewards waited <= 90 s
     # The judge's whole config is recorded, its protocol resolved for this judge.
     assert facts["online_judge"]["judge_config"]["protocol"] == "pairwise"
     assert facts["online_judge"]["judge_config"]["principles"] is None
@@ -340,6 +347,40 @@ def test_judge_reward_failures_get_the_group_mean_and_a_dead_judge_stops(
         assert rewards[3] != pytest.approx(0.5)  # the group's mean, not a neutral constant
         with pytest.raises(JudgeFailed, match="none of the 2 comparisons"):
             asyncio.run(go(["broken", "broken"]))
+
+
+def test_a_grpo_steps_rewards_wait_no_longer_than_the_deadline(world: dict[str, Any]) -> None:
+    import asyncio
+    import time
+
+    from charter.constitution import load_constitution
+    from charter.judge import BackendOptions
+    from charter.judge.backends.registry import load_model
+    from charter.trainer import ConstitutionReward
+
+    constitution = load_constitution(world["principles"])
+
+    def sleepy_is_slow(record: RecordedRequest) -> Fault | None:
+        slow = record.body is not None and "sleepy" in last_user_message(record.body)
+        return Fault.delay(5.0) if slow else None
+
+    with ScriptedJudgeServer(longer_is_better, fault_policy=sleepy_is_slow) as server:
+
+        async def go(completions: list[str]) -> tuple[list[float], float]:
+            model = load_model("openai:scripted", BackendOptions(base_url=server.base_url))
+            try:
+                reward = ConstitutionReward(model, constitution, mode="reference", deadline_s=1.0)
+                refs = ["ref!"] * len(completions)
+                started = time.perf_counter()
+                rewards = await _score(reward, ["P"] * 4, completions, references=refs)
+                return rewards, time.perf_counter() - started
+            finally:
+                await model.aclose()
+
+        rewards, elapsed = asyncio.run(go(["a", "aaaaaaa", "aaaaaaaa", "sleepy"]))
+    assert elapsed < 1.1, elapsed  # the deadline, not the 5 s judge
+    assert rewards[3] == pytest.approx(sum(rewards[:3]) / 3)  # the late one: its group's mean
+    assert rewards[3] != pytest.approx(0.5)
 
 
 @pytest.mark.slow

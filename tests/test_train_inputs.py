@@ -432,6 +432,8 @@ def test_example_configs_use_only_known_keys(method: str) -> None:
             "bad judge setting judge_protocol: Input should be 'auto', 'pairwise' or 'pointwise'",
         ),
         ("judge_principles=0", "bad judge setting judge_principles: Input should be greater"),
+        ("judge_deadline_s=0", "bad judge setting judge_deadline_s: Input should be greater"),
+        ("judge_deadline_s=500", "bad judge setting judge_deadline_s: Input should be less"),
     ],
 )
 def test_grpo_bad_judge_settings_are_one_line_errors(

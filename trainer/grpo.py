@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from charter.judge.config import JudgeConfig
+from charter.judge.reward import DEFAULT_REWARD_CONFIG, RewardConfig
 
 from .common import finish, hyperparameters, peft_config, prepare, run_and_save
 from .config import RunConfig
@@ -76,6 +77,8 @@ class GRPORunConfig(RunConfig):
     `constitution`: a principles directory or a loaded `Constitution`.
     `judge_config`: how the judge is asked (a `JudgeConfig`, or a dict of its fields); the
     CLI and config files give its fields as `judge_<field>` keys (`judge_protocol`, ...).
+    `judge_deadline_s`: `RewardConfig.deadline_s` for each step's rewards: a judgment not
+    back by then gets its group's mean (zero advantage), so a slow judge never stalls a step.
     """
 
     judge: Any = "smollm2"
@@ -85,8 +88,15 @@ class GRPORunConfig(RunConfig):
     constitution: Any = "principles"
     reward_mode: RewardMode = "auto"
     judge_config: Any = None
+    judge_deadline_s: float = DEFAULT_REWARD_CONFIG.deadline_s
 
     def __post_init__(self) -> None:
+        try:
+            RewardConfig(deadline_s=self.judge_deadline_s)
+        except ValidationError as exc:
+            raise TrainError(
+                f"bad judge setting judge_deadline_s: {exc.errors()[0]['msg']}"
+            ) from None
         if not isinstance(self.judge_config, JudgeConfig):
             try:
                 self.judge_config = JudgeConfig.model_validate(self.judge_config or {})
@@ -291,7 +301,9 @@ def train_grpo(config: GRPORunConfig) -> TrainResult:
     train_dataset = Dataset.from_dict(columns)
 
     judge, owned = _load_judge(config)
-    reward = ConstitutionReward(judge, constitution, config.judge_config, mode=mode)
+    reward = ConstitutionReward(
+        judge, constitution, config.judge_config, mode=mode, deadline_s=config.judge_deadline_s
+    )
     policy = load_causal_lm(config.model, model_kwargs(config.trl))
     trainer = GRPOTrainer(
         model=policy,
@@ -333,6 +345,7 @@ def train_grpo(config: GRPORunConfig) -> TrainResult:
                 "constitution_version": constitution.version,
                 "constitution_name": constitution.name,
                 "reward_mode": mode,
+                "judge_deadline_s": reward.deadline_s,
                 "judge_config": config.judge_config.resolved(judge_spec).model_dump(mode="json"),
             }
         },

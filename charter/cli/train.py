@@ -23,6 +23,7 @@ import click
 from click.core import ParameterSource
 
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
+from charter.judge.reward import RewardConfig
 from charter.settings import DEFAULT_PRINCIPLES_DIR, PRINCIPLES_ENV
 
 from .common import echo_json, friendly_errors, json_option, store_option
@@ -465,6 +466,13 @@ def ppo(ctx: click.Context, /, **_: Any) -> None:
     "within the prompt's completions. auto (default): reference when the data has one.",
 )
 @judge_config_options
+@field_option(
+    "deadline_s",
+    RewardConfig.model_fields["deadline_s"],
+    flag="--judge-deadline",
+    param="judge_deadline_s",
+    unset_default=True,
+)
 @click.option("--num-generations", type=click.IntRange(min=2), help="Completions per prompt (8).")
 @click.option("--max-completion-length", type=click.IntRange(min=1), help="Max new tokens (512).")
 @click.option("--beta", type=float, help="KL coefficient to the reference (0.0: none).")
