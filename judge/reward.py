@@ -101,10 +101,24 @@ class RewardCounts:
     judged: int = 0
     failed: int = 0
     timeouts: int = 0
-    fallbacks: int = 0
+
+    @classmethod
+    def of_batch(cls, rewards: Sequence[Reward], *, judged: int) -> RewardCounts:
+        """One batch's counts, of which `judged` judgments came back by the deadline."""
+        return cls(
+            batches=1,
+            items=len(rewards),
+            judged=judged,
+            failed=sum(r.fallback and not r.timed_out for r in rewards),
+            timeouts=sum(r.timed_out for r in rewards),
+        )
+
+    @property
+    def fallbacks(self) -> int:
+        return self.failed + self.timeouts
 
     def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+        return {**vars(self), "fallbacks": self.fallbacks}
 
     def add(self, other: RewardCounts) -> None:
         """Add `other`'s totals to these (a service sums its requests' counts)."""
@@ -164,6 +178,12 @@ async def within_deadline(
         Outcome(None, timed_out=True) if task in pending else Outcome(task.result())
         for task in tasks
     ]
+
+
+def fallen_back(items: Sequence[RewardItem], error: str) -> list[Reward]:
+    """Every item's reward when the judge could not be had at all: the neutral value, flagged
+    (no group has a known reward to take the mean of)."""
+    return [Reward(NEUTRAL, fallback=True, error=error) for _ in items]
 
 
 def fill_by_group(raw: Sequence[float | None], groups: Sequence[str | None]) -> list[float]:
@@ -237,13 +257,8 @@ class ConstitutionRewarder:
         return out
 
     def _count(self, rewards: Sequence[Reward]) -> None:
-        counts = self.counts
-        counts.batches += 1
-        counts.items += len(rewards)
-        counts.timeouts += sum(r.timed_out for r in rewards)
-        counts.fallbacks += sum(r.fallback for r in rewards)
+        self.counts.add(RewardCounts.of_batch(rewards, judged=0))  # judged: as each is asked
         failed = [r for r in rewards if r.fallback and not r.timed_out]
-        counts.failed += len(failed)
         if failed:
             self.last_error = failed[0].error
 

@@ -24,7 +24,7 @@ from charter.judge.reward import (
     RewardConfig,
     RewardCounts,
     RewardItem,
-    fill_by_group,
+    fallen_back,
 )
 
 from .settings import TOKEN_ENV, RewardSettings, RewardSetupError
@@ -46,9 +46,9 @@ class RewardBackend(Protocol):
 
 def all_fallback(items: Sequence[RewardItem], error: str, counts: RewardCounts) -> list[Reward]:
     """Every item fell back without a judgment (the service could not be reached)."""
-    values = fill_by_group([None] * len(items), [i.group for i in items])
-    counts.add(RewardCounts(batches=1, items=len(items), failed=len(items), fallbacks=len(items)))
-    return [Reward(v, fallback=True, error=error) for v in values]
+    rewards = fallen_back(items, error)
+    counts.add(RewardCounts.of_batch(rewards, judged=0))
+    return rewards
 
 
 class RemoteRewards:
@@ -139,7 +139,9 @@ class RemoteRewards:
             return self._unreachable(
                 items, ValueError(f"{len(results)} rewards for {len(items)} items")
             )
-        self.counts.add(_counted(results))
+        self.counts.add(
+            RewardCounts.of_batch(results, judged=sum(not r.timed_out for r in results))
+        )
         return results
 
     def _refusal(self, response: httpx.Response) -> str:
@@ -157,14 +159,6 @@ class RemoteRewards:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def _counted(results: Sequence[Reward]) -> RewardCounts:
-    failed = sum(r.fallback and not r.timed_out for r in results)
-    timeouts = sum(r.timed_out for r in results)
-    return RewardCounts(
-        1, len(results), len(results) - timeouts, failed, timeouts, failed + timeouts
-    )
 
 
 class InProcessRewards:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charter.constitution import Constitution
-from charter.judge.reward import NEUTRAL, Reward, RewardCounts, RewardItem
+from charter.judge.reward import Reward, RewardItem
 
 from .reward_schemas import OpenRLHFRewardRequest, OpenRLHFRewardResponse
 
@@ -85,14 +85,3 @@ def response_of(
             r.principle_scores.get(principle.id, r.reward) for r in rewards
         ]
     return OpenRLHFRewardResponse(rewards=values, scores=values, extra_logs=logs)
-
-
-def fallbacks(items: Sequence[RewardItem], error: str) -> list[Reward]:
-    """Every item fell back (the judge could not be had at all): 0.5 each, flagged."""
-    return [Reward(NEUTRAL, fallback=True, error=error) for _ in items]
-
-
-def counted(rewards: Sequence[Reward]) -> RewardCounts:
-    """The counts of a batch that fell back whole without reaching the judge."""
-    n = len(rewards)
-    return RewardCounts(batches=1, items=n, failed=n, fallbacks=n)

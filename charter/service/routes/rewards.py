@@ -13,7 +13,14 @@ from fastapi.responses import Response
 
 from charter.constitution import Constitution
 from charter.judge.config import JudgeConfig
-from charter.judge.reward import ConstitutionRewarder, Reward, RewardConfig, RewardItem
+from charter.judge.reward import (
+    ConstitutionRewarder,
+    Reward,
+    RewardConfig,
+    RewardCounts,
+    RewardItem,
+    fallen_back,
+)
 
 from .. import openrlhf
 from ..auth import OwnerDep, OwnerOrBasicDep
@@ -100,8 +107,8 @@ async def openrlhf_rewards(
     except ApiError as exc:
         if exc.status < 500:
             raise
-        results = openrlhf.fallbacks(items, exc.message)  # a reward, not a failed step
-        service.reward_counts.add(openrlhf.counted(results))
+        results = fallen_back(items, exc.message)  # a reward, not a failed step
+        service.reward_counts.add(RewardCounts.of_batch(results, judged=0))
     return service.json(openrlhf.response_of(results, splits, constitution))
 
 
