@@ -66,7 +66,11 @@ def test_embedded_default_critiques_and_revises_offline() -> None:
     [first] = chain["rounds"]
     assert first["critique"]["text"] and first["critique"]["error"] is None
     # The tiny model's critique can fail a quality gate (the chain then stops there, by design,
-    # and says why); otherwise it was revised. Either way every step ran on the local model.
+    # and says why); otherwise it was revised. At 32 tokens the revision is usually cut off, and
+    # it may even be empty once our markers are stripped: then its flaw says so. Either way
+    # every step ran on the local model, without a backend error.
     if first["critique"]["flaw"] is None:
-        assert first["revision"] is not None and first["revision"]["text"]
+        revision = first["revision"]
+        assert revision is not None and revision["error"] is None
+        assert revision["text"] or revision["flaw"] is not None
     assert chain["judge"] == "smollm2"
