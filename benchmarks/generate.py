@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,14 +34,15 @@ from charter.generate import run_job  # noqa: E402
 from charter.inputs import PromptRecord  # noqa: E402
 from charter.jobs import JobSpec, create_or_get_job, prompts_digest  # noqa: E402
 from charter.judge.backends import BackendOptions, Completion, Message, OpenAIChatModel  # noqa: E402
+from charter.judge.rank import PairStrategy  # noqa: E402
 from charter.store import open_store  # noqa: E402
 
 CALLS_PER_PROMPT = 2 + 4 * 2
 
 
 async def one_run(
-    db_path: Path, base_url: str, prompts: int, concurrency: int, pairs: str = "best_worst"
-) -> tuple[float, dict]:
+    db_path: Path, base_url: str, prompts: int, concurrency: int, pairs: PairStrategy = "best_worst"
+) -> tuple[float, dict[str, Any]]:
     db = open_store(db_path)
     constitution = load_constitution(REPO / "principles")
     records = [

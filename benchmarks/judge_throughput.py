@@ -38,8 +38,11 @@ import openai  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
 from charter.judge import compare  # noqa: E402
 from charter.judge.backends import BackendOptions, Message, OpenAIChatModel  # noqa: E402
+from charter.judge.config import JudgeConfig  # noqa: E402
 from tests.support import scripted_server  # noqa: E402
 
+PAIRWISE_K1 = JudgeConfig(principles=1, protocol="pairwise")
+"""One principle asked in both orders: `CALLS_PER_COMPARISON` calls."""
 CALLS_PER_COMPARISON = 2  # K=1 principle, asked in both orders
 PROMPT = "How do I keep basil alive indoors?"
 A_TEXT = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
@@ -127,7 +130,7 @@ async def through_compare(base_url: str, concurrency: int, n: int, latency_s: fl
     model = OpenAIChatModel("scripted-judge", options)
 
     async def one() -> bool:
-        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
+        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, PAIRWISE_K1)
         return result.winner is not None and all(j.error is None for j in result.judgments)
 
     try:
@@ -226,7 +229,7 @@ async def embedded_default(concurrency: int, n: int) -> Row:
     model = load_smollm2(BackendOptions(batch_size=max(1, concurrency * CALLS_PER_COMPARISON)))
 
     async def one() -> bool:
-        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
+        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, PAIRWISE_K1)
         return all(j.error is None for j in result.judgments)
 
     try:

@@ -135,7 +135,7 @@ def flops_per_token(model: Any, mean_context: float) -> float:
     config = model.config
     params = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     attention = 4 * config.num_hidden_layers * config.hidden_size * mean_context
-    return 2 * params + attention
+    return float(2 * params + attention)
 
 
 async def main_async(n: int, tokens: int, skip_baseline: bool) -> None:

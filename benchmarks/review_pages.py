@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 
 from charter.cli.main import cli  # noqa: E402
 from charter.jobs import JOB_PROMPTS, JOBS, PREFERENCES  # noqa: E402
@@ -101,7 +102,7 @@ def main() -> None:
         settings = ServiceSettings(
             store_path=store,
             principles_dir=Path(tmp) / "principles",
-            tokens=(f"bench={TOKEN_A}",),
+            tokens=(SecretStr(f"bench={TOKEN_A}"),),
             preload_judge=False,
         )
         deep = records.encode_cursor((args.rows // 2 - 30, ""))

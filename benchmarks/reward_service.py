@@ -8,14 +8,21 @@ workers send requests for a fixed time:
 - `judge alone`: the reward's one judge call sent straight to the scripted judge;
 - `reward route`: OpenRLHF's request (one query) through the service.
 
-The p99 added is the route's p99 minus the judge's own. charter's CPU per request is the
-service process's CPU time (from /proc) over the requests it answered, and where it goes is
-measured in this process, without the network: the route's own work (OpenRLHF body
-validation, the prompt split, the response JSON), the reward core with a model that answers
-at once (prompt building, parsing, the deadline's tasks), and the openai SDK's HTTP work for
-one call to the scripted judge. The rest of the service's CPU is uvicorn and FastAPI.
+Each measured window follows a second of unrecorded load in which the workers start at random
+instants: with all of them starting at once against a judge of fixed latency they would stay
+in step, every round a burst of `concurrency` simultaneous requests. The steady-state p99
+added is the route's p99 minus the judge's own; the burst is reported apart (the slowest of
+`concurrency` requests sent at the same instant, against the judge's own slowest).
 
-    .venv/bin/python benchmarks/reward_service.py [--latency-ms 100] [--seconds 5]
+charter's CPU per request is the service process's CPU time (from /proc) over the requests
+it answered, and where it goes is measured in this process, without the network: the route's
+own work (OpenRLHF body validation, the prompt split, the response JSON), the reward core with
+a model that answers at once (prompt building, parsing, the deadline's tasks), and the openai
+SDK's HTTP work for one call to the scripted judge. The rest of the service's CPU is uvicorn
+and FastAPI.
+
+    .venv/bin/python benchmarks/reward_service.py [--latency-ms 100] [--seconds 5] \
+        [--concurrency 16,64,256]
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from charter.service.reward_schemas import OpenRLHFRewardRequest  # noqa: E402
 from tests.support.scripted_server import ConstantResponder, ScriptedJudgeServer  # noqa: E402
 
 CONCURRENCY = (16, 64, 256)
+SETTLE_S = 1.0
+"""Unrecorded closed-loop time before each measured window: the steady state is measured."""
 PROMPT = "<|im_start|>user\nHow do I keep basil alive indoors?<|im_end|>\n<|im_start|>assistant\n"
 RESPONSE = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
 BODY = {"query": [PROMPT + RESPONSE + "<|im_end|>"], "prompts": [PROMPT], "labels": [None]}
@@ -107,7 +116,7 @@ async def judge_alone(judge_url: str, concurrency: int, seconds: float) -> Row:
                 await reply.read()
                 return reply.status == 200
 
-        return await closed_loop("judge alone", concurrency, seconds, one)
+        return await closed_loop("judge alone", concurrency, seconds, one, settle_s=SETTLE_S)
 
 
 async def reward_route(
@@ -122,9 +131,8 @@ async def reward_route(
                 return reply.status == 200 and data["extra_logs"]["charter/fallback"] == [0.0]
 
         cpu0 = cpu_seconds(pid)
-        row = await closed_loop("reward route", concurrency, seconds, one)
-        # closed_loop's warm-up requests count too: 2 rounds of `concurrency`
-        answered = len(row.latencies) + row.failures + 2 * concurrency
+        row = await closed_loop("reward route", concurrency, seconds, one, settle_s=SETTLE_S)
+        answered = len(row.latencies) + row.failures + row.unrecorded
         return row, (cpu_seconds(pid) - cpu0) / answered
 
 
@@ -189,10 +197,21 @@ def p99(row: Row) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000 if ordered else math.nan
 
 
+def burst_max(row: Row) -> float:
+    """The slowest of the requests sent at the same instant, in ms."""
+    return max(row.burst) * 1000 if row.burst else math.nan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=5.0, help="Time per measurement.")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=CONCURRENCY,
+        help="Comma-separated concurrent request counts (default: 16,64,256).",
+    )
     parser.add_argument("--serve-judge", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_judge:
@@ -207,7 +226,7 @@ def main() -> None:
             service_proc, url = start_service(judge_url, token, Path(tmp))
             constitution = load_constitution(Path(tmp) / "principles")
             try:
-                for concurrency in CONCURRENCY:
+                for concurrency in args.concurrency:
                     alone = asyncio.run(judge_alone(judge_url, concurrency, args.seconds))
                     served, cpu = asyncio.run(
                         reward_route(url, token, concurrency, args.seconds, service_proc.pid)
@@ -231,21 +250,29 @@ def main() -> None:
     print(
         f"reward service: scripted judge at {args.latency_ms:.0f} ms per call (own process), "
         f"charter serve (own process), {os.cpu_count()} CPUs, python {sys.version.split()[0]}; "
-        f"one reward request = 1 query = 1 judge call (K=1); {args.seconds:.0f} s per row; "
+        f"one reward request = 1 query = 1 judge call (K=1); {args.seconds:.0f} s per row after "
+        f"{SETTLE_S:.0f} s unrecorded (steady state); "
         f"load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}"
     )
     print(f"{'path':<14} {'conc':>5} {'reqs':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'p99 added':>10} {'svc CPU ms/req':>15} {'fail':>5}")  # fmt: skip
+          f"{'p99 added':>10} {'burst max':>10} {'added':>7} {'svc CPU ms/req':>15} "
+          f"{'fail':>5}")  # fmt: skip
     for alone, served, cpu in rows:
         for row in (alone, served):
             n = len(row.latencies)
             added = f"{p99(served) - p99(alone):+.1f}" if row is served else ""
+            burst_added = f"{burst_max(served) - burst_max(alone):+.1f}" if row is served else ""
             cpu_text = f"{cpu * 1000:.2f}" if row is served else ""
             print(
                 f"{row.label:<14} {row.concurrency:>5} {n:>7} {n / row.seconds:>8.1f} "
                 f"{statistics.median(row.latencies) * 1000:>8.1f} {p99(row):>8.1f} "
-                f"{added:>10} {cpu_text:>15} {row.failures:>5}"
+                f"{added:>10} {burst_max(row):>10.1f} {burst_added:>7} {cpu_text:>15} "
+                f"{row.failures:>5}"
             )
+    print(
+        "p99 added: the route's steady-state p99 minus the judge's own; burst max: the slowest "
+        "of `conc` requests sent at the same instant (each waits for the CPU the others use)."
+    )
     print("charter CPU per single-response reward, measured in one process (no network):")
     print(f"  route work (validate, split, JSON answer): {route:.3f} ms")
     print(f"  reward core (prompt, parse, deadline tasks), instant model: {core:.3f} ms")

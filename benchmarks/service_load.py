@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import secrets
 import statistics
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +44,7 @@ from benchmarks.judge_throughput import (  # noqa: E402
     A_TEXT,
     B_TEXT,
     CALLS_PER_COMPARISON,
+    PAIRWISE_K1,
     PROMPT,
     RAW_BODY,
     start_server,
@@ -62,6 +64,10 @@ class Row:
     latencies: list[float]
     seconds: float
     failures: int
+    burst: list[float] = field(default_factory=list)
+    """Latencies of `concurrency` requests sent at the same instant (after a warm-up round)."""
+    unrecorded: int = 0
+    """Requests sent but not measured (warm-up, settling)."""
 
     def line(self) -> str:
         n = len(self.latencies)
@@ -117,29 +123,59 @@ def start_service(judge_url: str, token: str, workdir: Path) -> tuple[subprocess
 
 
 async def closed_loop(
-    label: str, concurrency: int, seconds: float, one: Callable[[], Awaitable[bool]]
+    label: str,
+    concurrency: int,
+    seconds: float,
+    one: Callable[[], Awaitable[bool]],
+    *,
+    settle_s: float = 0.0,
 ) -> Row:
-    """`concurrency` workers, each sending its next request as soon as the last is answered."""
+    """`concurrency` workers, each sending its next request as soon as the last is answered.
+
+    Two warm-up rounds send `concurrency` requests at the same instant (connections, caches);
+    the second round's latencies are kept as the row's `burst`. With `settle_s`, the workers
+    then start at random instants spread over that period (seeded) and only requests sent
+    after it are measured. Otherwise they all start at once, and against a server of fixed
+    latency they stay in step: every round is a burst, and its queueing is the tail.
+    """
     latencies: list[float] = []
     failures = 0
-    deadline = 0.0
+    unrecorded = 0
+    record_from = deadline = 0.0
 
-    async def worker() -> None:
-        nonlocal failures
+    async def worker(delay_s: float) -> None:
+        nonlocal failures, unrecorded
+        await asyncio.sleep(delay_s)
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             ok = await one()
-            if ok:
+            if started < record_from:
+                unrecorded += 1
+            elif ok:
                 latencies.append(time.perf_counter() - started)
             else:
                 failures += 1
 
-    for _ in range(2):  # warm-up: open connections, load the model, fill caches
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-    started = time.perf_counter()
-    deadline = started + seconds
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Row(label, concurrency, latencies, time.perf_counter() - started, failures)
+    async def timed() -> float:
+        started = time.perf_counter()
+        await one()
+        return time.perf_counter() - started
+
+    await asyncio.gather(*(one() for _ in range(concurrency)))
+    burst = await asyncio.gather(*(timed() for _ in range(concurrency)))
+    record_from = time.perf_counter() + settle_s
+    deadline = record_from + seconds
+    offsets = random.Random(concurrency)
+    await asyncio.gather(*(worker(offsets.uniform(0, settle_s)) for _ in range(concurrency)))
+    return Row(
+        label,
+        concurrency,
+        latencies,
+        time.perf_counter() - record_from,
+        failures,
+        burst=list(burst),
+        unrecorded=unrecorded + 2 * concurrency,
+    )
 
 
 def _session(connections: int, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
@@ -183,7 +219,7 @@ async def judge_layer(judge_url: str, principles: Path, concurrency: int, second
     model = OpenAIChatModel("scripted-judge", options)
 
     async def one() -> bool:
-        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, k=1)
+        result = await compare(model, constitution, PROMPT, A_TEXT, B_TEXT, PAIRWISE_K1)
         return result.winner is not None
 
     try:
