@@ -216,8 +216,10 @@ async def generate_completions(
                 reply = await model.generate(request)
                 result = Generated(text=reply.text.strip(), usage=reply.usage)
             except BackendError as exc:
-                log.warning("%s failed to generate: %s", model.spec, exc)
-                result = Generated(text=None, error=f"{model.spec}: {exc}")
+                # Most backends already name themselves in the message; say it once.
+                error = str(exc) if model.spec in str(exc) else f"{model.spec}: {exc}"
+                log.warning("failed to generate: %s", error)
+                result = Generated(text=None, error=error)
         done += 1
         if on_progress:
             on_progress(done, len(prompts))

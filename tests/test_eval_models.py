@@ -28,7 +28,7 @@ from charter.evaluation import (
     judge_pairs,
     win_rate,
 )
-from charter.inputs import load_prompts
+from charter.inputs import PromptRecord, load_prompts
 from charter.judge import BackendOptions, ChatModel, Completion, GenerationRequest, Message
 from charter.judge.backends.local import LocalTransformersModel
 from charter.judge.backends.openai_http import OpenAIChatModel
@@ -278,6 +278,22 @@ def test_judge_that_always_fails_is_an_error(world: dict[str, Any]) -> None:
         code, _, err = invoke(eval_args(world, server))
     assert code == 1
     assert "no pair got a verdict" in err
+
+
+def test_a_failed_completion_names_its_model_once() -> None:
+    """A policy call refused for good is recorded, not raised, and its error names the model
+    once (the backend's message already does; it was once prefixed a second time)."""
+    server = ScriptedJudgeServer(FencedScores({}), fault_policy=lambda _: Fault.http(401))
+    prompts = [PromptRecord(prompt="Say hello.")]
+    with server:
+        model = OpenAIChatModel("policy-x", BackendOptions(base_url=server.base_url, max_retries=0))
+        try:
+            [result] = asyncio.run(generate_completions(model, prompts))
+        finally:
+            asyncio.run(model.aclose())
+    assert result.text is None and result.error is not None
+    assert result.error.count("openai:policy-x") == 1, result.error
+    assert "401" in result.error
 
 
 # ---------------------------------------------------------------------------- the arithmetic
