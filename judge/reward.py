@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ class Reward:
     error: str | None = None
 
 
+_COUNTING = threading.Lock()
+"""Held while totals are added (one lock for all: an addition takes microseconds)."""
+
+
 @dataclass
 class RewardCounts:
     """Totals since the rewarder was made: what a run reports.
@@ -121,9 +126,11 @@ class RewardCounts:
         return {**vars(self), "fallbacks": self.fallbacks}
 
     def add(self, other: RewardCounts) -> None:
-        """Add `other`'s totals to these (a service sums its requests' counts)."""
-        for name, value in vars(other).items():
-            setattr(self, name, getattr(self, name) + value)
+        """Add `other`'s totals to these (a service sums its requests' counts). Safe from
+        several threads at once: verl's threaded reward manager calls one client so."""
+        with _COUNTING:
+            for name, value in vars(other).items():
+                setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass(frozen=True)

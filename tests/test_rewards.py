@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import httpx
 import pytest
 
 from charter.constitution import load_constitution
-from charter.judge.reward import ConstitutionRewarder, RewardConfig, RewardItem
+from charter.judge.reward import ConstitutionRewarder, RewardConfig, RewardCounts, RewardItem
 from charter.rewards import (
     ConstitutionRewards,
     RewardSettings,
@@ -514,3 +516,27 @@ def test_a_reward_request_deadline_is_held_to_the_settings_bounds(service: Runni
         service.base_url + "/v1/rewards", json={"items": [item], "deadline_s": 5}, headers=auth
     ).json()
     assert ok["deadline_s"] == 5 and ok["rewards"][0]["reward"] > 0.8
+
+
+def test_reward_counts_add_up_when_threads_add_at_once() -> None:
+    """verl's threaded reward manager calls one client from several threads; every batch's
+    counts must reach the totals (without the lock this lost about a third of them)."""
+    totals = RewardCounts()
+    one_batch = RewardCounts(batches=1, items=2, judged=2, timeouts=1)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose a race
+    try:
+        threads = [
+            threading.Thread(target=lambda: [totals.add(one_batch) for _ in range(5000)])
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert totals.as_dict() == {
+        "batches": 40_000, "items": 80_000, "judged": 80_000, "failed": 0, "timeouts": 40_000,
+        "fallbacks": 40_000,
+    }  # fmt: skip
