@@ -454,6 +454,29 @@ def test_a_batch_whose_creation_never_happened_is_forgotten(world: dict[str, Pat
     assert triples(world, summary["job_id"]) == EXPECTED
 
 
+def test_files_and_batches_requests_are_retried_as_direct_calls_are(
+    world: dict[str, Path],
+) -> None:
+    """Uploads, status checks and downloads that fail with 5xx are sent again; a creation is
+    sent again only when the server surely did not act on it (429), never after a 500."""
+    faults = {"upload": [503, 502], "create": [429], "retrieve": [500], "download": [503]}
+    with ScriptedBatchServer(responder(), route_faults=faults) as server:
+        summary = run_generate(world, server, *FAST)
+    assert all(codes == [] for codes in server.route_faults.values())  # each fault was met
+    assert server.route_calls["upload"] == 3 and server.route_calls["create"] == 2
+    assert (server.uploads, server.creations) == (1, 1)
+    assert summary["batch"]["batches_created"] == 1 and summary["batch"]["failed_items"] == 0
+    assert triples(world, summary["job_id"]) == EXPECTED
+
+    retry_world = make_world(world["store"].parent / "again")
+    retry_world["prompts"].write_text(world["prompts"].read_text())
+    with ScriptedBatchServer(responder(), route_faults={"create": [500]}) as server:
+        code, _, err = invoke(generate_args(retry_world, server, *FAST))
+        assert server.route_calls["create"] == 1  # a 500 may have made the batch: not re-sent
+    assert code == 1 and "Traceback" not in err
+    assert "cannot create a batch: HTTP 500" in err
+
+
 def test_a_server_without_the_batch_api_is_a_one_line_error(world: dict[str, Path]) -> None:
     with ScriptedJudgeServer(responder()) as server:  # chat completions only
         code, _, err = invoke(generate_args(world, server, *FAST))

@@ -42,6 +42,7 @@ from charter.judge.backends.openai_http import (
     _cannot_connect,
     _check_reply,
     _failure_reason,
+    _GaveUp,
     _is_retryable,
     _MalformedReply,
     _Reply,
@@ -416,32 +417,19 @@ class OpenAIBatchModel(OpenAIChatModel):
     async def _api(
         self, what: str, call: Callable[[], Awaitable[T]], *, resend_safe: bool = True
     ) -> T:
-        """One Files/Batches request, retried as a direct call would be; a `BackendError`
-        naming what failed when it fails for good."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await call()
-            except Exception as exc:
-                retry = _is_retryable(exc) if resend_safe else _surely_not_received(exc)
-                unreachable = _cannot_connect(exc) is not None
-                if (
-                    not retry
-                    or attempt > self.options.max_retries
-                    or (unreachable and attempt >= self.retry.connect_attempts)
-                ):
-                    detail = f"cannot {what}: {self._scrub(_short_error(exc))}"
-                    status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
-                    raise _CallFailed(
-                        f"{self.spec} at {self._where()}: {detail}",
-                        status,
-                        detail,
-                        _failure_reason(exc),
-                    ) from None
-                wait = min(self.retry.max_wait_s, self.retry.initial_wait_s * 2.0 ** (attempt - 1))
-                log.info("%s: cannot %s (%s); retrying in %.2fs", self.spec, what, exc, wait)
-                await asyncio.sleep(wait)
+        """One Files/Batches request under the direct calls' retry policy; a `BackendError`
+        naming what failed when it fails for good. A request that is not `resend_safe` is
+        re-sent only when the server surely never acted on it."""
+        retryable = _is_retryable if resend_safe else _surely_not_received
+        try:
+            return await self._retried(call, retryable)
+        except _GaveUp as gave_up:
+            exc = gave_up.cause
+            detail = f"cannot {what}: {self._scrub(_short_error(exc))}"
+            status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+            raise _CallFailed(
+                f"{self.spec} at {self._where()}: {detail}", status, detail, _failure_reason(exc)
+            ) from None
 
     def _where(self) -> str:
         return self.base_url or "the default OpenAI endpoint"

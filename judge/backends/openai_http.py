@@ -30,7 +30,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx2
 import openai
@@ -55,6 +55,8 @@ from .base import (
 from .options import BackendOptions
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["OpenAIChatModel", "RetryPolicy", "endpoint_at_fault", "failure_where"]
 
@@ -86,6 +88,15 @@ class RetryPolicy(BaseModel):
         description="Attempts at a server that cannot be reached (connection refused, host not "
         "found) before giving up; never more than the retries allow.",
     )
+
+
+class _GaveUp(Exception):
+    """A call that failed for good under the retry policy: its last error and attempts."""
+
+    def __init__(self, cause: Exception, attempts: int) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.attempts = attempts
 
 
 class _CallFailed(BackendError):
@@ -360,23 +371,35 @@ class OpenAIChatModel(ChatModelBase):
         return self._client
 
     async def _create(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
-        """One chat completion with retries: (reply, latency of the successful attempt).
+        """One chat completion with retries: (reply, latency of the successful attempt)."""
+        client = self._bind()
+        try:
+            return await self._retried(lambda: self._attempt(client, kwargs))
+        except _GaveUp as gave_up:
+            raise self._failure(gave_up.cause, gave_up.attempts) from None
+
+    async def _retried(
+        self,
+        call: Callable[[], Awaitable[T]],
+        retryable: Callable[[BaseException], bool] = _is_retryable,
+    ) -> T:
+        """`call()` under this model's retry policy (backoff with jitter, Retry-After, the
+        connect-attempt limit); `_GaveUp` with the last error once it fails for good.
 
         The first attempt runs without tenacity: its retry objects form reference cycles that
         only the garbage collector frees, and one per call made collections, not HTTP, the cost
         that grew with concurrency. Only a failed first attempt starts the retry loop.
         """
-        client = self._bind()
         try:
-            return await self._attempt(client, kwargs)
+            return await call()
         except Exception as exc:
-            if not (_is_retryable(exc) and self.options.max_retries > 0):
-                raise self._failure(exc, attempts=1) from None
+            if not (retryable(exc) and self.options.max_retries > 0):
+                raise _GaveUp(exc, attempts=1) from None
             first_failure: Exception | None = exc
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
-            retry=retry_if_exception(_is_retryable),
+            retry=retry_if_exception(retryable),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -387,10 +410,10 @@ class OpenAIChatModel(ChatModelBase):
                         # Replayed so tenacity counts it, waits on it (Retry-After) and logs it.
                         failure, first_failure = first_failure, None
                         raise failure
-                    return await self._attempt(client, kwargs)
+                    return await call()
         except Exception as exc:
             attempts = int(retrying.statistics.get("attempt_number", 1))
-            raise self._failure(exc, attempts) from None
+            raise _GaveUp(exc, attempts) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _attempt(self, client: AsyncOpenAI, kwargs: dict[str, Any]) -> tuple[Any, float]:

@@ -10,7 +10,8 @@ error, `expire_batches` ends the first batches `expired` after `expire_keep` ans
 (listing the unanswered ones in the error file unless `list_expired=False`),
 and `corrupt_output(batch_number, lines)` rewrites a batch's output lines (bad JSON, unknown
 custom_ids); `create_delay_s` holds the answer to a batch creation (a client killed meanwhile
-never learns the id). It lists batches newest first. It counts uploads, batch creations,
+never learns the id); `route_faults` makes a route answer the given HTTP statuses before it
+works. It lists batches newest first. It counts uploads, batch creations,
 retrievals and answered items: what a real provider would charge for.
 """
 
@@ -68,6 +69,7 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         list_expired: bool = True,
         corrupt_output: OutputCorruption | None = None,
         create_delay_s: float = 0.0,
+        route_faults: dict[str, list[int]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(responder, **kwargs)
@@ -79,6 +81,10 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         self.list_expired = list_expired
         self.corrupt_output = corrupt_output
         self.create_delay_s = create_delay_s
+        # Statuses each route ("upload", "create", "retrieve", "download") answers first, in
+        # order, before it works; every request is counted in `route_calls`, refused or not.
+        self.route_faults = {route: list(codes) for route, codes in (route_faults or {}).items()}
+        self.route_calls: dict[str, int] = {}
         self._batch_lock = threading.Lock()  # not the base class's: answering takes that
         self._released = threading.Event()
         if not hold:
@@ -91,6 +97,13 @@ class ScriptedBatchServer(ScriptedJudgeServer):
         self.retrievals: dict[str, int] = {}
         self.items_answered = 0
         self.answered_ids: list[str] = []  # custom_ids, in the order they were answered
+
+    def refuses(self, route: str) -> int | None:
+        """Count a request to `route`; the status to refuse it with, if one is scripted."""
+        with self._batch_lock:
+            self.route_calls[route] = self.route_calls.get(route, 0) + 1
+            faults = self.route_faults.get(route)
+            return faults.pop(0) if faults else None
 
     def release(self) -> None:
         """Let held batches end (at their next retrieve)."""
@@ -191,9 +204,21 @@ class ScriptedBatchServer(ScriptedJudgeServer):
 class _BatchHandler(_Handler):
     server: Any
 
+    def _refused(self, route: str) -> bool:
+        """Answer a scripted fault for `route` instead of serving it (True if so)."""
+        status = self.server.owner.refuses(route)
+        if status is None:
+            return False
+        self._send_json(status, _error_body(f"scripted {route} fault", "server_error"))
+        return True
+
     def do_GET(self) -> None:
         owner: ScriptedBatchServer = self.server.owner
         parts = self.path.split("?")[0].rstrip("/").split("/")
+        is_batch = parts[:3] == ["", "v1", "batches"] and len(parts) == 4
+        is_content = parts[:3] == ["", "v1", "files"] and len(parts) == 5 and parts[4] == "content"
+        if (is_batch and self._refused("retrieve")) or (is_content and self._refused("download")):
+            return
         if parts == ["", "v1", "batches"]:
             self._send_json(200, owner.list_batches())
         elif parts[:3] == ["", "v1", "batches"] and len(parts) == 4:
@@ -212,6 +237,10 @@ class _BatchHandler(_Handler):
     def do_POST(self) -> None:
         owner: ScriptedBatchServer = self.server.owner
         path = self.path.rstrip("/")
+        route = {"/v1/files": "upload", "/v1/batches": "create"}.get(path)
+        if route is not None and self._refused(route):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            return
         if path == "/v1/files":
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
