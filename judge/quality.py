@@ -68,6 +68,8 @@ _COMMENTARY = re.compile(
     re.IGNORECASE,
 )
 _TOPIC = re.compile(r"\b(?:response|critique|revision|prompt|user)s?\b", re.IGNORECASE)
+#: The `role: ` labels a conversation's prompt text carries: not the conversation's topic.
+_ROLE_LABEL = re.compile(r"^(?:system|user|assistant|tool): ", re.MULTILINE)
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
 _NGRAM = 4
@@ -111,7 +113,7 @@ def answer_flaw(
         _shared_run(text, source) >= INSTRUCTION_RUN for source in instructions
     ):
         return "echo_instructions"
-    if _COMMENTARY.search(text) and not _TOPIC.search(prompt):
+    if _COMMENTARY.search(text) and not _TOPIC.search(_ROLE_LABEL.sub("", prompt)):
         return "commentary"
     if _repeats(text):
         return "repetitive"

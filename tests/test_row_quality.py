@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from charter.inputs import PromptRecord
+from charter.judge.backends.base import Message
 from charter.judge.quality import answer_flaw, critique_flaw, describe
 from tests.support.generation import (
     PROMPTS,
@@ -108,6 +110,25 @@ def test_an_answer_may_describe_users_when_the_prompt_is_about_them() -> None:
     assert answer_flaw(text, prompt=prompt) is None
     # A user who sends a request is ordinary talk in a technical answer.
     assert answer_flaw("When the user requests a page, the server sends it.", prompt=EGG) is None
+
+
+def test_a_conversations_role_labels_do_not_make_users_its_topic() -> None:
+    """A conversation's prompt text has `user: ` lines; that is no licence for commentary.
+    The revision is one SmolLM2-135M wrote in the demo, exported as chosen before."""
+    conversation = PromptRecord(
+        prompt=[
+            Message(role="system", content="You are a friendly cooking assistant."),
+            Message(role="user", content="I burned the rice. Can I save dinner?"),
+            Message(role="assistant", content="Probably! Was only the bottom layer burned?"),
+            Message(role="user", content="Yes, just the bottom. What now?"),
+        ]
+    )
+    text = (
+        "The response is not entirely accurate. It contains a few inaccuracies, including one "
+        "that mentions people and events."
+    )
+    assert answer_flaw(text, prompt=conversation.text) == "commentary"
+    assert answer_flaw("Scoop the top rice into a clean pot.", prompt=conversation.text) is None
 
 
 def test_a_revision_may_keep_words_the_critique_quoted_from_the_original() -> None:
