@@ -43,6 +43,20 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def leave_process_group() -> None:
+    """End a distributed launch's process cleanly: wait for every rank, then destroy the group.
+
+    For a process about to exit (the CLI): left to interpreter shutdown, the gloo group's
+    threads can outlive it and abort a rank ("terminate called without an active exception")
+    after training succeeded, failing the whole launch. A no-op without a process group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def detect_device(use_cpu: bool | None = None) -> str:
     """'cuda', 'xpu', 'mps' or 'cpu': where `Trainer` will put the model."""
     import torch

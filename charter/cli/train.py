@@ -245,6 +245,7 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
 
     from charter import trainer as T
     from charter.trainer.config import canonical_keys, parse_assignment, split_settings
+    from charter.trainer.runtime import leave_process_group
 
     module = importlib.import_module(f"charter.trainer.{method}")
     run_cls = {
@@ -299,6 +300,7 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
         raise T.TrainError(f"bad settings: {exc}") from None
     train_fn = getattr(T, f"train_{method}")
     result: TrainResult = train_fn(config)
+    leave_process_group()
     return result
 
 
