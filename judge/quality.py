@@ -56,7 +56,13 @@ DESCRIPTIONS: dict[str, str] = {
 """Each flaw in words, as summaries and dataset cards print it."""
 
 _MARKER = re.compile(r"<<<|>>>|\bEND_(?:PROMPT|RESPONSE|CRITIQUE)\w*|^\s*<<|<<\s*$")
-_LABEL = re.compile(r"\b(?:critique|revision) request:", re.IGNORECASE)
+_LABEL = re.compile(
+    r"\b(?:critique|revision) request:"
+    # A last line in the form our judge answers in: a verdict tacked on to an answer (SmolLM2
+    # ends some answers so), which could sway a small judge and teaches the policy to emit it.
+    r"|^[ \t]*answer:[ \t]*(?:yes|no|a|b)\.?\s*\Z",
+    re.IGNORECASE | re.MULTILINE,
+)
 # How our critique and revision requests name their inputs; an answer has no reason to.
 _COMMENTARY = re.compile(
     r"\b(?:the|this|that|your|user's|assistant's|original|revised|rewritten) "

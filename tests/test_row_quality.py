@@ -68,6 +68,11 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
             "echo_instructions",
         ),
         ("Revision request: make it kinder.", {}, "echo_instructions"),
+        # SmolLM2's own sample for a Python question ended so (the demo, as the rejected text).
+        ("Begin with simple projects.\nAnswer: No", {}, "echo_instructions"),
+        ("Boil it for six minutes.\n  answer: yes.  \n", {}, "echo_instructions"),
+        ("Answer: it depends on the altitude; six minutes at sea level.", {}, None),
+        ("Answer: No\nThe egg is not done until the white is firm.", {}, None),
         ("Boil it. The response is too long and could be edited.", {}, "commentary"),
         ("A thorough editing of the response is essential.", {}, "commentary"),
         ("Here's a rewritten response: the prompt is too persuasive.", {}, "commentary"),
