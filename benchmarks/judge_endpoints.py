@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.judge_throughput import start_ready  # noqa: E402
 from charter.judge import BackendOptions, Message  # noqa: E402
 from charter.judge.backends.endpoints import EndpointPool  # noqa: E402
 from charter.judge.backends.registry import load_model  # noqa: E402
@@ -64,21 +65,11 @@ HEADER = (
 
 def start_server(latency_ms: float, slots: int) -> tuple[subprocess.Popen[str], str]:
     """One scripted server in its own process; returns it and its base URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", scripted_server.__name__,
-            "--latency-ms", str(latency_ms), "--max-concurrency", str(slots),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"scripted server did not start: {line!r}")
-    return proc, line.split(" ", 1)[1]
+    argv = [
+        sys.executable, "-m", scripted_server.__name__,
+        "--latency-ms", str(latency_ms), "--max-concurrency", str(slots),
+    ]  # fmt: skip
+    return start_ready(argv, "scripted server")
 
 
 async def measure(label: str, urls: list[str], workers: int, calls: int, ideal: float) -> Row:

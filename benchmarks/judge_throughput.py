@@ -86,20 +86,22 @@ HEADER = (
 )
 
 
-def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    """The scripted server in its own process; returns it and its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", scripted_server.__name__, "--latency-ms", str(latency_ms)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def start_ready(argv: list[str], what: str) -> tuple[subprocess.Popen[str], str]:
+    """Start a server process that prints `READY <base_url>` once listening; the process and
+    that URL (killed, and a `RuntimeError` naming `what`, if it says anything else first)."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("READY "):
         proc.kill()
-        raise RuntimeError(f"scripted server did not start: {line!r}")
+        raise RuntimeError(f"{what} did not start: {line!r}")
     return proc, line.split(" ", 1)[1]
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    """The scripted server in its own process; returns it and its base URL."""
+    argv = [sys.executable, "-m", scripted_server.__name__, "--latency-ms", str(latency_ms)]
+    return start_ready(argv, "scripted server")
 
 
 async def timed(

@@ -32,7 +32,6 @@ import asyncio
 import math
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
 
+from benchmarks.judge_throughput import start_ready  # noqa: E402
 from benchmarks.service_load import Row, closed_loop, start_service  # noqa: E402
 from charter.constitution import Constitution, load_constitution  # noqa: E402
 from charter.judge.backends import BackendOptions, OpenAIChatModel  # noqa: E402
@@ -81,18 +81,10 @@ def serve_judge(latency_ms: float) -> None:
 
 
 def start_judge(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
+    return start_ready(
         [sys.executable, __file__, "--serve-judge", "--latency-ms", str(latency_ms)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+        "scripted judge",
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"scripted judge did not start: {line!r}")
-    return proc, line.split(" ", 1)[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -192,11 +184,6 @@ async def sdk_ms(judge_url: str, n: int = 300) -> float:
         await model.aclose()
 
 
-def p99(row: Row) -> float:
-    ordered = sorted(row.latencies)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000 if ordered else math.nan
-
-
 def burst_max(row: Row) -> float:
     """The slowest of the requests sent at the same instant, in ms."""
     return max(row.burst) * 1000 if row.burst else math.nan
@@ -260,12 +247,12 @@ def main() -> None:
     for alone, served, cpu in rows:
         for row in (alone, served):
             n = len(row.latencies)
-            added = f"{p99(served) - p99(alone):+.1f}" if row is served else ""
+            added = f"{served.p99_ms - alone.p99_ms:+.1f}" if row is served else ""
             burst_added = f"{burst_max(served) - burst_max(alone):+.1f}" if row is served else ""
             cpu_text = f"{cpu * 1000:.2f}" if row is served else ""
             print(
                 f"{row.label:<14} {row.concurrency:>5} {n:>7} {n / row.seconds:>8.1f} "
-                f"{statistics.median(row.latencies) * 1000:>8.1f} {p99(row):>8.1f} "
+                f"{row.p50_ms:>8.1f} {row.p99_ms:>8.1f} "
                 f"{added:>10} {burst_max(row):>10.1f} {burst_added:>7} {cpu_text:>15} "
                 f"{row.failures:>5}"
             )

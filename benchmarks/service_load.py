@@ -71,17 +71,20 @@ class Row:
 
     def line(self) -> str:
         n = len(self.latencies)
-        ordered = sorted(self.latencies)
-        p50 = statistics.median(ordered) * 1000 if ordered else float("nan")
-        p99 = ordered[min(n - 1, int(0.99 * n))] * 1000 if ordered else float("nan")
         return (
             f"{self.label:<18} {self.concurrency:>5} {n:>7} {n / self.seconds:>9.1f} "
-            f"{p50:>9.1f} {p99:>9.1f} {self.failures:>5}"
+            f"{self.p50_ms:>9.1f} {self.p99_ms:>9.1f} {self.failures:>5}"
         )
 
     @property
     def p50_ms(self) -> float:
         return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
+
+    @property
+    def p99_ms(self) -> float:
+        ordered = sorted(self.latencies)
+        n = len(ordered)
+        return ordered[min(n - 1, int(0.99 * n))] * 1000 if ordered else float("nan")
 
 
 HEADER = (
