@@ -13,17 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from charter.cli.main import cli
 from tests.support.generation import PROMPTS, bad, good, make_world, responder, revised
 from tests.support.scripted_server import ScriptedJudgeServer
 from tests.support.tiny_models import build_tiny_chat_model
 from tests.test_row_quality import REVISE_PROMPTS, _revise_server
+from tests.test_train import FAST, invoke, train
 from tests.test_train_inputs import fail
 from tests.test_train_inputs import no_training as forbid_training  # noqa: F401  (fixture)
-
-FAST = ["--set", "gradient_checkpointing=false", "--logging-steps", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -31,18 +28,6 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-def invoke(args: list[str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def train(*args: str) -> dict[str, Any]:
-    code, out, err = invoke(["train", "-q", *args, "--json"])
-    assert code == 0, err
-    result: dict[str, Any] = json.loads(out)
-    return result
 
 
 def generate(world: dict[str, Path], server: ScriptedJudgeServer, *extra: str) -> str:
