@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from charter.judge.agreement import wilson
 from charter.judge.evaluate import load_pairs
-from charter.service.pages.audit import SAMPLE_SIZE, wilson
+from charter.service.pages.audit import SAMPLE_SIZE
 from charter.service.settings import ServiceSettings, owner_of, split_token_entry
 from tests.support.review import (
     PAYLOADS,

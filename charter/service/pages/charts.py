@@ -6,16 +6,17 @@ carry the colours, so the pages' Content-Security-Policy needs no inline-style e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
 from charter.judge.calibration import ReliabilityBin
+from charter.judge.conflicts import ConflictReport
 
 from .judge_stats import PrincipleStats
 
 W, H, PAD = 420, 200, 32
-INK, BAR, BAR2, GRID = "#222", "#3b6ea8", "#d08a2c", "#ccc"
+INK, BAR, BAR2, GRID, HOT = "#222", "#3b6ea8", "#d08a2c", "#ccc", "#b03a2e"
 CHAR_W = 7.0
 """An upper bound on one character's width at font-size 11 in a sans-serif font."""
 
@@ -118,3 +119,47 @@ def reliability_diagram(bins: Sequence[ReliabilityBin]) -> Markup:
             f"{b.frac_a_preferred:.0%}</title></circle>"
         )
     return _svg(body, "Reliability of p_chosen against the people's labels")
+
+
+def conflict_matrix(report: ConflictReport, link: Callable[[str, str], str]) -> Markup:
+    """Principle x principle: each cell is how often the two were confident and opposite over
+    the comparisons both voted on ("conflicts/shared"), darker the higher the rate, and links
+    to those rows (`link(first, second)`). Rows are numbered; columns carry the numbers."""
+    names = report.principles
+    cell, label_w, top = 44, 150, 40
+    width = label_w + cell * max(1, len(names)) + 8
+    height = top + cell * max(1, len(names)) + 8
+    body = [_text(label_w + cell * i + cell / 2, top - 10, str(i + 1)) for i in range(len(names))]
+    for i, row in enumerate(names):
+        y = top + i * cell
+        body.append(_text(label_w - 6, y + cell / 2 + 4, f"{i + 1}. {row}", anchor="end"))
+        for j, col in enumerate(names):
+            x = label_w + j * cell
+            box = f'x="{x + 1}" y="{y + 1}" width="{cell - 2}" height="{cell - 2}"'
+            if i == j:
+                body.append(f'<rect {box} fill="{GRID}"/>')
+                continue
+            pair = report.pair(row, col)
+            if pair is None:
+                body.append(
+                    f'<rect {box} fill="none" stroke="{GRID}"><title>{escape(row)} and '
+                    f"{escape(col)}: fewer than {report.settings.min_shared} shared "
+                    "comparisons</title></rect>"
+                )
+                continue
+            rate = pair.rate or 0.0
+            label = f"{pair.conflicts}/{pair.shared}"
+            tip = (
+                f"{row} and {col}: both confident and opposite in {pair.conflicts} of "
+                f"{pair.shared} shared comparisons"
+            )
+            ink = "#fff" if rate > 0.5 else INK
+            body.append(
+                f'<a class="conflict-cell" href="{escape(link(row, col))}">'
+                f"<title>{escape(tip)}</title>"
+                f'<rect {box} fill="{HOT}" fill-opacity="{0.08 + 0.92 * rate:.2f}" '
+                f'stroke="{GRID}"/>'
+                f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" font-size="10" '
+                f'text-anchor="middle" fill="{ink}">{escape(label)}</text></a>'
+            )
+    return _svg(body, "Conflicts between principles", height, width)
