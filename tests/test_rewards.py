@@ -337,6 +337,26 @@ def test_the_reward_routes_refuse_a_missing_or_bad_token(
     assert judge_server.calls == 0
 
 
+def test_a_wrong_token_in_the_url_is_not_called_a_bearer_token(
+    service: RunningService, judge_server: ScriptedJudgeServer
+) -> None:
+    """OpenRLHF users put the token in the URL; a 401 that says "bearer" sends them looking
+    for a header they never set."""
+    url = with_credentials(service.base_url, "wrong-token-0123456789") + "/v1/rewards/openrlhf"
+    body = {"query": [P1 + good(P1)], "prompts": [P1], "labels": [None]}
+    response = httpx.post(url, json=body)
+    assert response.status_code == 401
+    message = response.json()["error"]["message"]
+    assert "bearer" not in message.lower() and "URL" in message, message
+    bearer = httpx.post(
+        service.base_url + "/v1/rewards/openrlhf",
+        json=body,
+        headers={"Authorization": "Bearer wrong-token-0123456789"},
+    )
+    assert "bearer" in bearer.json()["error"]["message"]
+    assert judge_server.calls == 0
+
+
 def test_openrlhf_requests_that_do_not_fit_are_one_line_422s(service: RunningService) -> None:
     url = service.base_url + "/v1/rewards/openrlhf"
     auth = {"Authorization": f"Bearer {TOKEN_A}"}
