@@ -17,6 +17,8 @@ from .judge_stats import PrincipleStats
 
 W, H, PAD = 420, 200, 32
 INK, BAR, BAR2, GRID, HOT = "#222", "#3b6ea8", "#d08a2c", "#ccc", "#b03a2e"
+CHAR_W = 7.0
+"""An upper bound on one character's width at font-size 11 in a sans-serif font."""
 
 
 def _svg(body: list[str], title: str, height: int = H, width: int = W) -> Markup:
@@ -56,10 +58,16 @@ def p_chosen_histogram(counts: Sequence[int]) -> Markup:
 
 def principle_bars(stats: Sequence[PrincipleStats]) -> Markup:
     """Per principle: position consistency (swap tests agreeing) and agreement with the
-    comparison's overall verdict, each as a bar on [0, 1]."""
+    comparison's overall verdict, each as a bar on [0, 1], labelled with its verdicts' n."""
     row_h = 34
     height = PAD + row_h * max(1, len(stats)) + 24
-    label_w, inner_w = 110, W - 110 - PAD
+    # Room for the longest label, never clipped: ids run to 64 characters, and a fixed
+    # column cut "no-needless-refusal" to "o-needless-refusal".
+    labels = [f"{s.principle} (n={s.verdicts})" for s in stats]
+    longest = max((len(label) for label in labels), default=0)
+    label_w = max(110, int(longest * CHAR_W) + 12)
+    inner_w = W - 110 - PAD
+    width = label_w + inner_w + PAD
     body = [
         f'<rect x="{label_w}" y="6" width="10" height="10" fill="{BAR}"/>',
         _text(label_w + 14, 15, "position consistency", anchor="start"),
@@ -68,7 +76,7 @@ def principle_bars(stats: Sequence[PrincipleStats]) -> Markup:
     ]
     for i, s in enumerate(stats):
         y = PAD + i * row_h
-        body.append(_text(label_w - 6, y + 16, s.principle, anchor="end"))
+        body.append(_text(label_w - 6, y + 16, labels[i], anchor="end"))
         for j, (value, colour) in enumerate(((s.consistency, BAR), (s.agreement, BAR2))):
             yy = y + j * 13
             if value is None:
@@ -82,7 +90,7 @@ def principle_bars(stats: Sequence[PrincipleStats]) -> Markup:
     body.append(
         f'<line x1="{label_w}" y1="{PAD - 4}" x2="{label_w}" y2="{height - 20}" stroke="{INK}"/>'
     )
-    return _svg(body, "Position consistency and agreement per principle", height)
+    return _svg(body, "Position consistency and agreement per principle", height, width)
 
 
 def reliability_diagram(bins: Sequence[ReliabilityBin]) -> Markup:

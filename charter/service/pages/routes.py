@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from charter.calibrations import CalibrationError, calibrate_on_pairs, save, stored
 from charter.conflicts import job_conflicts
-from charter.constitution import diff_constitutions, history
+from charter.constitution import Principle, diff_constitutions, history
 from charter.generate import DEFAULT_MIN_CONFIDENCE
 from charter.jobs import JobRecord, get_job, job_prompts
 
@@ -355,6 +355,7 @@ async def constitution_page(
         "constitution.html",
         session=session,
         current=current,
+        show_applies="applies" in Principle.model_fields,  # shown once principles have it
         versions=versions,
         diff=diff,
         **context,
