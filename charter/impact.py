@@ -303,6 +303,15 @@ class _Sampled:
     before: dict[str, Any]
 
 
+def _calibration(db: sqlite_utils.Database, job: JobRecord) -> calibrations.CalibrationFit | None:
+    """The job's calibration as the edited job would apply it: verdicts under unchanged
+    principles calibrated, those under an edited one raw (see `calibrations.fit_for`)."""
+    if not job.spec.calibration:
+        return None
+    record = calibrations.get(db, job.spec.calibration)
+    return calibrations.fit_for(record, job.constitution, job.spec.judge_config)
+
+
 def sample_positions(positions: Sequence[int], settings: ImpactSettings) -> list[int]:
     """The seeded sample of prompt positions (sorted); all of them when there are fewer."""
     if len(positions) <= settings.sample:
@@ -334,7 +343,7 @@ async def preview_impact(
     sampled = [_Sampled(pos, rec, res) for pos, rec, res in finished if pos in chosen]
     rest = [(pos, rec, res) for pos, rec, res in finished if pos not in chosen]
     edited_job = job.model_copy(update={"constitution": edited})
-    calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
+    calibration = _calibration(db, edited_job)
     nonces = KeyedNonces(store_secret(db))
     counting = _Counting(judge)
     cached = CachedModel(counting, db, job.spec.tenant)
@@ -394,7 +403,7 @@ async def _calls_for_rest(
     rest: list[tuple[int, PromptRecord, dict[str, Any]]],
     made: int,
     sampled: int,
-    calibration: calibrations.CalibrationRecord | None,
+    calibration: calibrations.CalibrationFit | None,
     nonces: KeyedNonces,
 ) -> tuple[int, bool]:
     """Calls the job's other prompts would make under the edit: counted by a dry pass in
