@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from charter.common.limits import InputLimits
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord, check_prompt, check_responses
+from charter.jobs.spec import JobOptions, ModelSpec
 from charter.judge.config import JudgeConfig
-
-from .options import JobOptions, ModelSpec
 
 MAX_TEXT_CHARS = InputLimits.from_env().max_text_chars
 """Texts in requests obey the limit on texts in files (`CHARTER_MAX_TEXT_CHARS`, read once)."""

@@ -18,7 +18,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from charter.jobs import PREFERENCES, Preference, preference_from_row
+from charter.jobs.store import PREFERENCES, Preference, preference_from_row
 from charter.judge.evaluate import LabelledPair, LabelQuality, label_quality
 from charter.store import check_table, write_lock
 

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from charter.calibrations import CalibrationError, calibrate_on_pairs, save, stored
 from charter.constitution import diff_constitutions, history
-from charter.generate import DEFAULT_MIN_CONFIDENCE
-from charter.jobs import JobRecord, get_job
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import JobRecord, get_job
 
 from .. import records
 from ..auth import authenticate
