@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from charter.calibrations import CalibrationRecord
+from charter.calibrations import CalibrationFit
 from charter.inputs import PromptRecord
 from charter.jobs.results import first_error
 from charter.jobs.spec import JobSpec
@@ -74,7 +74,7 @@ async def process_prompt(
     judge: ChatModel,
     policy: ChatModel | None,
     nonces: KeyedNonces,
-    calibration: CalibrationRecord | None = None,
+    calibration: CalibrationFit | None = None,
 ) -> tuple[list[Preference], dict[str, Any], str | None]:
     """One prompt's rows, its stored result, and the error that failed it (None: it did not)."""
     spec = job.spec
@@ -108,11 +108,11 @@ class _Judging:
     judge: ChatModel
     job: JobRecord
     nonces: KeyedNonces
-    calibration: CalibrationRecord | None
+    calibration: CalibrationFit | None
 
     @property
     def calibration_id(self) -> str | None:
-        return self.calibration.id if self.calibration else None
+        return self.calibration.record.id if self.calibration else None
 
 
 async def _compare(
@@ -136,7 +136,8 @@ async def _compare(
         [c.text for c in ranked],
         spec.judge_config,
         strategy=spec.pairs,
-        calibration=judging.calibration.calibration if judging.calibration else None,
+        calibration=judging.calibration.record.calibration if judging.calibration else None,
+        calibrate_only=judging.calibration.only if judging.calibration else None,
         nonces=judging.nonces,
     )
     result = {**listed, **ranking.model_dump(mode="json")}
@@ -150,7 +151,7 @@ async def _compare(
             source="comparison",
             p_chosen=pair.p_chosen,
             p_chosen_raw=pair.p_chosen if pair.p_chosen_raw is None else pair.p_chosen_raw,
-            calibration=judging.calibration_id,
+            calibration=judging.calibration_id if pair.p_chosen_raw is not None else None,
             protocol=ranking.protocol,
             margin=pair.margin,
             position_consistent=pair.position_consistent,
@@ -239,7 +240,8 @@ async def _verify(judging: _Judging, chain: RevisionChain) -> Comparison:
         nonces=judging.nonces,
     )
     if judging.calibration is not None:
-        comparison = calibrated(comparison, judging.calibration.calibration)
+        fit = judging.calibration
+        comparison = calibrated(comparison, fit.record.calibration, fit.only)
     return comparison
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import sqlite_utils
 
-from charter import calibrations
 from charter.calls import CachedModel, CallStats, store_secret
 from charter.inputs import PromptRecord
 from charter.jobs.leases import LeaseSettings, held
@@ -34,7 +33,14 @@ from charter.jobs.store import (
     reset_failed,
     set_status,
 )
-from charter.jobs.summary import CallCounts, JobCalls, JobSummary, Prices, summarise_job
+from charter.jobs.summary import (
+    CallCounts,
+    JobCalls,
+    JobSummary,
+    Prices,
+    calibration_fit,
+    summarise_job,
+)
 from charter.judge.backends.base import BackendError, ChatModel
 from charter.judge.backends.tally import tallying
 from charter.judge.prompts import KeyedNonces
@@ -125,7 +131,7 @@ async def _run_held(
     stop_request: StopRequest | None,
 ) -> JobSummary:
     """`run_job`'s work, done while holding the job's lease."""
-    calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
+    calibration = calibration_fit(db, job)
     retried = reset_failed(db, job.id)
     if retried:
         log.info("retrying %d prompt(s) that failed before", retried)

@@ -12,6 +12,7 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from charter import calibrations
+from charter.calibrations import CalibrationFit
 from charter.jobs.results import is_exportable, stored_judgments, stored_steps
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE, Mode
 from charter.jobs.store import (
@@ -62,6 +63,8 @@ class CalibrationFigures(_Figures):
     temperature: float
     bias: float
     heldout: dict[str, Any]
+    stale_principles: list[str] = []
+    note: str | None = None
 
 
 class PromptFigures(_Figures):
@@ -134,6 +137,7 @@ class JobSummary(_Figures):
     policy: str
     protocol: str | None
     calibration: CalibrationFigures | None
+    uncalibrated_because: str | None = None
     prompts: PromptFigures
     preferences: int
     exportable: int
@@ -190,7 +194,13 @@ def summarise_job(
             if job.spec.mode == "compare" or job.spec.quality.verify_revisions
             else None
         ),
-        calibration=_calibration_figures(db, job.spec.calibration),
+        calibration=_calibration_figures(db, job),
+        uncalibrated_because=(
+            None
+            if job.spec.calibration is not None
+            or (job.spec.mode == "revise" and not job.spec.quality.verify_revisions)
+            else calibrations.why_none(db, job.spec.judge, job.constitution, job.spec.judge_config)
+        ),
         prompts=PromptFigures(
             total=sum(counts.values()),
             done=counts.get("done", 0),
@@ -250,15 +260,26 @@ def text_outcomes(
     )
 
 
-def _calibration_figures(
-    db: sqlite_utils.Database, calibration_id: str | None
-) -> CalibrationFigures | None:
-    if calibration_id is None:
+def calibration_fit(db: sqlite_utils.Database, job: JobRecord) -> CalibrationFit | None:
+    """The job's calibration and the verdicts it may calibrate under the job's constitution."""
+    if job.spec.calibration is None:
         return None
-    record = calibrations.get(db, calibration_id)
+    record = calibrations.get(db, job.spec.calibration)
+    return calibrations.fit_for(record, job.constitution, job.spec.judge_config)
+
+
+def _calibration_figures(db: sqlite_utils.Database, job: JobRecord) -> CalibrationFigures | None:
+    """What a reader of the job needs about its calibration: which, how strong, how good,
+    and which principles' verdicts it leaves raw."""
+    fit = calibration_fit(db, job)
+    if fit is None:
+        return None
+    record = fit.record
     return CalibrationFigures(
         id=record.id,
         temperature=record.calibration.temperature,
         bias=record.calibration.bias,
         heldout=record.heldout,
+        stale_principles=list(fit.stale),
+        note=calibrations.stale_note(fit, job.spec.judge_config) if fit.partial else None,
     )
