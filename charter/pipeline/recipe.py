@@ -373,7 +373,8 @@ def _training(name: str, values: dict[str, Any], where: _Locator) -> TrainingSta
     import importlib
 
     from charter.trainer import TrainError
-    from charter.trainer.config import canonical_keys, split_settings
+    from charter.trainer.config import ALIASES, canonical_keys, split_settings
+    from charter.trainer.errors import SettingError
 
     module = importlib.import_module(f"charter.trainer.{name}")
     run_cls = getattr(module, RUN_CONFIGS[name])
@@ -386,6 +387,9 @@ def _training(name: str, values: dict[str, Any], where: _Locator) -> TrainingSta
             extra={"min_confidence"},
             source=name,
         )
+    except SettingError as exc:
+        spelt = next((k for k in values if ALIASES.get(k, k) == exc.key), exc.key)
+        raise where.error(name, spelt, exc.reason) from None
     except TrainError as exc:
         found = re.search(r"key '([^']+)'", str(exc)) or re.search(r"'([^']+)'", str(exc))
         reason = str(exc).split(": ", 1)[-1]
