@@ -231,7 +231,10 @@ class RayExecutor:
                 await self._replace(place, generation)
 
     def _deal_again(
-        self, run: JobRun, queue: deque[tuple[int, PromptRecord]], unsettled: dict[int, PromptRecord]
+        self,
+        run: JobRun,
+        queue: deque[tuple[int, PromptRecord]],
+        unsettled: dict[int, PromptRecord],
     ) -> None:
         """Put a dead worker's unfinished prompts back at the front of the queue (a prompt
         lost `MAX_DEALS` times is recorded as failed instead)."""
@@ -258,8 +261,8 @@ class RayExecutor:
                 outcome = await attempt_prompt(
                     run.job, position, record, judge, policy, run.nonces, run.calibration
                 )
-            lookups = [(role, l) for role, l in (("judge", judge), ("policy", policy)) if l]
-            if outcome is not None and not any(l.missing for _, l in lookups):
+            lookups = [(r, found) for r, found in (("judge", judge), ("policy", policy)) if found]
+            if outcome is not None and not any(found.missing for _, found in lookups):
                 for role, lookup in lookups:
                     self.stats[role].reused += lookup.stats.reused
                 run.settle(position, outcome)
