@@ -318,6 +318,7 @@ async def scaling(prompts: int, concurrency: int) -> None:
                 summary = await run_job(db, job, model, None, concurrency=concurrency)
             finally:
                 await model.aclose()
+            assert summary.calls is not None
             rates["1 process"] = summary.calls.judge.made / (time.perf_counter() - t0)
             with connected(LOCAL, local_cpus=2) as ray:
                 db = open_store(Path(tmp) / "ray.db")
@@ -328,7 +329,9 @@ async def scaling(prompts: int, concurrency: int) -> None:
                 try:
                     t0 = time.perf_counter()
                     summary = await run_job(db, job, None, None, executor=executor)
-                    rates["--ray-workers 2"] = summary.calls.judge.made / (time.perf_counter() - t0)
+                    assert summary.calls is not None
+                    elapsed = time.perf_counter() - t0
+                    rates["--ray-workers 2"] = summary.calls.judge.made / elapsed
                 finally:
                     await executor.close()
     finally:

@@ -219,6 +219,39 @@ def test_driver_killed_then_resumed_without_ray_gives_exact_rows(
 
 
 @pytest.mark.slow
+def test_sigterm_stops_the_workers_and_keeps_what_came_back(tmp_path: Path, head: RayHead) -> None:
+    world = make_world(tmp_path / "ray", PROMPTS)
+    gate = Gate()
+    with ScriptedJudgeServer(responder(PROMPTS), latency_s=0.02, fault_policy=gate) as server:
+        proc = spawn(
+            world, server, "--ray", head.address, "--ray-workers", "2", "--ray-shard", "2",
+            "--concurrency", "2", tag=new_tag(),
+        )  # fmt: skip
+        wait_until(lambda: server.calls >= 30 or proc.poll() is not None, what="mid-job")
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        hold_when_settled(server, gate, world["store"])
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(2.0)  # the stop reaches the workers (well inside the 5 s grace period)
+        gate.open()  # the calls in flight finish, within the grace period
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-3000:]
+        stopped = json.loads(out)
+        # Every call answered came back and was stored, the held ones included.
+        assert committed(world["store"]) == answered(server) == len(server.log)
+        assert stopped["prompts"]["pending"] > 0
+        listed = invoke(["jobs", "list", "--store", str(world["store"]), "--json"])[1]
+        assert json.loads(listed)[0]["status"] == "stopped"
+        kept = stored_calls(world["store"])
+        before = len(server.log)
+        resumed = run_generate(world, server)
+        again = {request_call(r.body) for r in server.log[before:] if r.status == 200}
+        one, rows = uninterrupted(tmp_path, server)
+    assert not kept & again
+    assert resumed["prompts"] == one["prompts"]
+    assert export_rows(world, resumed["job_id"]) == rows
+
+
+@pytest.mark.slow
 def test_a_job_on_ray_whose_calls_are_stored_makes_no_model_call(
     tmp_path: Path, head: RayHead
 ) -> None:

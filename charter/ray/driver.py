@@ -67,17 +67,17 @@ def _not_looking_up(record: logging.LogRecord) -> bool:
     return not _LOOKING_UP.get()
 
 
+for _name in _QUIET:  # a no-op outside a lookup; lookups of several lanes overlap
+    logging.getLogger(_name).addFilter(_not_looking_up)
+
+
 @contextlib.contextmanager
 def _quiet_lookup() -> Iterator[None]:
+    """Within it (this task and those it starts), failed calls are not logged."""
     token = _LOOKING_UP.set(True)
-    loggers = [logging.getLogger(name) for name in _QUIET]
-    for logger in loggers:
-        logger.addFilter(_not_looking_up)
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeFilter(_not_looking_up)
         _LOOKING_UP.reset(token)
 
 
@@ -167,20 +167,18 @@ class RayExecutor:
             for place in self.places
             for _ in range(per_place)
         ]
-        work = asyncio.gather(*lanes)
-        stopping = asyncio.ensure_future(self._stop_when_asked(run))
+        work: asyncio.Future[Any] = asyncio.gather(*lanes)
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self._stop_when_asked(run))
         try:
             await asyncio.wait([work, stopping], return_when=asyncio.FIRST_COMPLETED)
             if not work.done():  # a stop was asked: the workers are finishing their calls
-                urgent = asyncio.ensure_future(self._urgent(run))
+                urgent: asyncio.Future[Any] = asyncio.ensure_future(self._urgent(run))
                 await asyncio.wait(
                     [work, urgent], timeout=STOP_GRACE_S, return_when=asyncio.FIRST_COMPLETED
                 )
                 urgent.cancel()
             if work.done():
                 work.result()  # what escaped a lane (a store that refused a write)
-            elif all(place.given_up for place in self.places):
-                pass
         finally:
             stopping.cancel()
             if not work.done():
