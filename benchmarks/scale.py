@@ -28,9 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.judge_throughput import cpu_steal, start_ready  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
-from charter.generate import run_job  # noqa: E402
 from charter.inputs import PromptRecord  # noqa: E402
-from charter.jobs import JobSpec, create_or_get_job, prompts_digest  # noqa: E402
+from charter.jobs.run import run_job  # noqa: E402
+from charter.jobs.spec import JobSpec, prompts_digest  # noqa: E402
+from charter.jobs.store import create_or_get_job  # noqa: E402
 from charter.judge.backends import BackendOptions, Message, OpenAIChatModel  # noqa: E402
 from charter.judge.config import JudgeConfig  # noqa: E402
 from charter.store import open_store  # noqa: E402
@@ -144,8 +145,9 @@ async def through_job(base_url: str, server_pid: int, in_flight: int, n: int) ->
             summary = await run_job(
                 db, job, model, None, concurrency=max(1, in_flight // CALLS_PER_PROMPT)
             )
-            made = int(summary["calls"]["judge"]["made"])
-            assert made == prompts * CALLS_PER_PROMPT, summary["calls"]
+            assert summary.calls is not None
+            made = summary.calls.judge.made
+            assert made == prompts * CALLS_PER_PROMPT, summary.calls
             return made
 
         try:

@@ -32,16 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter import calibrations
 from charter.calls import CachedModel, store_secret
 from charter.constitution import Constitution
-from charter.generate import (
-    DEFAULT_MIN_CONFIDENCE,
-    Prices,
-    _process,
-    is_exportable,
-    stored_judgments,
-)
 from charter.impact_settings import ImpactSettings
 from charter.inputs import PromptRecord
-from charter.jobs import (
+from charter.jobs.modes import process_prompt
+from charter.jobs.results import is_exportable, stored_judgments
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import (
     JOB_PROMPTS,
     JobError,
     JobRecord,
@@ -49,6 +45,7 @@ from charter.jobs import (
     get_job,
     load_preferences,
 )
+from charter.jobs.summary import Prices
 from charter.judge.agreement import wilson
 from charter.judge.backends.base import (
     BackendError,
@@ -354,7 +351,7 @@ async def preview_impact(
         nonlocal done
         async with gate:
             record = _as_given(item.record, item.before)
-            prefs, result, _ = await _process(
+            prefs, result, _ = await process_prompt(
                 edited_job, item.position, record, cached, None, nonces, calibration
             )
         done += 1
@@ -418,7 +415,7 @@ async def _calls_for_rest(
     with _dry_pass():
         for pos, record, result in rest:
             given = _as_given(record, result)
-            await _process(edited_job, pos, given, dry, None, nonces, calibration)
+            await process_prompt(edited_job, pos, given, dry, None, nonces, calibration)
     # Calls the store cannot answer, and (for a tenant) stored calls it has not had yet.
     return unasked.asked + dry.stats.made, True
 

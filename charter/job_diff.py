@@ -15,8 +15,9 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict
 
 from charter.constitution import Constitution
-from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable
-from charter.jobs import (
+from charter.jobs.results import is_exportable
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import (
     JobError,
     JobRecord,
     Preference,

@@ -141,9 +141,9 @@ def impact(
     calls (and cost) applying the edit to the whole job takes.
     """
     from charter.constitution import load_constitution
-    from charter.generate import Prices
     from charter.impact import preview_impact
-    from charter.jobs import get_job
+    from charter.jobs.store import get_job
+    from charter.jobs.summary import Prices
     from charter.store import open_store
 
     edited = load_constitution(directory)
