@@ -1,6 +1,6 @@
 """Edit-impact previews started from the constitution page, run in the background.
 
-A preview (`charter.impact.preview_impact`) judges a sample of one of the signed-in token's
+A preview (`charter.jobs.impact.preview_impact`) judges a sample of one of the signed-in token's
 jobs again under a constitution version; it takes as long as the calls the edit touched, so
 it runs as a task of the service and its page shows progress like a job's. Previews live in
 memory (a restart forgets them; their model calls stay in the store, so starting one again
@@ -19,8 +19,8 @@ from typing import Literal
 
 from fastapi import Request
 
-from charter.impact import ImpactReport
-from charter.impact_settings import ImpactSettings
+from charter.jobs.impact import ImpactReport
+from charter.jobs.impact_settings import ImpactSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from charter.calibrations import CalibrationError, calibrate_on_pairs, save, stored
-from charter.conflicts import job_conflicts
 from charter.constitution import Principle, diff_constitutions, history
-from charter.impact import ImpactReport, preview_impact
-from charter.impact_settings import ImpactSettings
+from charter.jobs.conflicts import job_conflicts
+from charter.jobs.impact import ImpactReport, preview_impact
+from charter.jobs.impact_settings import ImpactSettings
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
 from charter.jobs.store import JobRecord, get_job, job_prompts
 
