@@ -15,7 +15,7 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter import calibrations
-from charter.judge.evaluate import EvalReport
+from charter.judge.qualify import EvalReport
 from charter.store import check_table
 
 JUDGE_EVALS = "judge_evals"
