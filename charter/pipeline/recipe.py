@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from charter.common.datafiles import DataFileError, loads_toml, read_text
 from charter.common.limits import InputLimits
 from charter.evals.settings import SamplingSettings, SuiteSettings
+from charter.jobs.spec import JobOptions, ModelSpec, RunOptions
 from charter.judge.backends.options import BackendOptions
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
-from charter.service.options import JobOptions, ModelSpec, RunOptions
 from charter.settings import DEFAULT_MODEL, DEFAULT_PRINCIPLES_DIR
 
 StageName = Literal["revise", "sft", "compare", "dpo", "reward", "ppo", "rloo", "eval", "report"]

@@ -27,7 +27,8 @@ from charter.constitution import (
     load_constitution,
 )
 from charter.inputs import PromptRecord
-from charter.jobs import (
+from charter.jobs.spec import JobOptions, dedupe, needs_policy
+from charter.jobs.store import (
     JobError,
     JobRecord,
     create_or_get_job,
@@ -42,7 +43,6 @@ from . import records
 from .errors import ApiError
 from .feedback import JudgeWatch, unanswered
 from .models import ModelNotAllowed, ModelPool, ModelUnavailable
-from .options import JobOptions, dedupe, needs_policy
 from .runner import JobRunner
 from .schemas import JobCreated, JobView, PromptProgress
 from .settings import ServiceSettings

@@ -17,7 +17,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from charter.jobs import PREFERENCES, Preference, preference_from_row
+from charter.jobs.store import PREFERENCES, Preference, preference_from_row
 from charter.judge.agreement import (
     DEFAULT_AGREEMENT,
     AgreementSettings,
