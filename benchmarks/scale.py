@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.judge_throughput import cpu_steal, start_ready  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
-from charter.inputs import PromptRecord  # noqa: E402
 from charter.jobs.run import run_job  # noqa: E402
 from charter.jobs.spec import JobSpec, prompts_digest  # noqa: E402
 from charter.jobs.store import create_or_get_job  # noqa: E402
 from charter.judge.backends import BackendOptions, Message, OpenAIChatModel  # noqa: E402
 from charter.judge.config import JudgeConfig  # noqa: E402
+from charter.prompt_files import PromptRecord  # noqa: E402
 from charter.store import open_store  # noqa: E402
 
 K = 4

@@ -18,15 +18,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from charter.calls import CachedModel, CallStats
+from charter.call_cache import CachedModel, CallStats
 from charter.cli.main import cli
 from charter.client import CharterAPIError, CharterClient
 from charter.constitution import freeze, load_constitution
 from charter.export import export_job
-from charter.inputs import PromptRecord
 from charter.jobs.spec import JobOptions, JobSpec
 from charter.jobs.store import create_or_get_job, set_status
 from charter.judge.backends.base import GenerationRequest, Message
+from charter.prompt_files import PromptRecord
 from charter.service import records
 from charter.service.app import create_app
 from charter.service.settings import ServiceSettings, SettingsError, owner_of

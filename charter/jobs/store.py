@@ -18,8 +18,8 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
-from charter.inputs import PromptRecord
 from charter.jobs.spec import JobSpec
+from charter.prompt_files import PromptRecord
 from charter.store import check_table, write_lock
 from charter.versions import frozen_for_run
 

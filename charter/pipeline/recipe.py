@@ -318,7 +318,7 @@ def _check_inputs(
     from charter.constitution import ConstitutionError, load_constitution
     from charter.evals.plan import build_plan, expand
     from charter.evals.suites import select_principles
-    from charter.inputs import load_prompts
+    from charter.prompt_files import load_prompts
 
     try:
         constitution = load_constitution(pipeline.principles)

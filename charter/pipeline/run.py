@@ -195,10 +195,10 @@ def _generate(ctx: _Context, name: str, settings: GenerationStage) -> dict[str, 
     """A `charter generate` job: revise with the recipe's policy, compare with the newest
     trained policy (the base model before any training)."""
     from charter.constitution import load_constitution
-    from charter.inputs import load_prompts
     from charter.jobs.leases import LeaseSettings
     from charter.jobs.run import JobFailed
     from charter.jobs.session import LocalModels, job_session
+    from charter.prompt_files import load_prompts
 
     pipeline = ctx.recipe.pipeline
     assert pipeline.prompts is not None  # checked when the recipe was read
@@ -341,7 +341,7 @@ def _card_matches(
 def _evaluate(ctx: _Context, settings: EvalStage) -> dict[str, Any]:
     """The suites on the newest trained policy, with the base model as the baseline; the
     answers are cached too, so a resumed stage asks no model anything twice."""
-    from charter.calls import CachedModel
+    from charter.call_cache import CachedModel
     from charter.constitution import load_constitution
     from charter.evals.plan import build_plan, expand
     from charter.evals.session import (

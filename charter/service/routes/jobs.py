@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from charter.export import to_row
-from charter.inputs import FORMATS, PromptFileError, PromptRecord, load_prompts
 from charter.jobs.results import is_exportable
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE, JobOptions
 from charter.jobs.store import get_job
+from charter.prompt_files import FORMATS, PromptFileError, PromptRecord, load_prompts
 
 from .. import records
 from ..auth import OwnerDep
