@@ -27,15 +27,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.judge_throughput import start_server  # noqa: E402
-from charter.calls import CachedModel  # noqa: E402
+from charter.call_cache import CachedModel  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
-from charter.inputs import PromptRecord  # noqa: E402
 from charter.jobs.run import run_job  # noqa: E402
 from charter.jobs.spec import JobSpec, prompts_digest  # noqa: E402
 from charter.jobs.store import create_or_get_job  # noqa: E402
 from charter.jobs.summary import CallCounts, JobSummary  # noqa: E402
 from charter.judge.backends import BackendOptions, Completion, Message, OpenAIChatModel  # noqa: E402
 from charter.judge.rank import PairStrategy  # noqa: E402
+from charter.prompt_files import PromptRecord  # noqa: E402
 from charter.store import open_store  # noqa: E402
 
 CALLS_PER_PROMPT = 2 + 4 * 2

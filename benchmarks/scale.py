@@ -42,12 +42,12 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.judge_throughput import cpu_steal, start_ready  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
-from charter.inputs import PromptRecord  # noqa: E402
 from charter.jobs.run import run_job  # noqa: E402
 from charter.jobs.spec import JobSpec, prompts_digest  # noqa: E402
 from charter.jobs.store import create_or_get_job  # noqa: E402
 from charter.judge.backends import BackendOptions, Message, OpenAIChatModel  # noqa: E402
 from charter.judge.config import JudgeConfig  # noqa: E402
+from charter.prompt_files import PromptRecord  # noqa: E402
 from charter.store import open_store  # noqa: E402
 
 K = 4
@@ -218,7 +218,7 @@ class Feeder:
     outcome (one row)."""
 
     def __init__(self, job: Any, positions: list[int], per_report: int) -> None:
-        from charter.calls import CallRecord
+        from charter.call_cache import CallRecord
         from charter.jobs.run import Outcome
         from charter.jobs.store import Preference
         from charter.ray.worker import Report
@@ -266,7 +266,7 @@ async def commit(calls: int, feeders: int, per_report: int) -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
     with tempfile.TemporaryDirectory() as tmp, connected(LOCAL, local_cpus=feeders) as ray:
         db = open_store(Path(tmp) / "commit.db")
-        from charter.calls import ensure_tables
+        from charter.call_cache import ensure_tables
 
         ensure_tables(db)
         job = given_job(db, prompts, "commit")

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
         critique_and_revise,
         critique_and_revise_sync,
     )
-    from .evaluate import (
+    from .parse import parse_verdict
+    from .prompts import comparison_messages, critique_messages, revision_messages
+    from .qualify import (
         EvalReport,
         LabelledPair,
         LabelQuality,
@@ -46,11 +48,9 @@ if TYPE_CHECKING:
         judge_pairs,
         load_pairs,
         parse_pairs,
+        qualification_report,
         recommend,
-        summarise,
     )
-    from .parse import parse_verdict
-    from .prompts import comparison_messages, critique_messages, revision_messages
     from .rank import RankedPair, Ranking, rank, rank_sync, select_pairs
     from .results import Comparison, Judgment, PrincipleVerdict, ResponseScore, ScoreJudgment
     from .score import score, score_sync
@@ -64,16 +64,16 @@ _EXPORTS: dict[str, str] = {
     "ChatModel": ".backends.base",
     "Comparison": ".results",
     "Completion": ".backends.base",
-    "EvalReport": ".evaluate",
+    "EvalReport": ".qualify",
     "GenerationRequest": ".backends.base",
     "JudgeConfig": ".config",
     "Judgment": ".results",
-    "LabelQuality": ".evaluate",
-    "LabelledPair": ".evaluate",
+    "LabelQuality": ".qualify",
+    "LabelledPair": ".qualify",
     "Message": ".backends.base",
-    "Pair": ".evaluate",
-    "PairOutcome": ".evaluate",
-    "PairsFileError": ".evaluate",
+    "Pair": ".qualify",
+    "PairOutcome": ".qualify",
+    "PairsFileError": ".qualify",
     "PrincipleVerdict": ".results",
     "RankedPair": ".rank",
     "Ranking": ".rank",
@@ -93,17 +93,17 @@ _EXPORTS: dict[str, str] = {
     "critique_and_revise_sync": ".critique",
     "critique_messages": ".prompts",
     "decide": ".aggregate",
-    "evaluate": ".evaluate",
-    "evaluate_sync": ".evaluate",
+    "evaluate": ".qualify",
+    "evaluate_sync": ".qualify",
     "fit_calibration": ".calibration",
     "judge_once": ".compare",
-    "judge_pairs": ".evaluate",
-    "load_pairs": ".evaluate",
-    "parse_pairs": ".evaluate",
+    "judge_pairs": ".qualify",
+    "load_pairs": ".qualify",
+    "parse_pairs": ".qualify",
     "parse_verdict": ".parse",
     "rank": ".rank",
     "rank_sync": ".rank",
-    "recommend": ".evaluate",
+    "recommend": ".qualify",
     "revision_messages": ".prompts",
     "revision_schedule": ".selection",
     "score": ".score",
@@ -111,7 +111,7 @@ _EXPORTS: dict[str, str] = {
     "select_for_pair": ".selection",
     "select_for_prompt": ".selection",
     "select_pairs": ".rank",
-    "summarise": ".evaluate",
+    "qualification_report": ".qualify",
     "win_probability": ".bradley_terry",
     "load_model": ".backends.registry",
 }
@@ -162,6 +162,7 @@ __all__ = [
     "load_pairs",
     "parse_pairs",
     "parse_verdict",
+    "qualification_report",
     "rank",
     "rank_sync",
     "recommend",
@@ -172,7 +173,6 @@ __all__ = [
     "select_for_pair",
     "select_for_prompt",
     "select_pairs",
-    "summarise",
     "win_probability",
 ]
 

@@ -232,15 +232,20 @@ COMMANDS: dict[str, tuple[str, Args]] = {
                 "train", "-q", method, "--data", f, "--model", str(tmp / "no-model"),
                 "--out", str(tmp / "out"), "--store", str(w.store),
                 *(["--reward-model", str(tmp / "no-rm")] if method == "ppo" else []),
-                *([*w.judge(), "--dir", str(w.principles)] if method == "grpo" else []),
+                *([*w.judge(), "--dir", str(w.principles)] if method in ("grpo", "rloo") else []),
             ],
         )
-        for method in ("dpo", "reward", "ppo", "grpo")
+        for method in ("dpo", "reward", "ppo", "grpo", "rloo")
     },
 }  # fmt: skip
 
 CASES = [
-    pytest.param(command, fault, id=f"{command}-{fault}")
+    pytest.param(
+        command,
+        fault,
+        id=f"{command}-{fault}",
+        marks=[pytest.mark.ppo] if command == "train ppo" else [],
+    )
     for command, (kind, _) in COMMANDS.items()
     for fault in FAULTS
     if not (kind == "calibration" and fault in NO_ROWS)
@@ -343,7 +348,7 @@ def test_every_command_refuses_every_broken_file_in_one_line(
 def load_with(reader: str, path: Path) -> object:
     """Read `path` with one of charter's readers (imported here: they are what is tested)."""
     if reader == "prompts":
-        from charter.inputs import load_prompts
+        from charter.prompt_files import load_prompts
 
         return load_prompts(path)
     if reader == "pairs":
@@ -516,7 +521,7 @@ def test_every_reader_words_the_same_problem_the_same_way(tmp_path: Path) -> Non
 def test_json_lines_under_a_json_name_are_training_data_but_not_prompts(tmp_path: Path) -> None:
     """`datasets`' `to_json` writes JSON Lines as .json: training data takes it; a prompts
     .json must be an array, and the error says what to do."""
-    from charter.inputs import PromptFileError
+    from charter.prompt_files import PromptFileError
     from charter.trainer import load_preference_data
 
     path = tmp_path / "rows.json"
@@ -606,7 +611,7 @@ def test_each_limit_is_named_and_raising_it_lets_the_same_file_load(
 
 def test_a_50_mb_row_is_refused_without_being_read_whole(tmp_path: Path) -> None:
     from charter.common.limits import InputLimits
-    from charter.inputs import PromptFileError, load_prompts
+    from charter.prompt_files import PromptFileError, load_prompts
 
     path = tmp_path / "huge.jsonl"
     size = 50 * 1024 * 1024

@@ -18,9 +18,8 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from charter.calls import CachedModel, store_secret
+from charter.call_cache import CachedModel, store_secret
 from charter.cli.main import cli as main_cli
-from charter.inputs import PromptRecord
 from charter.jobs.spec import JobOptions
 from charter.judge import (
     JudgeConfig,
@@ -28,12 +27,13 @@ from charter.judge import (
     compare,
     fit_calibration,
     judge_pairs,
+    qualification_report,
     rank,
     score,
-    summarise,
 )
 from charter.judge.calibration import logit, sigmoid
 from charter.judge.prompts import KeyedNonces
+from charter.prompt_files import PromptRecord
 
 from .support.generation import responder, write_constitution
 from .support.judge_helpers import constitution, scripted_model
@@ -233,7 +233,7 @@ def test_calibration_recovers_a_deliberately_wrong_confidence() -> None:
     )
     assert calibration.temperature == pytest.approx(2.5, rel=0.10)
     assert calibration.bias == pytest.approx(-0.3 / 2.5, abs=0.05)
-    report = summarise(
+    report = qualification_report(
         held_pairs,
         held_judged,
         judge="openai:scripted",

@@ -128,8 +128,8 @@ def test_only_the_service_imports_the_service() -> None:
 @pytest.mark.parametrize(
     ("source", "module", "expected"),
     [
-        ("from charter.jsonl import x", "charter.judge.evaluate", "charter.jsonl"),
-        ("from charter import jsonl", "charter.judge.evaluate", "charter.jsonl"),
+        ("from charter.jsonl import x", "charter.judge.qualify", "charter.jsonl"),
+        ("from charter import jsonl", "charter.judge.qualify", "charter.jsonl"),
         ("import charter.cli.main", "charter.trainer.dpo", "charter.cli.main"),
         ("def f():\n    from charter.store import open_store", "charter.judge.x", "charter.store"),
         ("from ..config import X", "charter.judge.backends.base", "charter.judge.config"),

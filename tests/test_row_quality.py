@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from charter.inputs import PromptRecord
 from charter.jobs.summary import JobSummary
 from charter.judge.backends.base import Message
 from charter.judge.quality import answer_flaw, critique_flaw, describe
+from charter.prompt_files import PromptRecord
 from tests.support.generation import (
     PROMPTS,
     bad,
@@ -370,10 +370,10 @@ def _fail_some(record: RecordedRequest) -> Fault | None:
 def _run_job(world: dict[str, Path], server: ScriptedJudgeServer) -> JobSummary:
     """`run_job` through the library API, judge and policy on `server` with fast retries."""
     from charter.constitution import load_constitution
-    from charter.inputs import load_prompts
     from charter.jobs.run import JobFailed, run_job
     from charter.jobs.spec import JobOptions
     from charter.jobs.store import create_or_get_job
+    from charter.prompt_files import load_prompts
     from charter.store import open_store
     from tests.support.judge_helpers import scripted_model
 
@@ -462,7 +462,7 @@ def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
 def test_calls_stored_before_the_frequency_penalty_existed_are_still_reused(
     tmp_path: Path,
 ) -> None:
-    from charter.calls import CALLS, CachedModel, call_key
+    from charter.call_cache import CALLS, CachedModel, call_key
     from charter.judge.backends.base import Completion, GenerationRequest, Message
     from charter.store import open_store
 

@@ -115,15 +115,15 @@ def generate(
       charter generate --prompts data.jsonl --judge openai:gpt-4o-mini -n 4
     """
     from charter.calibrations import why_none
-    from charter.calls import ensure_tables as ensure_call_tables
+    from charter.call_cache import ensure_tables as ensure_call_tables
     from charter.constitution import load_constitution
-    from charter.inputs import load_prompts
     from charter.jobs.leases import LeaseSettings, ensure_free
     from charter.jobs.run import JobFailed, JobStopped
     from charter.jobs.session import LocalModels, job_session
     from charter.jobs.stopping import StopRequest
     from charter.jobs.store import check_tables, get_job, job_prompts
     from charter.jobs.summary import Prices
+    from charter.prompt_files import load_prompts
     from charter.store import open_store
 
     on_ray = _ray_or_none(scaling, batching)  # before anything is read or written

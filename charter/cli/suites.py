@@ -60,9 +60,10 @@ def run_suites(
     )
     from charter.evals.suites import select_principles
     from charter.judge.backends.base import ChatModel
+    from charter.qualification import qualification
     from charter.store import open_store
 
-    from .evaluate import resolve_spec
+    from .models import resolve_spec
 
     constitution = load_constitution(directory)
     suites = expand(suite, has_baseline=baseline_spec is not None)
@@ -124,9 +125,21 @@ def run_suites(
         )
     except NoVerdict as exc:
         raise click.ClickException(str(exc)) from None
+    qualified = qualification(db, judge_spec)
     if as_json:
-        echo_json({"batch": batch, "store": str(store_path), **outcome.model_dump(mode="json")})
+        echo_json(
+            {
+                "batch": batch,
+                "store": str(store_path),
+                "judge_qualification": {
+                    **qualified.model_dump(mode="json"),
+                    "text": qualified.text,
+                },
+                **outcome.model_dump(mode="json"),
+            }
+        )
     else:
+        click.echo(f"Every figure below is the verdict of {qualified.text}\n")
         _print(outcome, batch, store_path)
 
 
@@ -164,12 +177,12 @@ def _print_judged(result: SuiteResult) -> list[str]:
 
 
 def _print(outcome: SuiteOutcome, batch: str, store: Path) -> None:
-    from .evaluate import _print_report
+    from .winrate import print_winrate
 
     for result in outcome.judged:
         click.echo("\n".join(_print_judged(result)) + "\n")
     if outcome.helpful is not None:
         click.echo("helpful: win rate on benign prompts")
-        _print_report(outcome.helpful, show_pairs=False)
+        print_winrate(outcome.helpful, show_pairs=False)
         click.echo("")
     click.echo(f"stored as batch {batch} in {store}")

@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from charter.calibrations import CalibrationFit
-from charter.inputs import PromptRecord
 from charter.jobs.results import first_error
 from charter.jobs.spec import JobSpec
 from charter.jobs.store import JobRecord, Preference
@@ -23,6 +22,7 @@ from charter.judge.prompts import KeyedNonces
 from charter.judge.quality import Flaw, answer_flaw
 from charter.judge.rank import calibrated
 from charter.judge.results import Comparison
+from charter.prompt_files import PromptRecord
 
 
 class Candidate(BaseModel):

@@ -18,8 +18,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from charter.calibrations import CalibrationFit
-from charter.calls import CachedModel, CallStats, store_secret
-from charter.inputs import PromptRecord
+from charter.call_cache import CachedModel, CallStats, store_secret
 from charter.jobs.leases import LeaseSettings, held
 from charter.jobs.modes import process_prompt
 from charter.jobs.results import count_failed_calls, first_error
@@ -47,6 +46,7 @@ from charter.jobs.summary import (
 from charter.judge.backends.base import BackendError, ChatModel
 from charter.judge.backends.tally import tallying
 from charter.judge.prompts import KeyedNonces
+from charter.prompt_files import PromptRecord
 from charter.store import SqliteError, StoreError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from typing import Literal, Protocol
 import sqlite_utils
 
 from charter.constitution import Constitution
-from charter.inputs import PromptRecord
 from charter.jobs.leases import LeaseSettings
 from charter.jobs.run import ProgressCallback, PromptExecutor, run_job
 from charter.jobs.spec import JobSpec, RunOptions, needs_policy
@@ -26,6 +25,7 @@ from charter.jobs.store import JobRecord, create_or_get_job
 from charter.jobs.summary import JobSummary, Prices
 from charter.judge import BackendOptions, ChatModel
 from charter.judge.backends.registry import load_model, parse_spec
+from charter.prompt_files import PromptRecord
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 Role = Literal["judge", "policy"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the CLI builds its options from this module: keep its impor
     import sqlite_utils
 
     from charter.constitution import Constitution
-    from charter.inputs import PromptRecord
+    from charter.prompt_files import PromptRecord
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",

@@ -18,8 +18,8 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
-from charter.inputs import PromptRecord
 from charter.jobs.spec import JobSpec
+from charter.prompt_files import PromptRecord
 from charter.store import check_table, write_lock
 from charter.versions import frozen_for_run
 
@@ -135,7 +135,7 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
             },
             pk="id",
         )
-    else:  # a store from an earlier release: add the lease (see `charter.leases`)
+    else:  # a store from an earlier release: add the lease (see `charter.jobs.leases`)
         have = set(db[JOBS].columns_dict)
         for name, kind in (("lease_holder", str), ("lease_expires", float)):
             if name not in have:

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,13 @@ log = logging.getLogger("charter.pipeline")
 
 Progress = Callable[[str], None]
 SPEC_PREFIXES = ("openai:", "hf:")
-TRAIN_KINDS = {"sft": "sft", "dpo": "preference", "reward": "preference", "ppo": "prompt"}
+TRAIN_KINDS = {
+    "sft": "sft",
+    "dpo": "preference",
+    "reward": "preference",
+    "ppo": "prompt",
+    "rloo": "prompt",
+}
 
 
 class PipelineError(ValueError):
@@ -188,10 +195,10 @@ def _generate(ctx: _Context, name: str, settings: GenerationStage) -> dict[str, 
     """A `charter generate` job: revise with the recipe's policy, compare with the newest
     trained policy (the base model before any training)."""
     from charter.constitution import load_constitution
-    from charter.inputs import load_prompts
     from charter.jobs.leases import LeaseSettings
     from charter.jobs.run import JobFailed
     from charter.jobs.session import LocalModels, job_session
+    from charter.prompt_files import load_prompts
 
     pipeline = ctx.recipe.pipeline
     assert pipeline.prompts is not None  # checked when the recipe was read
@@ -264,6 +271,14 @@ def _train(ctx: _Context, name: str, settings: TrainingStage) -> dict[str, Any]:
     run["model"] = model
     if name == "ppo":
         run["reward_model"] = ctx.reward_dir
+    if name == "rloo":  # the pipeline's judge and constitution are the reward
+        run.update(
+            judge=pipeline.judge,
+            judge_base_url=pipeline.judge_base_url or os.environ.get(JUDGE_BASE_URL_ENV),
+            judge_timeout=pipeline.timeout_s,
+            judge_concurrency=pipeline.max_concurrency,
+            constitution=pipeline.principles,
+        )
     inputs = {"method": name, "data": data_job or run.get("data"), **run, "trl": settings.trl}
     if data_job is None and run.get("data"):
         inputs["data_digest"] = content_digest(Path(str(run["data"])))
@@ -293,6 +308,7 @@ def _train(ctx: _Context, name: str, settings: TrainingStage) -> dict[str, Any]:
         "dpo": T.DPORunConfig,
         "reward": T.RewardRunConfig,
         "ppo": T.PPORunConfig,
+        "rloo": T.RLOORunConfig,
     }[name]
     config = run_cls(**run, trl=dict(settings.trl))
     ctx.say(f"  training {name} from {model} into {out}")
@@ -325,7 +341,7 @@ def _card_matches(
 def _evaluate(ctx: _Context, settings: EvalStage) -> dict[str, Any]:
     """The suites on the newest trained policy, with the base model as the baseline; the
     answers are cached too, so a resumed stage asks no model anything twice."""
-    from charter.calls import CachedModel
+    from charter.call_cache import CachedModel
     from charter.constitution import load_constitution
     from charter.evals.plan import build_plan, expand
     from charter.evals.session import (

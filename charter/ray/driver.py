@@ -27,8 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from charter.calls import CallStats, StoreLookup, keep_calls
-from charter.inputs import PromptRecord
+from charter.call_cache import CallStats, StoreLookup, keep_calls
 from charter.jobs.run import JobRun, Outcome, attempt_prompt
 from charter.jobs.session import LocalModels, Role, shares_judge
 from charter.jobs.spec import JobSpec, needs_policy
@@ -43,6 +42,7 @@ from charter.judge.backends.base import (
     Message,
 )
 from charter.judge.backends.options import BackendOptions
+from charter.prompt_files import PromptRecord
 
 from .cluster import NAMESPACE, RayUnavailable
 from .options import RayOptions

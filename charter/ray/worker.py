@@ -20,14 +20,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from charter.calibrations import CalibrationFit
-from charter.calls import CallRecord, RecordingModel
-from charter.inputs import PromptRecord
+from charter.call_cache import CallRecord, RecordingModel
 from charter.jobs.run import Outcome, attempt_prompt
 from charter.jobs.stopping import StopGate
 from charter.jobs.store import JobRecord
 from charter.judge.backends.base import ChatModel
 from charter.judge.backends.options import BackendOptions
 from charter.judge.prompts import KeyedNonces
+from charter.prompt_files import PromptRecord
 
 Role = Literal["judge", "policy"]
 

@@ -26,7 +26,6 @@ from charter.constitution import (
     get_version,
     load_constitution,
 )
-from charter.inputs import PromptRecord
 from charter.jobs.spec import JobOptions, dedupe, needs_policy
 from charter.jobs.store import (
     JobError,
@@ -38,6 +37,7 @@ from charter.jobs.store import (
 )
 from charter.judge import ChatModel, Comparison, Ranking, RevisionChain
 from charter.judge.reward import RewardCounts
+from charter.prompt_files import PromptRecord
 
 from . import records
 from .errors import ApiError

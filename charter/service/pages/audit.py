@@ -25,7 +25,7 @@ from charter.judge.agreement import (
     wilson,
 )
 from charter.judge.agreement import principle_agreement as by_principle
-from charter.judge.evaluate import LabelledPair, LabelQuality, label_quality
+from charter.judge.qualify import LabelledPair, LabelQuality, label_quality
 from charter.store import check_table, write_lock
 
 from .detail import row_detail

@@ -30,10 +30,9 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter import calibrations
-from charter.calls import CachedModel, store_secret
+from charter.call_cache import CachedModel, store_secret
 from charter.constitution import Constitution
-from charter.impact_settings import ImpactSettings
-from charter.inputs import PromptRecord
+from charter.jobs.impact_settings import ImpactSettings
 from charter.jobs.modes import process_prompt
 from charter.jobs.results import is_exportable, stored_judgments
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
@@ -57,6 +56,7 @@ from charter.judge.backends.base import (
     Usage,
 )
 from charter.judge.prompts import KeyedNonces
+from charter.prompt_files import PromptRecord
 
 Winner = Literal["a", "b", "tie"]
 
