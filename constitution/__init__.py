@@ -7,7 +7,7 @@ from .diff import ConstitutionDiff, FieldChange, PrincipleChange, diff_constitut
 from .errors import ConstitutionError, Finding, Severity, VersionError
 from .history import FreezeResult, FrozenVersion, freeze, get_version, history, resolve
 from .loader import CONSTITUTION_FILE, Inspection, inspect_directory, load_constitution
-from .models import Constitution, Defaults, Principle, canonical_digest
+from .models import Constitution, Defaults, Example, Principle, canonical_digest
 from .scaffold import scaffold_principle
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ConstitutionDiff",
     "ConstitutionError",
     "Defaults",
+    "Example",
     "FieldChange",
     "Finding",
     "FreezeResult",

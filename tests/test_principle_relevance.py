@@ -1,0 +1,261 @@
+"""Principles that fit the conversation: `applies` asked once per prompt, relevant selection,
+and the settings in `JudgeConfig`, against the scripted loopback judge and a real store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from charter.calls import CachedModel, store_secret
+from charter.constitution import Constitution, Defaults, Principle
+from charter.judge import (
+    BackendOptions,
+    JudgeConfig,
+    compare,
+    critique_and_revise,
+    load_model,
+    rank,
+)
+from charter.judge.prompts import KeyedNonces
+from charter.judge.results import ApplicabilityJudgment, Relevance
+from charter.judge.selection import fitting_order, select_for_pair, select_for_prompt
+from charter.store import open_store
+from tests.support.relevance import Case, RelevanceResponder
+from tests.support.scripted_server import ScriptedJudgeServer
+
+TOPICS = ("cooking", "money", "health", "travel")
+
+
+def topic_principle(topic: str, applies: bool = True, question: str | None = None) -> Principle:
+    return Principle(
+        id=topic,
+        title=f"Care about {topic}",
+        critique=f"Critique the {topic} advice.",
+        revision=f"Revise the {topic} advice.",
+        comparison=f"Which response gives better {topic} advice?",
+        score=f"Does the response give good {topic} advice?",
+        applies=(question or f"Does the user ask about {topic}?") if applies else None,
+    )
+
+
+def topic_constitution(k: int = 1, universal: bool = True) -> Constitution:
+    principles = [topic_principle(t) for t in TOPICS]
+    if universal:
+        principles.append(topic_principle("manners", applies=False))
+    return Constitution(
+        name="topics",
+        version="1",
+        defaults=Defaults(principles_per_comparison=k, tie_margin=0.05),
+        principles=tuple(principles),
+    )
+
+
+def cases() -> list[Case]:
+    """Three prompts per topic, each relevant to its topic alone."""
+    return [
+        Case(
+            prompt=f"A {topic} question, number {n}?",
+            preferred=f"A good {topic} answer {n}.",
+            other=f"A poor {topic} answer {n}.",
+            relevant=frozenset({topic}),
+        )
+        for topic in TOPICS
+        for n in range(3)
+    ]
+
+
+def scripted(server: ScriptedJudgeServer) -> object:
+    return load_model(
+        "openai:scripted", BackendOptions(base_url=server.base_url, timeout_s=2)
+    )
+
+
+async def agreement(constitution: Constitution, config: JudgeConfig, protocol: str) -> float:
+    config = config.model_copy(update={"protocol": protocol})
+    with ScriptedJudgeServer(RelevanceResponder(constitution, cases())) as server:
+        model = scripted(server)
+        try:
+            results = await asyncio.gather(
+                *(
+                    compare(model, constitution, c.prompt, c.preferred, c.other, config)  # type: ignore[arg-type]
+                    for c in cases()
+                )
+            )
+        finally:
+            await model.aclose()  # type: ignore[attr-defined]
+    return sum(r.winner == "a" for r in results) / len(results)
+
+
+@pytest.mark.parametrize("protocol", ["pointwise", "pairwise"])
+def test_relevant_selection_gets_every_pair_right_and_random_does_not(protocol: str) -> None:
+    constitution = topic_constitution(k=1)
+    relevant = asyncio.run(agreement(constitution, JudgeConfig(selection="relevant"), protocol))
+    random = asyncio.run(agreement(constitution, JudgeConfig(selection="random"), protocol))
+    assert relevant == 1.0
+    assert random < 0.75
+
+
+def test_applies_is_asked_once_per_prompt_however_many_candidates(tmp_path: Path) -> None:
+    constitution = topic_constitution(k=1)
+    case = cases()[4]  # a money question
+    candidates = [case.preferred, case.other, "A third answer.", "A fourth answer."]
+    config = JudgeConfig(selection="relevant", protocol="pointwise")
+    db = open_store(tmp_path / "store.db")
+    nonces = KeyedNonces(store_secret(db))
+    responder = RelevanceResponder(constitution, [case])
+    with ScriptedJudgeServer(responder) as server:
+
+        async def go() -> object:
+            model = CachedModel(scripted(server), db)  # type: ignore[arg-type]
+            try:
+                return await rank(model, constitution, case.prompt, candidates, config, nonces=nonces)
+            finally:
+                await model.aclose()
+
+        ranking = asyncio.run(go())
+        # One question per conditional principle, however many candidates and pairs.
+        assert responder.applies_asked == Counter({(t, case.prompt): 1 for t in TOPICS})
+        assert server.calls == len(TOPICS) + len(candidates)  # applies + one score each
+        assert ranking.order[0] == 0  # type: ignore[attr-defined]
+        relevance = ranking.relevance  # type: ignore[attr-defined]
+        assert [(a.principle_id, a.p) for a in relevance.applied] == [
+            ("money", pytest.approx(0.9)),
+            ("manners", None),
+        ]
+        # Pairwise: the same, one applicability pass for all six pairs.
+        made = server.calls
+        pairwise = config.model_copy(update={"protocol": "pairwise"})
+        ranking = asyncio.run(
+            _rank(server, db, nonces, constitution, case.prompt, candidates, pairwise)
+        )
+        assert responder.applies_asked == Counter({(t, case.prompt): 1 for t in TOPICS})
+        assert server.calls - made == 6 * 2  # six pairs, both orders; applies from the store
+        assert all(c.principle_ids == ["money"] for c in ranking.comparisons)
+        # A re-run makes no call at all.
+        made = server.calls
+        asyncio.run(_rank(server, db, nonces, constitution, case.prompt, candidates, config))
+        asyncio.run(_rank(server, db, nonces, constitution, case.prompt, candidates, pairwise))
+        assert server.calls == made
+
+
+async def _rank(server, db, nonces, constitution, prompt, candidates, config):  # type: ignore[no-untyped-def]
+    model = CachedModel(scripted(server), db)  # type: ignore[arg-type]
+    try:
+        return await rank(model, constitution, prompt, candidates, config, nonces=nonces)
+    finally:
+        await model.aclose()
+
+
+def test_editing_one_applies_question_re_asks_only_its_calls(tmp_path: Path) -> None:
+    constitution = topic_constitution(k=1)
+    config = JudgeConfig(selection="relevant", protocol="pointwise")
+    db = open_store(tmp_path / "store.db")
+    nonces = KeyedNonces(store_secret(db))
+    all_cases = cases()
+
+    async def judge_all(server: ScriptedJudgeServer, c: Constitution) -> None:
+        model = CachedModel(scripted(server), db)  # type: ignore[arg-type]
+        try:
+            for case in all_cases:
+                await compare(
+                    model, c, case.prompt, case.preferred, case.other, config, nonces=nonces
+                )
+        finally:
+            await model.aclose()
+
+    with ScriptedJudgeServer(RelevanceResponder(constitution, all_cases)) as server:
+        asyncio.run(judge_all(server, constitution))
+        made = server.calls
+        edited = constitution.model_copy(
+            update={
+                "principles": tuple(
+                    topic_principle(p.id, question="Is the user's question about health?")
+                    if p.id == "health"
+                    else p
+                    for p in constitution.principles
+                )
+            }
+        )
+        assert [p.id for p in edited.principles if p.digest != constitution.principle(p.id).digest] == ["health"]
+        responder = RelevanceResponder(edited, all_cases)
+        server.responder = responder
+        asyncio.run(judge_all(server, edited))
+        asked = server.calls - made
+        assert asked == len(all_cases)  # the edited question, once per prompt; nothing else
+        assert set(responder.applies_asked) == {("health", c.prompt) for c in all_cases}
+
+
+def test_selection_is_never_empty_and_tops_up_from_universal_principles() -> None:
+    constitution = topic_constitution(k=3)
+
+    def relevance(p_yes: dict[str, float], universal: list[str]) -> Relevance:
+        return Relevance(
+            prompt="p",
+            threshold=0.5,
+            universal=universal,
+            judgments=[
+                ApplicabilityJudgment(
+                    principle_id=pid, principle_digest="d", question="q?", p_yes=p
+                )
+                for pid, p in p_yes.items()
+            ],
+        )
+
+    some = relevance({"cooking": 0.2, "money": 0.8, "health": 0.6, "travel": 0.1}, ["manners"])
+    picked = select_for_prompt(constitution, "p", 3, 0, some)
+    assert [p.id for p in picked][:2] in (["money", "health"], ["health", "money"])
+    assert picked[2].id == "manners"  # topped up from the always-apply principles
+    assert [p.id for p in select_for_pair(constitution, "p", "a", "b", 4, 0, some)][-1] == "manners"
+    none_apply = relevance({"cooking": 0.2, "money": 0.3, "health": 0.1, "travel": 0.4}, [])
+    alone = topic_constitution(universal=False)
+    assert [p.id for p in fitting_order(alone.enabled, 0, ("x",), none_apply)] == ["travel"]
+    # Random selection ignores `applies`: the rendezvous order over every principle.
+    assert len(fitting_order(constitution.enabled, 0, ("x",), None)) == 5
+
+
+def test_critique_rounds_use_principles_that_apply() -> None:
+    constitution = topic_constitution(k=1)
+    case = cases()[7]  # health
+    config = JudgeConfig(selection="relevant", revisions=2)
+    with ScriptedJudgeServer(RelevanceResponder(constitution, [case])) as server:
+
+        async def go():  # type: ignore[no-untyped-def]
+            model = scripted(server)
+            try:
+                return await critique_and_revise(model, constitution, case.prompt, case.other, config)  # type: ignore[arg-type]
+            finally:
+                await model.aclose()  # type: ignore[attr-defined]
+
+        chain = asyncio.run(go())
+    assert set(chain.principle_ids) <= {"health", "manners"}
+    assert chain.relevance is not None and chain.relevance.applies("health")
+
+
+def test_selection_settings_resolve_and_keep_old_identities() -> None:
+    config = JudgeConfig()
+    assert config.selection == "auto"
+    assert config.resolved("openai:gpt-4o-mini").selection == "random"
+    # Random selection (as before `applies` existed) dumps for identity exactly as before it.
+    identity = config.resolved("openai:x").model_dump(mode="json", context={"identity": True})
+    assert not {"selection", "applies_threshold", "applies_limit", "few_shot"} & set(identity)
+    relevant = JudgeConfig(selection="relevant").model_dump(mode="json", context={"identity": True})
+    assert relevant["selection"] == "relevant" and "applies_threshold" in relevant
+    assert JudgeConfig(selection="random").model_dump()["selection"] == "random"  # plain dumps keep it
+
+
+def test_applies_questions_per_prompt_are_bounded_by_the_limit() -> None:
+    from charter.judge.applicability import to_ask
+
+    many = Constitution(
+        name="many",
+        version="1",
+        principles=tuple(topic_principle(f"t{n:03d}") for n in range(100)),
+    )
+    config = JudgeConfig(applies_limit=10)
+    first = to_ask(many, "prompt one", config)
+    assert len(first) == 10 and len(to_ask(many, "prompt two", config)) == 10
+    assert {p.id for p in first} != {p.id for p in to_ask(many, "prompt two", config)}
+    assert len(to_ask(many, "p", JudgeConfig())) == 32
