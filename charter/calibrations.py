@@ -58,6 +58,35 @@ class CalibrationRecord(BaseModel):
     )
     created_at: str
     shipped: bool = False
+    principle_digests: tuple[str, ...] = Field(
+        default=(),
+        description="Digests of the enabled principles it was fit under: a verdict given under "
+        "these alone is the same verdict after another principle is edited, so it keeps its "
+        "calibration (empty: a record from before, valid for its constitution only).",
+    )
+    defaults: dict[str, Any] = Field(
+        default={}, description="The constitution's defaults it was fit under (K, tie margin)."
+    )
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """A calibration found for a constitution, and which verdicts it may calibrate.
+
+    Fit for this very constitution, it calibrates every verdict (`only` is None). Fit before
+    some principles were edited, added or removed, it calibrates the verdicts given under
+    unchanged principles alone (`only`: their digests), whose raw p_a is exactly what it was
+    under the constitution the calibration was fit for; verdicts that involve a principle in
+    `stale` stay raw, and say so.
+    """
+
+    record: CalibrationRecord
+    only: frozenset[str] | None = None
+    stale: tuple[str, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return self.only is not None
 
 
 def settings_digest(config: JudgeConfig) -> str:
@@ -74,7 +103,7 @@ def new_record(
     calibration: Calibration,
     *,
     judge: str,
-    constitution_digest: str,
+    constitution: Constitution,
     config: JudgeConfig,
     pairs_source: str,
     heldout: dict[str, Any],
@@ -84,7 +113,9 @@ def new_record(
     created_at = datetime.now(UTC).isoformat()
     body: dict[str, Any] = {
         "judge": judge,
-        "constitution_digest": constitution_digest,
+        "constitution_digest": constitution.digest,
+        "principle_digests": sorted(p.digest for p in constitution.enabled),
+        "defaults": constitution.defaults.model_dump(mode="json"),
         "protocol": config.protocol_for(judge),
         "settings": settings_digest(config),
         "calibration": calibration.model_dump(mode="json"),
@@ -202,6 +233,120 @@ def find(
     return None
 
 
+def _defaults_changed(
+    record: CalibrationRecord, constitution: Constitution, config: JudgeConfig | None
+) -> dict[str, tuple[Any, Any]]:
+    """The constitution defaults that move p_a and changed since the fit: K, unless the job
+    sets its own (the tie margin and revision rounds never change a p_a)."""
+    if config is not None and config.principles is not None:
+        return {}
+    name = "principles_per_comparison"
+    before, after = record.defaults.get(name), getattr(constitution.defaults, name)
+    return {} if before == after else {name: (before, after)}
+
+
+def fit_for(
+    record: CalibrationRecord, constitution: Constitution, config: JudgeConfig | None = None
+) -> CalibrationFit | None:
+    """Which of `constitution`'s verdicts `record` may calibrate; None when none."""
+    if record.constitution_digest == constitution.digest:
+        return CalibrationFit(record)
+    if not record.principle_digests or _defaults_changed(record, constitution, config):
+        return None
+    fitted = set(record.principle_digests)
+    kept = frozenset(p.digest for p in constitution.enabled if p.digest in fitted)
+    if not kept:
+        return None
+    stale = tuple(sorted(p.id for p in constitution.enabled if p.digest not in fitted))
+    return CalibrationFit(record, kept, stale)
+
+
+def find_fit(
+    db: sqlite_utils.Database, judge: str, constitution: Constitution, config: JudgeConfig
+) -> CalibrationFit | None:
+    """The calibration a job under `constitution` uses: one fit for it exactly, else the
+    newest fit for this judge, protocol and settings before some principles changed (valid for
+    the verdicts under the others); None when there is neither."""
+    exact = find(db, judge, constitution.digest, config)
+    if exact is not None:
+        return CalibrationFit(exact)
+    for record in _same_settings(db, judge, config):
+        fit = fit_for(record, constitution, config)
+        if fit is not None:
+            return fit
+    return None
+
+
+def why_none(
+    db: sqlite_utils.Database, judge: str, constitution: Constitution, config: JudgeConfig
+) -> str:
+    """Why no calibration fits, naming the newest one that did before and what changed since,
+    and the one command that fits a new one."""
+    config = config.resolved(judge)
+    records = _same_settings(db, judge, config)
+    refit = refit_command(judge, config, records[0].pairs_source if records else None)
+    if not records:
+        return f"no calibration was fit for this judge and settings; fit one: {refit}"
+    record = records[0]
+    defaults = _defaults_changed(record, constitution, config)
+    if record.principle_digests and defaults:
+        changed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in defaults.items())
+        what = f"the constitution's defaults changed since ({changed})"
+    else:
+        fitted = set(record.principle_digests)
+        edited = [p.id for p in constitution.enabled if p.digest not in fitted]
+        what = (
+            f"every principle changed since ({', '.join(edited)})"
+            if record.principle_digests
+            else "the constitution changed since"
+        )
+    return (
+        f"{record.id} was fit for constitution {record.constitution_digest[:12]} and "
+        f"{what}; re-fit: {refit}"
+    )
+
+
+def stale_note(fit: CalibrationFit, config: JudgeConfig | None = None) -> str:
+    """One line for a job whose calibration leaves some principles' verdicts raw."""
+    return (
+        f"{fit.record.id} calibrates verdicts under the principles unchanged since it was fit; "
+        f"those involving {', '.join(fit.stale)} (edited or added since) stay raw; re-fit: "
+        + refit_command(
+            fit.record.judge,
+            config.resolved(fit.record.judge) if config else None,
+            fit.record.pairs_source,
+        )
+    )
+
+
+def refit_command(judge: str, config: JudgeConfig | None, pairs: str | None) -> str:
+    """The `charter judge calibrate` command that fits a calibration for these settings."""
+    words = ["charter judge calibrate", f"--pairs {pairs or 'examples/labelled-pairs.jsonl'}"]
+    words.append(f"--judge {judge}")
+    if config is not None:
+        defaults = JudgeConfig()
+        for name in sorted(VERDICT_FIELDS):
+            value = getattr(config, name)
+            if value != getattr(defaults, name) and value is not None and name != "protocol":
+                flag = name.replace("_", "-")
+                words.append(
+                    (f"--{flag}" if value else f"--no-{flag}")
+                    if isinstance(value, bool)
+                    else f"--{flag} {value}"
+                )
+        if config.protocol != defaults.protocol:
+            words.append(f"--protocol {config.protocol}")
+    return " ".join(words)
+
+
+def _same_settings(
+    db: sqlite_utils.Database, judge: str, config: JudgeConfig
+) -> list[CalibrationRecord]:
+    config = config.resolved(judge)
+    want = (judge, config.protocol_for(judge), settings_digest(config))
+    return [r for r in [*stored(db), *shipped()] if (r.judge, r.protocol, r.settings) == want]
+
+
 def get(db: sqlite_utils.Database, calibration_id: str) -> CalibrationRecord:
     """A calibration by id (the store's or a shipped one)."""
     for record in [*stored(db), *shipped()]:
@@ -290,7 +435,7 @@ async def calibrate_on_pairs(
     record = new_record(
         calibration,
         judge=model.spec,
-        constitution_digest=constitution.digest,
+        constitution=constitution,
         config=config,
         pairs_source=pairs_source,
         heldout=heldout,

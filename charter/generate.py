@@ -21,7 +21,7 @@ import sqlite_utils
 from pydantic import BaseModel
 
 from charter import calibrations
-from charter.calibrations import CalibrationRecord
+from charter.calibrations import CalibrationFit
 from charter.calls import CachedModel, CallStats, store_secret
 from charter.inputs import PromptRecord
 from charter.jobs import (
@@ -258,7 +258,7 @@ async def _run_held(
     stop_request: StopRequest | None,
 ) -> dict[str, Any]:
     """`run_job`'s work, done while holding the job's lease."""
-    calibration = calibrations.get(db, job.spec.calibration) if job.spec.calibration else None
+    calibration = _calibration_fit(db, job)
     retried = reset_failed(db, job.id)
     if retried:
         log.info("retrying %d prompt(s) that failed before", retried)
@@ -407,7 +407,7 @@ async def _process(
     judge: ChatModel,
     policy: ChatModel | None,
     nonces: KeyedNonces,
-    calibration: CalibrationRecord | None = None,
+    calibration: CalibrationFit | None = None,
 ) -> tuple[list[Preference], dict[str, Any], str | None]:
     spec = job.spec
     if record.responses is not None:
@@ -440,11 +440,11 @@ class _Judging:
     judge: ChatModel
     job: JobRecord
     nonces: KeyedNonces
-    calibration: CalibrationRecord | None
+    calibration: CalibrationFit | None
 
     @property
     def calibration_id(self) -> str | None:
-        return self.calibration.id if self.calibration else None
+        return self.calibration.record.id if self.calibration else None
 
 
 async def _compare(
@@ -468,7 +468,8 @@ async def _compare(
         [c.text for c in ranked],
         spec.judge_config,
         strategy=spec.pairs,
-        calibration=judging.calibration.calibration if judging.calibration else None,
+        calibration=judging.calibration.record.calibration if judging.calibration else None,
+        calibrate_only=judging.calibration.only if judging.calibration else None,
         nonces=judging.nonces,
     )
     result = {**listed, **ranking.model_dump(mode="json")}
@@ -482,7 +483,7 @@ async def _compare(
             source="comparison",
             p_chosen=pair.p_chosen,
             p_chosen_raw=pair.p_chosen if pair.p_chosen_raw is None else pair.p_chosen_raw,
-            calibration=judging.calibration_id,
+            calibration=judging.calibration_id if pair.p_chosen_raw is not None else None,
             protocol=ranking.protocol,
             margin=pair.margin,
             position_consistent=pair.position_consistent,
@@ -571,7 +572,8 @@ async def _verify(judging: _Judging, chain: RevisionChain) -> Comparison:
         nonces=judging.nonces,
     )
     if judging.calibration is not None:
-        comparison = calibrated(comparison, judging.calibration.calibration)
+        fit = judging.calibration
+        comparison = calibrated(comparison, fit.record.calibration, fit.only)
     return comparison
 
 
@@ -658,7 +660,13 @@ def summarise(
             if job.spec.mode == "compare" or job.spec.quality.verify_revisions
             else None
         ),
-        "calibration": _calibration_summary(db, job.spec.calibration),
+        "calibration": _calibration_summary(db, job),
+        "uncalibrated_because": (
+            None
+            if job.spec.calibration is not None
+            or (job.spec.mode == "revise" and not job.spec.quality.verify_revisions)
+            else calibrations.why_none(db, job.spec.judge, job.constitution, job.spec.judge_config)
+        ),
         "prompts": {
             "total": sum(counts.values()),
             "done": counts.get("done", 0),
@@ -725,18 +733,28 @@ def describe_texts(texts: dict[str, Any]) -> str:
     return f"{line}, {rejected}" if rejected else line
 
 
-def _calibration_summary(
-    db: sqlite_utils.Database, calibration_id: str | None
-) -> dict[str, Any] | None:
-    """What a reader of the job needs about its calibration: which, how strong, how good."""
-    if calibration_id is None:
+def _calibration_fit(db: sqlite_utils.Database, job: JobRecord) -> CalibrationFit | None:
+    """The job's calibration and the verdicts it may calibrate under the job's constitution."""
+    if job.spec.calibration is None:
         return None
-    record = calibrations.get(db, calibration_id)
+    record = calibrations.get(db, job.spec.calibration)
+    return calibrations.fit_for(record, job.constitution, job.spec.judge_config)
+
+
+def _calibration_summary(db: sqlite_utils.Database, job: JobRecord) -> dict[str, Any] | None:
+    """What a reader of the job needs about its calibration: which, how strong, how good,
+    and which principles' verdicts it leaves raw."""
+    fit = _calibration_fit(db, job)
+    if fit is None:
+        return None
+    record = fit.record
     return {
         "id": record.id,
         "temperature": record.calibration.temperature,
         "bias": record.calibration.bias,
         "heldout": record.heldout,
+        "stale_principles": list(fit.stale),
+        "note": calibrations.stale_note(fit, job.spec.judge_config) if fit.partial else None,
     }
 
 

@@ -22,6 +22,7 @@ from charter.inputs import PromptRecord
 from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
 from charter.judge.quality import QualityConfig
 from charter.store import check_table, write_lock
+from charter.versions import frozen_for_run
 
 JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
@@ -256,6 +257,7 @@ def create_or_get_job(
         return get_job(db, spec.job_id), False
     except JobError:
         pass
+    constitution = frozen_for_run(db, constitution)  # the label it records names only it
     now = datetime.now(UTC).isoformat()
     before = db.execute("SELECT total_changes()").fetchone()[0]
     with write_lock(db):  # one transaction: a job is never seen without its prompts

@@ -5,7 +5,17 @@ This package imports nothing else of charter.
 
 from .diff import ConstitutionDiff, FieldChange, PrincipleChange, diff_constitutions
 from .errors import ConstitutionError, Finding, Severity, VersionError
-from .history import FreezeResult, FrozenVersion, freeze, get_version, history, resolve
+from .history import (
+    FreezeResult,
+    FrozenVersion,
+    LabelsSeen,
+    freeze,
+    freeze_for_run,
+    get_version,
+    history,
+    next_free_label,
+    resolve,
+)
 from .loader import CONSTITUTION_FILE, Inspection, inspect_directory, load_constitution
 from .models import Constitution, Defaults, Example, Principle, canonical_digest
 from .scaffold import scaffold_principle
@@ -22,6 +32,7 @@ __all__ = [
     "FreezeResult",
     "FrozenVersion",
     "Inspection",
+    "LabelsSeen",
     "Principle",
     "PrincipleChange",
     "Severity",
@@ -29,10 +40,12 @@ __all__ = [
     "canonical_digest",
     "diff_constitutions",
     "freeze",
+    "freeze_for_run",
     "get_version",
     "history",
     "inspect_directory",
     "load_constitution",
+    "next_free_label",
     "resolve",
     "scaffold_principle",
 ]

@@ -89,9 +89,20 @@ class Ranking(BaseModel):
     latency_s: float = 0.0
 
 
-def calibrated(comparison: Comparison, calibration: Calibration) -> Comparison:
-    """The comparison with its p_a through `calibration`, and its winner decided on that."""
+def calibrated(
+    comparison: Comparison, calibration: Calibration, only: frozenset[str] | None = None
+) -> Comparison:
+    """The comparison with its p_a through `calibration`, and its winner decided on that.
+
+    With `only` (principle digests), a comparison any other principle voted in stays raw: a
+    calibration fit before that principle was edited says nothing about its verdicts.
+    """
     if comparison.p_a is None:
+        return comparison
+    if (
+        only is not None
+        and not {p.principle_digest for p in comparison.principles if p.p_a is not None} <= only
+    ):
         return comparison
     p_a = calibration.apply(comparison.p_a)
     return comparison.model_copy(
@@ -180,6 +191,7 @@ async def rank(
     prior: float = DEFAULT_PRIOR,
     max_concurrency: int = 8,
     calibration: Calibration | None = None,
+    calibrate_only: frozenset[str] | None = None,
     nonces: NonceSource = RANDOM_NONCES,
 ) -> Ranking:
     """Judge every pair of `responses` and rank them.
@@ -188,7 +200,8 @@ async def rank(
     backend bounds its own request concurrency too). Pointwise: each response is scored once
     (N x K calls) and every pair's comparison is computed from the scores. With a
     `calibration`, every comparison's p_a (and so its winner, the scores and the pairs) is the
-    calibrated one; `p_a_raw` keeps the judge's own.
+    calibrated one (only those whose voting principles' digests are all in `calibrate_only`,
+    when given); `p_a_raw` keeps the judge's own.
     """
     if len(responses) < 2:
         raise ValueError("ranking needs at least two responses")
@@ -237,7 +250,7 @@ async def rank(
     if relevance is not None:
         usage = usage + relevance.usage
     if calibration is not None:
-        comparisons = [calibrated(c, calibration) for c in comparisons]
+        comparisons = [calibrated(c, calibration, calibrate_only) for c in comparisons]
     outcomes: list[tuple[int, int, float]] = []
     for (i, j), c in zip(index_pairs, comparisons, strict=True):
         if c.p_a is not None:

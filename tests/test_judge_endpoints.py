@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -411,6 +413,53 @@ def test_a_bad_list_of_urls_is_a_one_line_error(
         assert not world["store"].exists()  # refused before a store was made
 
 
+@pytest.mark.parametrize(
+    ("flags", "env", "expected"),
+    [
+        (["--judge-base-url", "ftp://judge.example/v1"], {},
+         "Error: --judge-base-url: 'ftp://judge.example/v1' is not an http:// or https:// URL"),
+        (["--judge-base-url", "notaurl"], {},
+         "Error: --judge-base-url: 'notaurl' is not an http:// or https:// URL with a host"),
+        (["--judge-base-url", "http://a:99999/v1"], {},
+         "Error: --judge-base-url: 'http://a:99999/v1' has a bad port"),
+        ([], {"CHARTER_JUDGE_BASE_URL": "ftp://judge.example/v1"},
+         "Error: $CHARTER_JUDGE_BASE_URL: 'ftp://judge.example/v1' is not an http://"),
+        (["--policy-base-url", "notaurl"], {},
+         "Error: --policy-base-url: 'notaurl' is not an http:// or https:// URL"),
+        ([], {"OPENAI_BASE_URL": "notaurl"},
+         "Error: --judge: cannot load 'openai:scripted': $OPENAI_BASE_URL: 'notaurl' is not an"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["generate", "judge compare"])
+def test_one_bad_url_is_the_same_one_line_error_as_a_bad_list(
+    tmp_path: Path, flags: list[str], env: dict[str, str], expected: str, command: str
+) -> None:
+    """One URL follows the list's rule: no run whose every call fails, or is retried for
+    minutes, and no 'every judgment failed' with exit 0."""
+    world = make_world(tmp_path, PROMPTS[:2])
+    common = ["--dir", str(world["principles"]), "--judge", "openai:scripted", *flags]
+    if command == "generate":
+        args = ["generate", "--prompts", str(world["prompts"]), "--store", str(world["store"]),
+                "--policy", "openai:x", *common]  # fmt: skip
+    else:
+        if "--policy-base-url" in flags:
+            pytest.skip("judge compare has no policy")
+        args = ["judge", "compare", "--prompt", "p", "--a", "x", "--b", "y", *common]
+    blank = {"CHARTER_JUDGE_BASE_URL": "", "CHARTER_POLICY_BASE_URL": "", "OPENAI_BASE_URL": ""}
+    started = time.monotonic()
+    code, out, err = invoke(args, env={**blank, **env})
+    assert code == 1, (out, err)
+    assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and out == ""
+    assert time.monotonic() - started < 10  # refused, not retried
+    if "OPENAI_BASE_URL" not in env:
+        assert not world["store"].exists()  # before a store was made
+    elif world["store"].exists():  # read when the model loads: still before any job
+        with sqlite3.connect(world["store"]) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            assert "jobs" not in tables or not db.execute("SELECT * FROM jobs").fetchall()
+
+
 def test_the_service_job_view_gives_each_endpoint_s_share_without_its_url(
     tmp_path: Path,
 ) -> None:
@@ -487,7 +536,17 @@ def test_the_service_refuses_a_bad_list_of_endpoints_in_one_line(tmp_path: Path)
     with pytest.raises(SettingsError) as caught:
         ServiceSettings.from_env(env)
     assert str(caught.value) == (
-        "judge_base_url: item 2 of 3 is empty (list URLs separated by single commas)"
+        "$CHARTER_JUDGE_BASE_URL: item 2 of 3 is empty (list URLs separated by single commas)"
+    )
+    for name, url in [("CHARTER_JUDGE_BASE_URL", "ftp://a/v1"), ("OPENAI_BASE_URL", "notaurl")]:
+        with pytest.raises(SettingsError) as caught:
+            ServiceSettings.from_env({name: url, "CHARTER_API_TOKENS": TOKEN_A})
+        expected = f"${name}: {url!r} is not an http:// or https:// URL with a host"
+        assert str(caught.value) == expected
+    with pytest.raises(SettingsError) as caught:
+        ServiceSettings.from_env({"CHARTER_API_TOKENS": TOKEN_A}, judge_base_url="notaurl")
+    assert str(caught.value) == (
+        "judge_base_url: 'notaurl' is not an http:// or https:// URL with a host"
     )
     with pytest.raises(SettingsError) as caught:
         ServiceSettings.from_env({"CHARTER_ENDPOINT_REST_S": "soon", "CHARTER_API_TOKENS": TOKEN_A})

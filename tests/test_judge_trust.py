@@ -314,6 +314,70 @@ def test_calibrate_then_generate_reports_calibrated_p_chosen(tmp_path: Path) -> 
         assert 0.5 < r["p_chosen"] < r["p_chosen_raw"]
 
 
+def test_a_calibration_survives_an_edit_to_another_principle(tmp_path: Path) -> None:
+    """Editing one principle leaves the calibration on the verdicts under the others (their raw
+    p_a is what it was when the calibration was fit); rows that involve the edited principle
+    stay raw and the job says which principle and how to re-fit. An edit to every principle
+    leaves nothing calibrated and the job says which calibration no longer fits and why."""
+    levels = [-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]
+    pairs, p_yes = _overconfident_world(levels, 30, "edit", temperature=3.0, bias=0.0)
+    labelled = _labelled_file(tmp_path / "labelled.jsonl", pairs)
+    principles = write_constitution(tmp_path / "principles")
+    store = tmp_path / "store.db"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": p.prompt, "responses": [p.a, p.b]}) + "\n"
+            for p in pairs[::4][:24]
+        )
+    )
+    judged = ("--judge", "openai:scripted", "--protocol", "pointwise", "--principles", "1")
+
+    def edit(pid: str) -> None:
+        path = principles / f"{pid}.toml"
+        path.write_text(path.read_text() + f'score = "Is the response {pid} enough?"\n')
+
+    with ScriptedJudgeServer(YesProbabilities(p_yes)) as server:
+        where = ("--dir", str(principles), "--store", str(store))
+        where += ("--judge-base-url", server.base_url)
+        code, out, err = cli(
+            "judge", "calibrate", "--pairs", str(labelled), *judged, *where, "--json"
+        )
+        assert code == 0, err
+        record = json.loads(out)["record"]
+        edit("helpful")
+        code, out, err = cli("generate", "--prompts", str(prompts), *judged, *where, "--json")
+        assert code == 0, err
+        summary = json.loads(out)
+        exported = tmp_path / "rows.jsonl"
+        assert cli("export", summary["job_id"], "--out", str(exported), "--store", str(store),
+                   "--min-confidence", "0.5")[0] == 0  # fmt: skip
+        rows = [json.loads(line) for line in exported.read_text().splitlines()]
+        edit("honest")
+        edit("harmless")
+        code, out, err = cli("generate", "--prompts", str(prompts), *judged, *where, "--json")
+        assert code == 0, err
+        none_fits = json.loads(out)
+    assert summary["calibration"]["id"] == record["id"]
+    assert summary["calibration"]["stale_principles"] == ["helpful"]
+    assert "helpful" in summary["calibration"]["note"]
+    assert "charter judge calibrate --pairs" in summary["calibration"]["note"]
+    assert "--principles 1" in summary["calibration"]["note"]
+    kept = [r for r in rows if r["principles"] != ["helpful"]]
+    raw = [r for r in rows if r["principles"] == ["helpful"]]
+    assert kept and raw, [r["principles"] for r in rows]
+    for r in kept:  # calibrated as before the edit: T > 1 pulls p_chosen towards 0.5
+        assert r["calibration"] == record["id"] and 0.5 < r["p_chosen"] < r["p_chosen_raw"]
+    for r in raw:
+        assert r["calibration"] is None and r["p_chosen"] == r["p_chosen_raw"]
+    assert none_fits["calibration"] is None
+    why = none_fits["uncalibrated_because"]
+    assert record["id"] in why and "every principle changed" in why
+    assert "harmless, helpful, honest" in why
+    assert "charter judge calibrate --pairs " + str(labelled) in why
+    assert "--judge openai:scripted" in why and "--principles 1" in why
+
+
 def test_a_job_id_covers_every_judge_config_field() -> None:
     records = [PromptRecord(prompt="Q?", responses=("a", "b"))]
     c = constitution()

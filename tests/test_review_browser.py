@@ -250,3 +250,27 @@ def test_a_cross_site_post_is_refused(chrome: WebDriver, world: ReviewWorld) -> 
     text = chrome.find_element(By.TAG_NAME, "body").text
     assert text.endswith("Refused: sent from a cross-site page.\nBack to the jobs"), text
     assert _label_count(world) == before
+
+
+def test_principle_labels_are_never_clipped(chrome: WebDriver, tmp_path: Path, shots: Path) -> None:
+    """Every label of the per-principle chart lies inside the drawing, as Chromium lays the
+    text out (a fixed label column cut "no-needless-refusal" to "o-needless-refusal")."""
+    from charter.service.pages.charts import principle_bars
+    from charter.service.pages.judge_stats import PrincipleStats
+
+    names = ["no-needless-refusal", "helpful", "x" * 64, "dangerous-capabilities"]
+    stats = [PrincipleStats(n, verdicts=4, swap_tests=4, consistent=3, agreeing=2) for n in names]
+    page = tmp_path / "chart.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{principle_bars(stats)}</body></html>")
+    chrome.get(page.as_uri())
+    boxes = chrome.execute_script(
+        "const svg = document.querySelector('svg.chart');"
+        "const view = svg.viewBox.baseVal;"
+        "return [...svg.querySelectorAll('text')].map(t => { const b = t.getBBox();"
+        " return [t.textContent, b.x, b.x + b.width, view.width]; });"
+    )
+    screenshot(chrome, "principle-bars", shots)
+    labels = {text: (left, right, width) for text, left, right, width in boxes}
+    assert {f"{name} (n=4)" for name in names} <= set(labels)
+    for text, (left, right, width) in labels.items():
+        assert left >= 0 and right <= width, (text, left, right, width)

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from charter.judge.agreement import wilson
 from charter.judge.evaluate import load_pairs
-from charter.service.pages.audit import SAMPLE_SIZE, wilson
+from charter.service.pages.audit import SAMPLE_SIZE
 from charter.service.settings import ServiceSettings, owner_of, split_token_entry
 from tests.support.review import (
     PAYLOADS,
@@ -276,6 +277,8 @@ def test_revise_rows_show_the_critique_chain_and_versions_diff(tmp_path: Path) -
     assert runner.invoke(cli, ["constitution", "freeze", *store, "-m", "first"]).exit_code == 0
     helpful = world["principles"] / "helpful.toml"
     helpful.write_text(helpful.read_text().replace("more helpfully", "more usefully"))
+    with helpful.open("a") as file:  # the pointwise question, which the page must show
+        file.write('score = "Does the response answer what was asked?"\n')
     meta = world["principles"] / "constitution.toml"
     meta.write_text(meta.read_text().replace('version = "1.0"', 'version = "1.1"'))
     assert runner.invoke(cli, ["constitution", "freeze", *store, "-m", "second"]).exit_code == 0
@@ -304,6 +307,11 @@ def test_revise_rows_show_the_critique_chain_and_versions_diff(tmp_path: Path) -
         row = alice.get(f"/pages/jobs/{job_id}/rows/{key}").text
         versions = alice.get("/pages/constitution", params={"a": "1.0", "b": "1.1"}).text
     assert "Critique and revision" in row and "The response could be more careful." in row
+    # Every question the judge asks is on the page: the score question as written, or the
+    # one built from the title when a principle has none (what the embedded judge asks).
+    scores = [s.strip() for s in re.findall(r'<td class="score">([^<]*)', versions)]
+    assert "Does the response answer what was asked?" in scores
+    assert "Does the response follow the principle &#34;harmless&#34;?" in scores
     assert 'id="verdicts"' in row
     assert "first" in versions and "second" in versions
     assert "more helpfully" in versions and "more usefully" in versions

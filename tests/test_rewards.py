@@ -337,6 +337,26 @@ def test_the_reward_routes_refuse_a_missing_or_bad_token(
     assert judge_server.calls == 0
 
 
+def test_a_wrong_token_in_the_url_is_not_called_a_bearer_token(
+    service: RunningService, judge_server: ScriptedJudgeServer
+) -> None:
+    """OpenRLHF users put the token in the URL; a 401 that says "bearer" sends them looking
+    for a header they never set."""
+    url = with_credentials(service.base_url, "wrong-token-0123456789") + "/v1/rewards/openrlhf"
+    body = {"query": [P1 + good(P1)], "prompts": [P1], "labels": [None]}
+    response = httpx.post(url, json=body)
+    assert response.status_code == 401
+    message = response.json()["error"]["message"]
+    assert "bearer" not in message.lower() and "URL" in message, message
+    bearer = httpx.post(
+        service.base_url + "/v1/rewards/openrlhf",
+        json=body,
+        headers={"Authorization": "Bearer wrong-token-0123456789"},
+    )
+    assert "bearer" in bearer.json()["error"]["message"]
+    assert judge_server.calls == 0
+
+
 def test_openrlhf_requests_that_do_not_fit_are_one_line_422s(service: RunningService) -> None:
     url = service.base_url + "/v1/rewards/openrlhf"
     auth = {"Authorization": f"Bearer {TOKEN_A}"}
@@ -351,6 +371,48 @@ def test_openrlhf_requests_that_do_not_fit_are_one_line_422s(service: RunningSer
         assert response.status_code == 422, body
         error = response.json()["error"]
         assert message in error["message"] and "\n" not in error["message"], error
+
+
+LONE = "hi \\ud800 there"
+"""A lone surrogate as JSON spells it: Python's json decodes it, no UTF-8 encoder writes it."""
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/v1/rewards/openrlhf", f'{{"query": ["{LONE}"], "prompts": ["hi"]}}', "body.query: [0]"),
+        ("/v1/rewards/openrlhf", f'{{"query": ["a b"], "prompts": ["{LONE}"]}}',
+         "body.prompts: [0]"),
+        ("/v1/rewards/openrlhf",
+         f'{{"query": ["a b"], "prompts": ["a"], "labels": ["{LONE}"]}}', "body.labels: [0]"),
+        ("/v1/rewards", f'{{"items": [{{"prompt": "p", "response": "{LONE}"}}]}}',
+         "body.items[0].response"),
+        ("/v1/rewards", f'{{"items": [{{"prompt": "{LONE}", "response": "r"}}]}}',
+         "body.items[0].prompt"),
+        ("/v1/feedback/compare", f'{{"prompt": "p", "a": "{LONE}", "b": "y"}}', "body.a"),
+        # The jobs route reads its body with pydantic's own JSON parser, which refuses it.
+        ("/v1/jobs", f'{{"prompts": ["{LONE}"]}}', "body: Invalid JSON: unexpected end of hex"),
+    ],
+)  # fmt: skip
+def test_a_lone_surrogate_is_a_one_line_422_naming_where(
+    service: RunningService,
+    judge_server: ScriptedJudgeServer,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: str,
+    where: str,
+) -> None:
+    """A body no client could have encoded from real text (OpenRLHF decodes tokens to valid
+    text) is refused as the docs promise, not judged into a fallback and an encoding error."""
+    headers = {"Authorization": f"Bearer {TOKEN_A}", "Content-Type": "application/json"}
+    response = httpx.post(service.base_url + path, content=body.encode(), headers=headers)
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(where) and "\n" not in message, message
+    if "Invalid JSON" not in where:
+        assert "lone surrogate (U+D800) at character 4" in message, message
+    assert judge_server.calls == 0
+    assert "UnicodeEncodeError" not in caplog.text
 
 
 # ---------------------------------------------------------------- verl and TRL

@@ -66,11 +66,12 @@ def freeze(directory: Path, store_path: Path, message: str, as_json: bool) -> No
     """Freeze the constitution in DIR into the store as an immutable version.
 
     Freezing unchanged content again does nothing. A version label already used by
-    different content is refused: bump `version` in constitution.toml first.
+    different content (frozen, or recorded by a job or eval run) is refused with the next
+    free label to set as `version` in constitution.toml.
     """
-    from charter.constitution import freeze as freeze_version
     from charter.constitution import load_constitution
     from charter.store import open_store
+    from charter.versions import freeze as freeze_version
 
     c = load_constitution(directory)
     result = freeze_version(open_store(store_path), c, message)

@@ -103,6 +103,7 @@ def generate(
       charter generate --prompts examples/prompts.jsonl --mode revise
       charter generate --prompts data.jsonl --judge openai:gpt-4o-mini -n 4
     """
+    from charter.calibrations import why_none
     from charter.calls import ensure_tables as ensure_call_tables
     from charter.constitution import load_constitution
     from charter.generate import JobFailed, JobStopped, Prices, StopRequest, run_job
@@ -169,12 +170,15 @@ def generate(
         _note(
             as_json,
             f"{'started' if created else 'resuming'} {job.id}: {len(records)} prompts, "
-            f"mode {options.mode}, constitution {constitution.version}",
+            f"mode {options.mode}, constitution {job.constitution.version} "
+            f"({job.constitution.digest[:12]})",
         )
     lease = LeaseSettings.from_env()
     ensure_free(db, job.id)  # says who runs it; run_job takes the lease for certain
     if job.spec.mode == "compare":
-        calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw"
+        calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw: " + (
+            why_none(db, job.spec.judge, job.constitution, job.spec.judge_config)
+        )
         _note(as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}")
 
     prices = (
@@ -279,10 +283,12 @@ def _note(as_json: bool, text: str) -> None:
         click.echo(text, err=True)
 
 
-def _trust_line(calibration: dict[str, Any] | None) -> str:
+def _trust_line(calibration: dict[str, Any] | None, why_none: str | None = None) -> str:
     """How far p_chosen can be trusted, in one line: the calibration and its held-out figures."""
     if not calibration:
-        return "raw (no calibration fits this judge; run `charter judge calibrate`)"
+        return (
+            f"raw ({why_none or 'no calibration fits this judge; run `charter judge calibrate`'})"
+        )
     line = f"calibrated by {calibration['id']} (T={calibration['temperature']:.2f})"
     held = calibration.get("heldout") or {}
     raw, fitted = held.get("raw"), held.get("calibrated")
@@ -336,7 +342,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     if s.get("protocol"):
         lines.append(f"  protocol     {s['protocol']}")
-        lines.append(f"  p_chosen     {_trust_line(s.get('calibration'))}")
+        lines.append(
+            f"  p_chosen     {_trust_line(s.get('calibration'), s.get('uncalibrated_because'))}"
+        )
+        if (s.get("calibration") or {}).get("note"):
+            lines.append(f"               {s['calibration']['note']}")
     lines.append(f"  model calls  {made} made, {reused} reused from the store")
     for role in ("judge", "policy"):
         lines += _endpoint_lines(role, (calls.get(role) or {}).get("endpoints"))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from charter.judge.agreement import AgreementSettings
 from charter.judge.config import REVISION_FIELDS, VERDICT_FIELDS, JudgeConfig
 from charter.settings import JUDGE_BASE_URL_ENV
 
@@ -22,6 +23,7 @@ from .progress import ProgressBar
 if TYPE_CHECKING:
     from charter.constitution import Constitution
     from charter.judge import ChatModel, Comparison, EvalReport
+    from charter.judge.agreement import PrincipleAgreement
 
 T = TypeVar("T")
 
@@ -304,6 +306,13 @@ plot_option = click.option(
 @click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
 @click.option("--price-in", type=click.FloatRange(min=0), help="USD per 1M prompt tokens.")
 @click.option("--price-out", type=click.FloatRange(min=0), help="USD per 1M completion tokens.")
+@click.option(
+    "--by-principle",
+    is_flag=True,
+    help="Also score each principle's own verdict against the labels (least agreeing first, "
+    "with 95%% Wilson intervals); give --principles N for every principle on every pair.",
+)
+@model_options(AgreementSettings, into="agreement_settings")
 @plot_option
 @store_option
 @_judging_options(VERDICT_FIELDS - {"protocol"})
@@ -316,6 +325,8 @@ def eval_judge(
     bins: int,
     price_in: float | None,
     price_out: float | None,
+    by_principle: bool,
+    agreement_settings: AgreementSettings,
     plot_path: Path | None,
     store_path: Path,
     setup: JudgeSetup,
@@ -326,10 +337,12 @@ def eval_judge(
     Reports agreement on decided pairs and coverage, accuracy at each confidence threshold,
     Brier score, log loss and expected calibration error (raw, and calibrated when a
     calibration fits this judge), position consistency and P(prefers first slot) (pairwise),
-    P(prefers longer), parse failures, calls, tokens and cost.
+    P(prefers longer), parse failures, calls, tokens and cost. With --by-principle, each
+    principle's own agreement with the labels too.
     """
     from charter.calibrations import find, load
     from charter.judge import evaluate, load_pairs
+    from charter.judge.agreement import principle_agreement, votes
     from charter.store import open_store
 
     pairs = load_pairs(pairs_path)
@@ -338,6 +351,8 @@ def eval_judge(
     configs = [setup.config.model_copy(update={"protocol": p}) for p in protocols or ["auto"]]
     prices = (price_in or 0.0, price_out or 0.0) if price_in or price_out else None
 
+    principles: list[list[PrincipleAgreement]] = []
+
     async def work(model: ChatModel, constitution: Constitution) -> list[EvalReport]:
         reports = []
         for config in configs:
@@ -345,6 +360,7 @@ def eval_judge(
                 find(db, model.spec, constitution.digest, config) if calibrated else None
             )
             label = f"pairs ({config.protocol_for(model.spec)})"
+            verdicts: dict[int, Comparison] = {}
             with ProgressBar(label, quiet=as_json) as bar:
                 reports.append(
                     await evaluate(
@@ -355,28 +371,62 @@ def eval_judge(
                         concurrency=setup.concurrency,
                         calibration=found.calibration if found else None,
                         prices=prices,
-                        on_result=bar.counter(len(pairs)),
+                        on_result=_keeping(verdicts, bar.counter(len(pairs))),
                     )
                 )
+            margin = config.resolved(model.spec).margin(constitution)
+            labelled = [(p.preferred, votes(verdicts[i].principles)) for i, p in enumerate(pairs)]
+            principles.append(principle_agreement(labelled, margin, agreement_settings))
         return reports
 
     reports = setup.run(work)
     if plot_path is not None:
         _plot(plot_path, reports, pairs, bins)
     if as_json:
-        echo_json(
-            {
-                "reports": [r.model_dump(mode="json") for r in reports],
-                "recommended": _recommended(reports),
-            }
-        )
+        data = {
+            "reports": [r.model_dump(mode="json") for r in reports],
+            "recommended": _recommended(reports),
+        }
+        if by_principle:
+            data["by_principle"] = [
+                {"protocol": r.protocol, "principles": [a.model_dump(mode="json") for a in p]}
+                for r, p in zip(reports, principles, strict=True)
+            ]
+        echo_json(data)
         return
-    for report in reports:
+    for report, agreement in zip(reports, principles, strict=True):
         _print_report(report, bins)
+        if by_principle:
+            _print_by_principle(agreement)
     if len(reports) > 1:
         click.echo(f"use protocol {_recommended(reports)} for this judge")
     if plot_path is not None:
         click.echo(f"plot: {plot_path}")
+
+
+def _keeping(
+    kept: dict[int, Comparison], then: Callable[..., None]
+) -> Callable[[int, Comparison], None]:
+    """An `on_result` that keeps each comparison by its pair's index, then calls `then`."""
+
+    def done(index: int, comparison: Comparison) -> None:
+        kept[index] = comparison
+        then(index, comparison)
+
+    return done
+
+
+def _print_by_principle(rows: list[PrincipleAgreement]) -> None:
+    click.echo("  by principle, least agreeing first (95% Wilson interval):")
+    for a in rows:
+        counts = f"{a.agreed} of {a.decided} decided ({a.voted} voted)"
+        if a.too_few or a.agreement is None or a.interval is None:
+            click.echo(f"    {a.principle_id:<24} too few to tell: {counts}")
+            continue
+        low, high = a.interval
+        click.echo(
+            f"    {a.principle_id:<24} {a.agreement:6.1%}  [{low:.1%}, {high:.1%}]  {counts}"
+        )
 
 
 def _recommended(reports: list[EvalReport]) -> str:

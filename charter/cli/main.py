@@ -17,6 +17,7 @@ from .principles import principles
 from .report import report
 from .serve import serve
 from .train import train
+from .workbench import conflicts
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +45,7 @@ cli.add_command(judge)
 cli.add_command(generate)
 cli.add_command(export)
 cli.add_command(jobs)
+jobs.add_command(conflicts)
 cli.add_command(serve)
 cli.add_command(eval_models)
 cli.add_command(train)

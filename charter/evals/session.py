@@ -20,6 +20,7 @@ from charter.judge.backends.base import ChatModel
 from charter.judge.config import JudgeConfig
 from charter.judge.prompts import KeyedNonces
 from charter.store import check_table
+from charter.versions import frozen_for_run
 
 from .runs import COLUMNS, EVAL_RUNS, new_batch, runs_of, save_runs
 from .settings import SamplingSettings, SuiteSettings
@@ -130,7 +131,7 @@ def store_outcome(
         batch=batch,
         sources=plan.sources,
         judge=judge,
-        constitution=constitution,
+        constitution=frozen_for_run(db, constitution),
         settings=settings,
     )
     save_runs(db, runs)

@@ -79,6 +79,13 @@ async def _owner_or_basic(
         owner = authenticate(service.owners, bearer.credentials)
     elif basic is not None:
         owner = authenticate(service.owners, basic.password)
+        if owner is None:  # the caller put the token in the URL: say so, not "bearer"
+            raise ApiError(
+                401,
+                "unauthorized",
+                "invalid token in the URL (http://NAME:TOKEN@host/...): the password part "
+                "must be a token listed in CHARTER_API_TOKENS",
+            )
     if owner is None:
         raise ApiError(401, "unauthorized", "missing or invalid bearer token")
     return owner

@@ -110,17 +110,19 @@ class JobOptions(JudgeConfig, QualityConfig):
         default_policy: str,
     ) -> JobSpec:
         """The job spec, with the calibration the store (or charter) has for this judge,
-        constitution and settings, if any: what `charter generate` and the service run."""
-        from charter.calibrations import find
+        constitution and settings, if any (one fit before some principles were edited counts:
+        it calibrates the verdicts under the others): what `charter generate` and the service
+        run."""
+        from charter.calibrations import find_fit
 
         judge = self.judge or default_judge
-        found = find(db, judge, constitution.digest, self.judge_config(judge))
+        found = find_fit(db, judge, constitution, self.judge_config(judge))
         return self.to_spec(
             records,
             constitution,
             default_judge=default_judge,
             default_policy=default_policy,
-            calibration=found.id if found else None,
+            calibration=found.record.id if found else None,
         )
 
     def to_spec(

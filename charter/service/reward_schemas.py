@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -17,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from charter.common.unicode import check_unicode, valid_unicode
 from charter.judge.reward import RewardConfig
 
 from .schemas import MAX_TEXT_CHARS, Content, FeedbackRequest, Text
@@ -24,7 +26,9 @@ from .schemas import MAX_TEXT_CHARS, Content, FeedbackRequest, Text
 MAX_REWARD_ITEMS = 1024
 """Items per reward request: a large RL batch in one call, well under the body limit."""
 
-Group = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+Group = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), BeforeValidator(valid_unicode)
+]
 
 
 def check_deadline(value: float | None) -> float | None:
@@ -118,6 +122,10 @@ class OpenRLHFRewardRequest(BaseModel):
                     f"[{i}] is {len(text):,} characters, over the limit of "
                     f"{2 * MAX_TEXT_CHARS:,}; set CHARTER_MAX_TEXT_CHARS to raise it"
                 )
+            try:
+                check_unicode(text)
+            except ValueError as exc:  # OpenRLHF decodes tokens to valid text: never its body
+                raise ValueError(f"[{i}] {exc}") from None
         return texts
 
     @model_validator(mode="after")
@@ -131,10 +139,21 @@ class OpenRLHFRewardRequest(BaseModel):
             raise ValueError(
                 f"labels has {len(self.labels)} items and query {len(self.query)}; they must match"
             )
-        for i, label in enumerate(self.labels or []):
-            if isinstance(label, str) and len(label) > MAX_TEXT_CHARS:
-                raise ValueError(f"labels[{i}] is over the limit of {MAX_TEXT_CHARS:,} characters")
         return self
+
+    @field_validator("labels")
+    @classmethod
+    def _label_texts(cls, labels: list[Any] | None) -> list[Any] | None:
+        for i, label in enumerate(labels or []):
+            if not isinstance(label, str):
+                continue
+            if len(label) > MAX_TEXT_CHARS:
+                raise ValueError(f"[{i}] is over the limit of {MAX_TEXT_CHARS:,} characters")
+            try:
+                check_unicode(label)
+            except ValueError as exc:
+                raise ValueError(f"[{i}] {exc}") from None
+        return labels
 
 
 class OpenRLHFRewardResponse(BaseModel):

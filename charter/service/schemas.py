@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from charter.common.limits import InputLimits
+from charter.common.unicode import valid_unicode
 from charter.constitution import Constitution
 from charter.inputs import PromptRecord, check_prompt, check_responses
 from charter.judge.config import JudgeConfig
@@ -20,8 +21,10 @@ from .options import JobOptions, ModelSpec
 
 MAX_TEXT_CHARS = InputLimits.from_env().max_text_chars
 """Texts in requests obey the limit on texts in files (`CHARTER_MAX_TEXT_CHARS`, read once)."""
-Content = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+Content = Annotated[str, Field(max_length=MAX_TEXT_CHARS), BeforeValidator(valid_unicode)]
+Text = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), BeforeValidator(valid_unicode)
+]
 ConstitutionRef = Annotated[
     str,
     Field(

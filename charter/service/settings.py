@@ -196,6 +196,12 @@ class ServiceSettings(BaseModel):
         ]:
             if env.get(name):
                 values[key] = env[name]
+        for name in (JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV, "OPENAI_BASE_URL"):
+            if env.get(name):  # one rule for one URL and a list; the error names the variable
+                try:
+                    split_base_urls(env[name], f"${name}")
+                except ValueError as exc:
+                    raise SettingsError(str(exc)) from None
         if env.get(MODELS_ENV):
             values["allowed_models"] = tuple(
                 p.strip() for p in env[MODELS_ENV].split(",") if p.strip()

@@ -79,29 +79,31 @@ class BackendOptions(BaseModel):
 
 
 def split_base_urls(text: str, source: str) -> tuple[str, ...]:
-    """The URLs of a comma-separated list; `ValueError` naming `source` (the option, variable
-    or field it came from; "" when the caller names it) and the bad item.
+    """The URLs of one URL or a comma-separated list; `ValueError` naming `source` (the option,
+    variable or field it came from; "" when the caller names it) and the bad item.
 
-    Spaces around an item are dropped; an empty item, a URL given twice, or one that is not
-    `http(s)://host...` is an error rather than a silently smaller fleet. Text without a comma
-    is one endpoint, passed on as it always was (its client reports what is wrong with it).
+    One rule for one URL and for a list: spaces around an item are dropped; an empty item, a
+    URL given twice, or one that is not `http(s)://host...` is an error, before any call is
+    made (not a run whose every call fails, or is retried for minutes).
     """
-    if "," not in text:
-        return (text,)
     items = [item.strip() for item in text.split(",")]
     urls: list[str] = []
     for number, url in enumerate(items, start=1):
-        where = f"{source}: " * bool(source) + f"item {number} of {len(items)}"
+        where = source
+        if len(items) > 1:
+            where = f"{source}: " * bool(source) + f"item {number} of {len(items)}"
+        prefix = f"{where}: " if where else ""
         if not url:
-            raise ValueError(f"{where} is empty (list URLs separated by single commas)")
+            hint = " (list URLs separated by single commas)" if len(items) > 1 else ""
+            raise ValueError(f"{where or 'the URL'} is empty{hint}")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{where}: {url!r} is not an http:// or https:// URL with a host")
+            raise ValueError(f"{prefix}{url!r} is not an http:// or https:// URL with a host")
         try:
             parts.port  # noqa: B018 - raises on a port out of range or not a number
         except ValueError:
-            raise ValueError(f"{where}: {url!r} has a bad port") from None
+            raise ValueError(f"{prefix}{url!r} has a bad port") from None
         if url.rstrip("/") in (u.rstrip("/") for u in urls):
-            raise ValueError(f"{where}: {url!r} is listed twice")
+            raise ValueError(f"{prefix}{url!r} is listed twice")
         urls.append(url)
     return tuple(urls)

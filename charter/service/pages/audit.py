@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,15 +18,22 @@ from typing import Literal
 import sqlite_utils
 
 from charter.jobs import PREFERENCES, Preference, preference_from_row
+from charter.judge.agreement import (
+    DEFAULT_AGREEMENT,
+    AgreementSettings,
+    PrincipleAgreement,
+    wilson,
+)
+from charter.judge.agreement import principle_agreement as by_principle
 from charter.judge.evaluate import LabelledPair, LabelQuality, label_quality
 from charter.store import check_table, write_lock
 
+from .detail import row_detail
 from .rows import prompt_text
 
 LABELS = "audit_labels"
 _COLUMNS = ("job_id", "row_key", "owner", "owner_name", "label", "shown_first", "created_at")
 SAMPLE_SIZE = 30
-Z_95 = 1.959964
 
 Label = Literal["chosen", "rejected", "tie"]
 Choice = Literal["a", "b", "tie"]
@@ -171,17 +177,6 @@ def human_labels(db: sqlite_utils.Database, job_id: str) -> list[HumanLabel]:
     return [HumanLabel(k, n, lab, prefs[k]) for k, n, lab in rows if k in prefs]
 
 
-def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
-    """The Wilson score interval of a proportion: sound at the small n a sample has."""
-    if n == 0:
-        return None
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass
 class Agreement:
     labels: int
@@ -227,3 +222,21 @@ def labelled_pairs(db: sqlite_utils.Database, job_id: str) -> list[LabelledPair]
 def pairs_jsonl(pairs: list[LabelledPair]) -> Iterator[str]:
     for pair in pairs:
         yield json.dumps(pair.model_dump(), ensure_ascii=False) + "\n"
+
+
+def principle_agreement(
+    db: sqlite_utils.Database,
+    job_id: str,
+    tie_margin: float,
+    settings: AgreementSettings = DEFAULT_AGREEMENT,
+) -> list[PrincipleAgreement]:
+    """Each principle's own verdict on the labelled rows against the people's decided labels,
+    least agreeing first (see `charter.judge.agreement`)."""
+    labelled: list[tuple[Literal["a", "b"], dict[str, float | None]]] = []
+    for h in human_labels(db, job_id):
+        if h.label == "tie":
+            continue
+        verdicts = row_detail(db, h.preference).verdicts  # in terms of the row: a is chosen
+        votes = {v.principle: v.p_chosen for v in verdicts}
+        labelled.append(("a" if h.label == "chosen" else "b", votes))
+    return by_principle(labelled, tie_margin, settings)

@@ -6,21 +6,25 @@ carry the colours, so the pages' Content-Security-Policy needs no inline-style e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
 from charter.judge.calibration import ReliabilityBin
+from charter.judge.conflicts import ConflictReport
 
 from .judge_stats import PrincipleStats
 
 W, H, PAD = 420, 200, 32
-INK, BAR, BAR2, GRID = "#222", "#3b6ea8", "#d08a2c", "#ccc"
+INK, BAR, BAR2, GRID, HOT = "#222", "#3b6ea8", "#d08a2c", "#ccc", "#b03a2e"
+CHAR_W = 7.0
+"""An upper bound on one character's width at font-size 11 in a sans-serif font."""
 
 
-def _svg(body: list[str], title: str, height: int = H) -> Markup:
+def _svg(body: list[str], title: str, height: int = H, width: int = W) -> Markup:
     return Markup(
-        f'<svg class="chart" role="img" viewBox="0 0 {W} {height}" width="{W}" height="{height}" '
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>{"".join(body)}</svg>'
     )
 
@@ -54,10 +58,16 @@ def p_chosen_histogram(counts: Sequence[int]) -> Markup:
 
 def principle_bars(stats: Sequence[PrincipleStats]) -> Markup:
     """Per principle: position consistency (swap tests agreeing) and agreement with the
-    comparison's overall verdict, each as a bar on [0, 1]."""
+    comparison's overall verdict, each as a bar on [0, 1], labelled with its verdicts' n."""
     row_h = 34
     height = PAD + row_h * max(1, len(stats)) + 24
-    label_w, inner_w = 110, W - 110 - PAD
+    # Room for the longest label, never clipped: ids run to 64 characters, and a fixed
+    # column cut "no-needless-refusal" to "o-needless-refusal".
+    labels = [f"{s.principle} (n={s.verdicts})" for s in stats]
+    longest = max((len(label) for label in labels), default=0)
+    label_w = max(110, int(longest * CHAR_W) + 12)
+    inner_w = W - 110 - PAD
+    width = label_w + inner_w + PAD
     body = [
         f'<rect x="{label_w}" y="6" width="10" height="10" fill="{BAR}"/>',
         _text(label_w + 14, 15, "position consistency", anchor="start"),
@@ -66,7 +76,7 @@ def principle_bars(stats: Sequence[PrincipleStats]) -> Markup:
     ]
     for i, s in enumerate(stats):
         y = PAD + i * row_h
-        body.append(_text(label_w - 6, y + 16, s.principle, anchor="end"))
+        body.append(_text(label_w - 6, y + 16, labels[i], anchor="end"))
         for j, (value, colour) in enumerate(((s.consistency, BAR), (s.agreement, BAR2))):
             yy = y + j * 13
             if value is None:
@@ -80,7 +90,7 @@ def principle_bars(stats: Sequence[PrincipleStats]) -> Markup:
     body.append(
         f'<line x1="{label_w}" y1="{PAD - 4}" x2="{label_w}" y2="{height - 20}" stroke="{INK}"/>'
     )
-    return _svg(body, "Position consistency and agreement per principle", height)
+    return _svg(body, "Position consistency and agreement per principle", height, width)
 
 
 def reliability_diagram(bins: Sequence[ReliabilityBin]) -> Markup:
@@ -109,3 +119,47 @@ def reliability_diagram(bins: Sequence[ReliabilityBin]) -> Markup:
             f"{b.frac_a_preferred:.0%}</title></circle>"
         )
     return _svg(body, "Reliability of p_chosen against the people's labels")
+
+
+def conflict_matrix(report: ConflictReport, link: Callable[[str, str], str]) -> Markup:
+    """Principle x principle: each cell is how often the two were confident and opposite over
+    the comparisons both voted on ("conflicts/shared"), darker the higher the rate, and links
+    to those rows (`link(first, second)`). Rows are numbered; columns carry the numbers."""
+    names = report.principles
+    cell, label_w, top = 44, 150, 40
+    width = label_w + cell * max(1, len(names)) + 8
+    height = top + cell * max(1, len(names)) + 8
+    body = [_text(label_w + cell * i + cell / 2, top - 10, str(i + 1)) for i in range(len(names))]
+    for i, row in enumerate(names):
+        y = top + i * cell
+        body.append(_text(label_w - 6, y + cell / 2 + 4, f"{i + 1}. {row}", anchor="end"))
+        for j, col in enumerate(names):
+            x = label_w + j * cell
+            box = f'x="{x + 1}" y="{y + 1}" width="{cell - 2}" height="{cell - 2}"'
+            if i == j:
+                body.append(f'<rect {box} fill="{GRID}"/>')
+                continue
+            pair = report.pair(row, col)
+            if pair is None:
+                body.append(
+                    f'<rect {box} fill="none" stroke="{GRID}"><title>{escape(row)} and '
+                    f"{escape(col)}: fewer than {report.settings.min_shared} shared "
+                    "comparisons</title></rect>"
+                )
+                continue
+            rate = pair.rate or 0.0
+            label = f"{pair.conflicts}/{pair.shared}"
+            tip = (
+                f"{row} and {col}: both confident and opposite in {pair.conflicts} of "
+                f"{pair.shared} shared comparisons"
+            )
+            ink = "#fff" if rate > 0.5 else INK
+            body.append(
+                f'<a class="conflict-cell" href="{escape(link(row, col))}">'
+                f"<title>{escape(tip)}</title>"
+                f'<rect {box} fill="{HOT}" fill-opacity="{0.08 + 0.92 * rate:.2f}" '
+                f'stroke="{GRID}"/>'
+                f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" font-size="10" '
+                f'text-anchor="middle" fill="{ink}">{escape(label)}</text></a>'
+            )
+    return _svg(body, "Conflicts between principles", height, width)

@@ -7,11 +7,11 @@ prompts keeps the chart's cost fixed and says how many prompts it is from.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import sqlite_utils
 
+from charter.conflicts import done_results
 from charter.jobs import JOB_PROMPTS
 
 SAMPLE = 200
@@ -45,16 +45,10 @@ def judge_stats(db: sqlite_utils.Database, job_id: str, sample: int = SAMPLE) ->
     done = db.execute(
         f"SELECT COUNT(*) FROM {JOB_PROMPTS} WHERE job_id = ? AND status = 'done'", [job_id]
     ).fetchone()[0]
-    step = max(1, -(-int(done) // sample))
     by_id: dict[str, PrincipleStats] = {}
     read = 0
-    for (raw,) in db.execute(
-        f"SELECT result FROM {JOB_PROMPTS} WHERE job_id = ? AND status = 'done' "
-        "AND position % ? = 0 ORDER BY position LIMIT ?",
-        [job_id, step, sample],
-    ):
+    for _, result in done_results(db, job_id, sample):
         read += 1
-        result = json.loads(raw or "{}")
         for comparison in result.get("comparisons", []) + result.get("verifications", []):
             winner = comparison.get("winner")
             for verdict in comparison.get("principles", []):

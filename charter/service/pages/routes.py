@@ -7,9 +7,11 @@ token that submitted it, as in the API. None of these routes is in the OpenAPI d
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
@@ -17,9 +19,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from charter.calibrations import CalibrationError, calibrate_on_pairs, save, stored
-from charter.constitution import diff_constitutions, history
+from charter.conflicts import job_conflicts
+from charter.constitution import Principle, diff_constitutions, history
 from charter.generate import DEFAULT_MIN_CONFIDENCE
-from charter.jobs import JobRecord, get_job
+from charter.jobs import JobRecord, get_job, job_prompts
 
 from .. import records
 from ..auth import authenticate
@@ -29,13 +32,14 @@ from ..state import Service, ServiceDep
 from . import audit, charts, rows
 from .detail import row_detail
 from .guard import PAGE_HEADERS, SessionDep, check_csrf, check_same_origin, sessions_of
-from .judge_stats import judge_stats
+from .judge_stats import SAMPLE, judge_stats
 from .render import HERE, page
 from .sessions import COOKIE, Session
 
 log = logging.getLogger(__name__)
 
 KEY = r"^[0-9a-f]{64}$"
+PRINCIPLE = r"^[a-z0-9][a-z0-9_-]*$"
 STATIC = {"pages.css": "text/css", "live.js": "text/javascript"}
 JobId = Annotated[str, PathParam(pattern=JOB_ID)]
 RowKey = Annotated[str, PathParam(pattern=KEY)]
@@ -157,6 +161,7 @@ async def job_page(job_id: JobId, service: ServiceDep, session: SessionDep) -> H
     if quality is not None and quality.calibration is not None:
         reliability = charts.reliability_diagram(quality.calibration.reliability)
     stats = judge_stats(service.db, job.id)
+    conflicts = job_conflicts(service.db, job.id, sample=SAMPLE)
     source = _labels_source(job.id)
     fitted = [r for r in stored(service.db) if r.pairs_source == source]
     _, labelled, sample = audit.next_pair(service.db, job.id, session.owner)
@@ -169,11 +174,51 @@ async def job_page(job_id: JobId, service: ServiceDep, session: SessionDep) -> H
         principles=charts.principle_bars(stats.principles) if stats.principles else None,
         stats=stats,
         agreement=agreed,
+        by_principle=audit.principle_agreement(service.db, job.id, margin),
+        conflicts=conflicts,
+        matrix=(
+            charts.conflict_matrix(conflicts.report, functools.partial(_conflict_link, job.id))
+            if len(conflicts.report.principles) > 1
+            else None
+        ),
         reliability=reliability,
         calibrations=fitted,
         labelled=labelled,
         sample=sample,
         live=view.state in ("running", "queued"),
+    )
+
+
+def _conflict_link(job_id: str, first: str, second: str) -> str:
+    return f"/pages/jobs/{job_id}/conflicts?{urlencode({'first': first, 'second': second})}"
+
+
+@router.get("/pages/jobs/{job_id}/conflicts")
+async def conflicts_page(
+    job_id: JobId,
+    service: ServiceDep,
+    session: SessionDep,
+    first: Annotated[str, Query(pattern=PRINCIPLE, max_length=64)],
+    second: Annotated[str, Query(pattern=PRINCIPLE, max_length=64)],
+) -> HTMLResponse:
+    """The comparisons where two principles were both confident and opposite (the job
+    page's matrix cell), from the same sample of prompts the matrix read."""
+    job = _owned(service, session, job_id)
+    found = job_conflicts(service.db, job.id, sample=SAMPLE)
+    pair = found.report.pair(first, second)
+    flipped = pair is not None and (pair.first, pair.second) != (first, second)
+    positions = {r.position for r in pair.rows} if pair else set()
+    prompts = {pos: r.text for pos, r in job_prompts(service.db, job.id) if pos in positions}
+    return page(
+        "conflicts.html",
+        session=session,
+        job=job,
+        first=first,
+        second=second,
+        pair=pair,
+        flipped=flipped,
+        found=found,
+        prompts=prompts,
     )
 
 
@@ -310,6 +355,7 @@ async def constitution_page(
         "constitution.html",
         session=session,
         current=current,
+        show_applies="applies" in Principle.model_fields,  # shown once principles have it
         versions=versions,
         diff=diff,
         **context,
