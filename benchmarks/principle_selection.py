@@ -202,10 +202,15 @@ def configs(name: str) -> list[JudgeConfig]:
     return runs
 
 
-async def run(judges: list[str], pairs: list[LabelledPair], categories: list[str]) -> list[Result]:
+async def run(
+    judges: list[str], all_pairs: list[LabelledPair], all_categories: list[str], every: int
+) -> list[Result]:
     constitution = load_constitution(REPO / "principles")
     results: list[Result] = []
     for name in judges:
+        step = 1 if name == "scripted" else every
+        pairs, categories = all_pairs[::step], all_categories[::step]
+        print(f"{name}: {len(pairs)} pairs", flush=True)
         server: ScriptedJudgeServer | None = None
         if name == "scripted":
             cases = [
@@ -239,6 +244,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--judges", default="smollm2,scripted")
     parser.add_argument("--pairs", type=int, default=0, help="first N labelled pairs (0: all)")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="the embedded judge takes every Nth pair (the file interleaves nothing: this keeps "
+        "each category's share); the scripted judge always takes them all",
+    )
     parser.add_argument("--json", dest="json_path", help="also write the figures here")
     args = parser.parse_args()
     pairs = load_pairs(PAIRS_FILE)
@@ -247,7 +259,7 @@ def main() -> None:
     if args.pairs:
         pairs, categories = pairs[: args.pairs], categories[: args.pairs]
     print(f"{len(pairs)} labelled pairs from {PAIRS_FILE.name}; load {os.getloadavg()}")
-    results = asyncio.run(run(args.judges.split(","), pairs, categories))
+    results = asyncio.run(run(args.judges.split(","), pairs, categories, args.every))
     print(f"load {os.getloadavg()}")
     if args.json_path:
         Path(args.json_path).write_text(
