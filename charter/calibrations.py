@@ -30,7 +30,7 @@ from charter.common.limits import InputLimits
 from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
 from charter.judge.calibration import Calibration, fit_calibration, holdout_split
-from charter.judge.config import IDENTITY, VERDICT_FIELDS, JudgeConfig, Protocol
+from charter.judge.config import VERDICT_FIELDS, JudgeConfig, Protocol
 from charter.judge.evaluate import EvalReport, LabelledPair, judge_pairs, summarise
 from charter.judge.results import Comparison
 
@@ -93,9 +93,7 @@ def settings_digest(config: JudgeConfig) -> str:
     """Digest of the config's settings that can change a verdict (the protocol is keyed
     apart)."""
     return canonical_digest(
-        config.model_dump(
-            mode="json", include=set(VERDICT_FIELDS - {"protocol"}), context={IDENTITY: True}
-        )
+        config.identity(include=set(VERDICT_FIELDS - {"protocol"}))
     )
 
 

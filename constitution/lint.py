@@ -176,12 +176,14 @@ def check_examples(path: Path, data: dict[str, Any], text: str) -> list[Finding]
 
     for number, example in enumerate(examples, start=1):
         for key in sorted(set(example) - allowed):
-            add(
-                number,
-                key,
-                "unknown-key",
-                f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})",
-            )
+            if key in principle_keys():
+                message = (
+                    f"{key!r} belongs to the principle, but TOML puts every key after an "
+                    "[[examples]] header into that example: move it above the first [[examples]]"
+                )
+            else:
+                message = f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
+            add(number, key, "unknown-key", message)
         texts: dict[str, str] = {}
         for key in (*EXAMPLE_TEXTS, "why"):
             if key not in example:

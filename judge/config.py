@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
 
@@ -34,11 +34,6 @@ RECOMMENDED_SELECTIONS: dict[str, Selection] = {}
 """Judges whose principle selection was measured on the shipped labelled pairs (BENCHMARKS.md,
 "Principles that fit the conversation"); every other judge selects at random, as before
 `applies` existed, until measured."""
-
-IDENTITY = "identity"
-"""Serialisation context key: dump only what makes a config judge differently (settings added
-after jobs and calibrations were first stored are left out at the value that behaves as before,
-so those keep their ids)."""
 
 
 class JudgeConfig(BaseModel):
@@ -164,17 +159,16 @@ class JudgeConfig(BaseModel):
         selection = self.resolved(judge_spec).selection
         return "relevant" if selection == "relevant" else "random"
 
-    @model_serializer(mode="wrap")
-    def _identity(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
-        """With `context={"identity": True}`: settings that behave as before they existed are
-        left out (random selection makes the `applies_*` settings moot; no demonstrations)."""
-        data: dict[str, Any] = handler(self)
-        if isinstance(info.context, dict) and info.context.get(IDENTITY):
-            if self.selection == "random":
-                for name in ("selection", "applies_threshold", "applies_limit"):
-                    data.pop(name, None)
-            if self.few_shot == 0:
-                data.pop("few_shot", None)
+    def identity(self, include: set[str] | None = None) -> dict[str, Any]:
+        """The settings as JSON data for hashing (a job's id, a calibration's key): settings
+        that behave as before they existed are left out (random selection makes the
+        `applies_*` settings moot; no demonstrations), so ids made before them still match."""
+        data = self.model_dump(mode="json", include=include)
+        if self.selection == "random":
+            for name in ("selection", "applies_threshold", "applies_limit"):
+                data.pop(name, None)
+        if self.few_shot == 0:
+            data.pop("few_shot", None)
         return data
 
     def protocol_for(self, judge_spec: str) -> Protocol:

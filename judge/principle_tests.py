@@ -130,6 +130,9 @@ async def _judge_example(
     config: JudgeConfig,
     nonces: NonceSource,
 ) -> ExampleOutcome:
+    if config.few_shot:  # never shown the example it is tested on
+        others = tuple(e for n, e in enumerate(principle.examples, start=1) if n != index)
+        principle = principle.model_copy(update={"examples": others})
     single = alone(constitution, principle)
     verdict_task = compare(
         model, single, example.prompt, example.better, example.worse, config, nonces=nonces

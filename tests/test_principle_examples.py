@@ -278,7 +278,7 @@ def test_principles_test_after_editing_one_principle_asks_only_its_examples(
         path = directory / "exact.toml"
         path.write_text(path.read_text().replace("more exact?", "more precise?"))
         server.responder = scripted_for(directory, {})
-        code, out, err = principles_test(server, directory, store_path)
+        code, _, err = principles_test(server, directory, store_path)
         assert code == 0, err
         asked = server.requests[-(server.calls - made) :]
         assert server.calls - made == 6  # exact's three examples, both orders

@@ -242,9 +242,9 @@ def test_selection_settings_resolve_and_keep_old_identities() -> None:
     assert config.selection == "auto"
     assert config.resolved("openai:gpt-4o-mini").selection == "random"
     # Random selection (as before `applies` existed) dumps for identity exactly as before it.
-    identity = config.resolved("openai:x").model_dump(mode="json", context={"identity": True})
+    identity = config.resolved("openai:x").identity()
     assert not {"selection", "applies_threshold", "applies_limit", "few_shot"} & set(identity)
-    relevant = JudgeConfig(selection="relevant").model_dump(mode="json", context={"identity": True})
+    relevant = JudgeConfig(selection="relevant").identity()
     assert relevant["selection"] == "relevant" and "applies_threshold" in relevant
     assert (
         JudgeConfig(selection="random").model_dump()["selection"] == "random"
