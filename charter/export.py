@@ -38,6 +38,7 @@ PROVENANCE = (
     "margin",
     "position_consistent",
     "principles",
+    "applicable",
     "critique",
     "judge",
     "policy",
@@ -97,6 +98,8 @@ def to_row(p: Preference, *, conversational: bool, kind: Kind) -> dict[str, Any]
     elif not conversational and not isinstance(prompt, str):
         prompt = "\n\n".join(m["content"] for m in prompt)
     provenance = {name: getattr(p, name) for name in PROVENANCE}
+    if p.applicable is not None:
+        provenance["applicable"] = [a.model_dump(mode="json") for a in p.applicable]
     if kind == "sft":
         completion: Any = p.chosen
         if conversational:
@@ -235,6 +238,15 @@ def _calibration_text(calibration: CalibrationFigures | None) -> str:
     return text + ")"
 
 
+def _applied_text(summary: JobSummary) -> str:
+    """Relevant selection: each principle that applied, in how many rows, with its mean P."""
+    if summary.applied is None:
+        return "not asked (principles picked at random)"
+    if not summary.applied:
+        return "none"
+    return ", ".join(f.describe() for f in summary.applied)
+
+
 def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: Kind) -> str:
     consistency = summary.position_consistency
     consistency_text = f"{consistency:.1%}" if consistency is not None else "n/a"
@@ -262,6 +274,7 @@ def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: K
         f"| judge protocol | {summary.protocol or 'n/a'} |",
         f"| p_chosen | {_calibration_text(summary.calibration)} |",
         f"| judge position consistency | {consistency_text} |",
+        f"| principles that applied | {_applied_text(summary)} |",
         f"| quality gates | {summary.texts.describe()} |",
         f"| failed judge calls | {summary.parse_failures} unparseable, "
         f"{summary.backend_failures} backend errors, of {summary.judgments} judgments |",

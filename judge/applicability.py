@@ -6,7 +6,7 @@ ask for something that could hurt someone?"). With `selection = relevant` the ju
 conditional principles' questions for a prompt once, before any candidate is judged, and every
 candidate, comparison and revision of that prompt picks its principles among those that apply
 (`charter.judge.selection`). The question depends only on (principle, prompt), so with a store
-(`charter.calls`) it is asked once ever: editing one principle's `applies` re-asks only that
+(`charter.call_cache`) it is asked once ever: editing one principle's `applies` re-asks only that
 question.
 
 Cost is bounded per prompt, whatever the number of candidates, pairs or K: at most

@@ -6,7 +6,7 @@ constitution: every example is compared under its principle alone, with the prot
 would use (pairwise: both orders; pointwise: each response scored), and every stated `applies`
 is asked. An example passes when the judge decides for `better` (beyond the tie margin) and, if
 it states `applies`, the judge's answer agrees. With a store the calls are remembered
-(`charter.calls`): after editing one principle a re-run asks only what that edit changed.
+(`charter.call_cache`): after editing one principle a re-run asks only what that edit changed.
 """
 
 from __future__ import annotations

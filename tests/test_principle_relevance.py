@@ -4,13 +4,16 @@ and the settings in `JudgeConfig`, against the scripted loopback judge and a rea
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from charter.calls import CachedModel, store_secret
-from charter.constitution import Constitution, Defaults, Principle
+from charter.call_cache import CachedModel, store_secret
+from charter.cli.main import cli
+from charter.constitution import Constitution, Defaults, Principle, load_constitution
 from charter.judge import (
     BackendOptions,
     JudgeConfig,
@@ -264,3 +267,102 @@ def test_applies_questions_per_prompt_are_bounded_by_the_limit() -> None:
     assert len(first) == 10 and len(to_ask(many, "prompt two", config)) == 10
     assert {p.id for p in first} != {p.id for p in to_ask(many, "prompt two", config)}
     assert len(to_ask(many, "p", JudgeConfig())) == 32
+
+
+# ------------------------------------------------------------------ in a job: rows, show, card
+
+
+def write_topics(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "constitution.toml").write_text(
+        'name = "topics"\nversion = "1"\n[defaults]\nprinciples_per_comparison = 1\n'
+    )
+    for p in topic_constitution().principles:
+        lines = [f"{name} = {json.dumps(getattr(p, name))}" for name in (
+            "id", "title", "critique", "revision", "comparison", "score"
+        )]  # fmt: skip
+        if p.applies:
+            lines.append(f"applies = {json.dumps(p.applies)}")
+        (directory / f"{p.id}.toml").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("mode", ["compare", "revise"])
+def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
+    tmp_path: Path, mode: str
+) -> None:
+    principles = write_topics(tmp_path / "principles")
+    chosen = [cases()[1], cases()[4], cases()[7]]  # cooking, money, health
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": c.prompt, "responses": [c.other, c.preferred]}) + "\n"
+            for c in chosen
+        )
+    )
+    store = tmp_path / "store.db"
+    responder = RelevanceResponder(load_constitution(principles), chosen)
+    with ScriptedJudgeServer(responder) as server:
+        code, out, err = invoke(
+            "generate", "--prompts", str(prompts), "--dir", str(principles),
+            "--store", str(store), "--judge", "openai:scripted",
+            "--judge-base-url", server.base_url, "--mode", mode, "--protocol", "pointwise",
+            "--selection", "relevant", "--json",
+        )  # fmt: skip
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    # Once per prompt and conditional principle, however many candidates, chains and checks.
+    assert responder.applies_asked == Counter({(t, c.prompt): 1 for t in TOPICS for c in chosen})
+    code, out, err = invoke("jobs", "show", job_id, "--store", str(store))
+    assert code == 0, err
+    summary = json.loads(invoke("jobs", "show", job_id, "--store", str(store), "--json")[1])
+    if mode == "revise" and not summary["summary"]["preferences"]:
+        return  # the scripted critiques left no revision to keep; the counts above hold
+    applied = {f["principle_id"]: f for f in summary["summary"]["applied"]}
+    assert applied["manners"]["mean_p"] is None and applied["manners"]["rows"] >= 1
+    if mode == "compare":
+        assert "cooking (1 rows, P 0.90)" in out and "manners (3 rows, always)" in out
+    exported = tmp_path / "out.jsonl"
+    code, _, err = invoke("export", job_id, "--store", str(store), "--out", str(exported))
+    assert code == 0, err
+    for line in exported.read_text().splitlines():
+        row = json.loads(line)
+        topic = next(c for c in chosen if c.prompt == row["prompt"]).relevant
+        got = {a["principle_id"]: a["p"] for a in row["applicable"]}
+        assert set(got) == set(topic) | {"manners"}
+        assert got["manners"] is None
+    card = tmp_path / "card"
+    code, _, err = invoke(
+        "export", job_id, "--store", str(store), "--out", str(card), "--format", "hf"
+    )
+    assert code == 0, err
+    assert "| principles that applied | " in (card / "README.md").read_text()
+
+
+def test_a_job_selecting_at_random_keeps_its_id_and_asks_nothing(tmp_path: Path) -> None:
+    from charter.jobs.spec import JobOptions
+    from charter.prompt_files import PromptRecord
+
+    records = [PromptRecord(prompt="Q?", responses=("a", "b"))]
+    c = topic_constitution()
+    random = JobOptions(selection="random").to_spec(
+        records, c, default_judge="openai:j", default_policy="openai:p"
+    )
+    auto = JobOptions().to_spec(records, c, default_judge="openai:j", default_policy="openai:p")
+    assert random.judge_config.selection == "random" and auto.job_id == random.job_id
+    blob = random.model_dump(mode="json", exclude={"tenant"})
+    for name in ("selection", "applies_threshold", "applies_limit", "few_shot"):
+        del blob["judge_config"][name]
+    import hashlib
+
+    before = "job-" + hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+    assert random.job_id == before  # the id the same spec had before these settings existed
+    relevant = JobOptions(selection="relevant").to_spec(
+        records, c, default_judge="openai:j", default_policy="openai:p"
+    )
+    assert relevant.job_id != random.job_id

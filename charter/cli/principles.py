@@ -146,7 +146,7 @@ def test(
     fails more than --max-fail of its examples. Calls are kept in the store: a re-run after
     editing one principle asks only that principle's examples again.
     """
-    from charter.calls import CachedModel, store_secret
+    from charter.call_cache import CachedModel, store_secret
     from charter.constitution import load_constitution
     from charter.judge.principle_tests import run_principle_tests
     from charter.judge.prompts import KeyedNonces
