@@ -140,8 +140,6 @@ def _line_in(text: str, key: str, span: tuple[int, int | None]) -> int:
 def check_examples(path: Path, data: dict[str, Any], text: str) -> list[Finding]:
     """Each `[[examples]]` table: its fields present, non-empty text, `better` unlike `worse`,
     no example twice, and `applies` only where the principle asks an `applies` question."""
-    from .loader import key_line
-
     examples = data.get("examples")
     if examples is None:
         return []
