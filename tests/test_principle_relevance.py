@@ -244,6 +244,7 @@ def test_selection_settings_resolve_and_keep_old_identities() -> None:
     config = JudgeConfig()
     assert config.selection == "auto"
     assert config.resolved("openai:gpt-4o-mini").selection == "random"
+    assert config.resolved("smollm2").selection == "random"  # measured: BENCHMARKS.md
     # Random selection (as before `applies` existed) dumps for identity exactly as before it.
     identity = config.resolved("openai:x").identity()
     assert not {"selection", "applies_threshold", "applies_limit", "few_shot"} & set(identity)
