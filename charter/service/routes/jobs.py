@@ -22,7 +22,7 @@ from charter.inputs import FORMATS, PromptFileError, PromptRecord, load_prompts
 from charter.jobs import get_job
 
 from .. import records
-from ..auth import OwnerDep
+from ..auth import AuthFirst, OwnerDep
 from ..errors import ERRORS, ApiError, InvalidFields, field_errors, invalid
 from ..options import JobOptions
 from ..schemas import ErrorBody, JobCreated, JobList, JobRequest, JobView, UploadOptions
@@ -53,7 +53,7 @@ _JOB_REQUEST_BODY: dict[str, Any] = {
     },
 }
 
-router = APIRouter()
+router = APIRouter(route_class=AuthFirst)
 
 
 async def _read_upload(request: Request) -> tuple[list[PromptRecord], UploadOptions, str, int]:
