@@ -2,7 +2,7 @@
 
 All in one run:
 
-- prompts per minute through `charter.generate.run_job` (compare mode, n=2 candidates, K=4
+- prompts per minute through `charter.jobs.run.run_job` (compare mode, n=2 candidates, K=4
   principles in both orders: 2 policy calls + 8 judge calls per prompt) against the scripted
   server at a fixed latency, next to the ideal for that latency and concurrency;
 - the same job run again: every call answered from the store (the re-run speed-up);
@@ -22,19 +22,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.judge_throughput import start_server  # noqa: E402
-from charter.calls import CachedModel  # noqa: E402
+from charter.call_cache import CachedModel  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
-from charter.generate import run_job  # noqa: E402
-from charter.inputs import PromptRecord  # noqa: E402
-from charter.jobs import JobSpec, create_or_get_job, prompts_digest  # noqa: E402
+from charter.jobs.run import run_job  # noqa: E402
+from charter.jobs.spec import JobSpec, prompts_digest  # noqa: E402
+from charter.jobs.store import create_or_get_job  # noqa: E402
+from charter.jobs.summary import CallCounts, JobSummary  # noqa: E402
 from charter.judge.backends import BackendOptions, Completion, Message, OpenAIChatModel  # noqa: E402
 from charter.judge.rank import PairStrategy  # noqa: E402
+from charter.prompt_files import PromptRecord  # noqa: E402
 from charter.store import open_store  # noqa: E402
 
 CALLS_PER_PROMPT = 2 + 4 * 2
@@ -42,7 +43,7 @@ CALLS_PER_PROMPT = 2 + 4 * 2
 
 async def one_run(
     db_path: Path, base_url: str, prompts: int, concurrency: int, pairs: PairStrategy = "best_worst"
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, JobSummary]:
     db = open_store(db_path)
     constitution = load_constitution(REPO / "principles")
     records = [
@@ -131,7 +132,7 @@ def main() -> None:
         proc.kill()
     latency = ns.latency_ms / 1000
     ideal = ns.concurrency / latency / CALLS_PER_PROMPT * 60
-    made = summary["calls"]["judge"]["made"]
+    made = summary.calls.judge.made if summary.calls else 0
     print(
         f"scripted server latency {ns.latency_ms:.0f} ms, concurrency {ns.concurrency}, "
         f"{ns.prompts} prompts, {CALLS_PER_PROMPT} calls per prompt"
@@ -143,9 +144,10 @@ def main() -> None:
         ("new job, same calls", other_s, other),
     )
     for label, secs, s in runs:
+        calls = s.calls.judge if s.calls else CallCounts(made=0, reused=0)
         print(
             f"{label:<28} {secs:>8.2f} {ns.prompts / secs * 60:>12.1f} "
-            f"{s['calls']['judge']['made']:>11} {s['calls']['judge']['reused']:>7}"
+            f"{calls.made:>11} {calls.reused:>7}"
         )
     print(
         f"ideal at this latency/concurrency: {ideal:.1f} prompts/min; first run reaches "

@@ -30,7 +30,7 @@ from click.testing import CliRunner  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from charter.cli.main import cli  # noqa: E402
-from charter.jobs import JOB_PROMPTS, JOBS, PREFERENCES  # noqa: E402
+from charter.jobs.store import JOB_PROMPTS, JOBS, PREFERENCES  # noqa: E402
 from charter.service import records  # noqa: E402
 from charter.service.settings import ServiceSettings, owner_of  # noqa: E402
 from charter.store import open_store  # noqa: E402

@@ -31,7 +31,7 @@ from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
 from charter.judge.calibration import Calibration, fit_calibration, holdout_split
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig, Protocol
-from charter.judge.evaluate import EvalReport, LabelledPair, judge_pairs, summarise
+from charter.judge.qualify import EvalReport, LabelledPair, judge_pairs, summarise
 from charter.judge.results import Comparison
 
 CALIBRATIONS = "calibrations"

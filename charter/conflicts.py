@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-from charter.jobs import JOB_PROMPTS, PREFERENCES, get_job
+from charter.jobs.store import JOB_PROMPTS, PREFERENCES, get_job
 from charter.judge.conflicts import (
     DEFAULT_CONFLICTS,
     ConflictReport,

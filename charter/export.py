@@ -19,8 +19,9 @@ from typing import Any, Literal
 import sqlite_utils
 from pydantic import BaseModel
 
-from charter.generate import DEFAULT_MIN_CONFIDENCE, describe_texts, summarise
-from charter.jobs import Preference, get_job, load_preferences
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import Preference, get_job, load_preferences
+from charter.jobs.summary import CalibrationFigures, JobSummary, summarise_job
 from charter.training_data import select_rows
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def export_job(
     _check_out(out, fmt, bool(split))
     paths = _write(by_split, out, fmt, bool(split))
     if fmt == "hf":
-        summary = summarise(db, job, min_confidence=min_confidence)
+        summary = summarise_job(db, job, min_confidence=min_confidence)
         (out / "README.md").write_text(
             dataset_card(job.id, summary, {k: len(v) for k, v in by_split.items()}, kind),
             encoding="utf-8",
@@ -221,11 +222,11 @@ def _dataset_dict(by_split: dict[str, list[dict[str, Any]]]) -> Any:
     return DatasetDict({name: Dataset.from_list(rows) for name, rows in by_split.items() if rows})
 
 
-def _calibration_text(calibration: dict[str, Any] | None) -> str:
+def _calibration_text(calibration: CalibrationFigures | None) -> str:
     if not calibration:
         return "raw: the judge's own probability (no calibration fits this judge)"
-    text = f"calibrated by `{calibration['id']}` (temperature {calibration['temperature']:.2f}"
-    held = (calibration.get("heldout") or {}).get("calibrated")
+    text = f"calibrated by `{calibration.id}` (temperature {calibration.temperature:.2f}"
+    held = (calibration.heldout or {}).get("calibrated")
     if held:
         agreement = held.get("agreement")
         text += f"; held-out ECE {held['ece']:.3f}, agreement " + (
@@ -234,8 +235,8 @@ def _calibration_text(calibration: dict[str, Any] | None) -> str:
     return text + ")"
 
 
-def dataset_card(job_id: str, summary: dict[str, Any], rows: dict[str, int], kind: Kind) -> str:
-    consistency = summary.get("position_consistency")
+def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: Kind) -> str:
+    consistency = summary.position_consistency
     consistency_text = f"{consistency:.1%}" if consistency is not None else "n/a"
     lines = [
         "---",
@@ -250,21 +251,20 @@ def dataset_card(job_id: str, summary: dict[str, Any], rows: dict[str, int], kin
         "",
         "| | |",
         "| --- | --- |",
-        f"| constitution | {summary['constitution']['version']} "
-        f"(`{summary['constitution']['digest'][:12]}`) |",
-        f"| judge | `{summary['judge']}` |",
-        f"| policy | `{summary['policy']}` |",
-        f"| mode | {summary['mode']} |",
+        f"| constitution | {summary.constitution.version} (`{summary.constitution.digest[:12]}`) |",
+        f"| judge | `{summary.judge}` |",
+        f"| policy | `{summary.policy}` |",
+        f"| mode | {summary.mode} |",
         f"| rows | {', '.join(f'{k}: {v}' for k, v in rows.items())} |",
-        f"| prompts | {summary['prompts']['total']} ({summary['prompts']['failed']} failed) |",
-        f"| preferences stored / exported | {summary['preferences']} / {sum(rows.values())} |",
-        f"| min confidence (p_chosen) | {summary['min_confidence']} |",
-        f"| judge protocol | {summary.get('protocol') or 'n/a'} |",
-        f"| p_chosen | {_calibration_text(summary.get('calibration'))} |",
+        f"| prompts | {summary.prompts.total} ({summary.prompts.failed} failed) |",
+        f"| preferences stored / exported | {summary.preferences} / {sum(rows.values())} |",
+        f"| min confidence (p_chosen) | {summary.min_confidence} |",
+        f"| judge protocol | {summary.protocol or 'n/a'} |",
+        f"| p_chosen | {_calibration_text(summary.calibration)} |",
         f"| judge position consistency | {consistency_text} |",
-        f"| quality gates | {describe_texts(summary['texts'])} |",
-        f"| failed judge calls | {summary['parse_failures']} unparseable, "
-        f"{summary['backend_failures']} backend errors, of {summary['judgments']} judgments |",
+        f"| quality gates | {summary.texts.describe()} |",
+        f"| failed judge calls | {summary.parse_failures} unparseable, "
+        f"{summary.backend_failures} backend errors, of {summary.judgments} judgments |",
         "",
         "Columns: `prompt`, "
         + ("`chosen`, `rejected`" if kind == "preference" else "`completion`")

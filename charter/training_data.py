@@ -24,8 +24,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlite_utils
 
-from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable
-from charter.jobs import JobError, JobRecord, Preference, get_job, job_prompts, load_preferences
+from charter.jobs.results import is_exportable
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import (
+    JobError,
+    JobRecord,
+    Preference,
+    get_job,
+    job_prompts,
+    load_preferences,
+)
 
 if TYPE_CHECKING:
     from charter.trainer import PreferenceData

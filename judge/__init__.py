@@ -34,7 +34,9 @@ if TYPE_CHECKING:
         critique_and_revise,
         critique_and_revise_sync,
     )
-    from .evaluate import (
+    from .parse import parse_verdict
+    from .prompts import comparison_messages, critique_messages, revision_messages
+    from .qualify import (
         EvalReport,
         LabelledPair,
         LabelQuality,
@@ -49,8 +51,6 @@ if TYPE_CHECKING:
         recommend,
         summarise,
     )
-    from .parse import parse_verdict
-    from .prompts import comparison_messages, critique_messages, revision_messages
     from .rank import RankedPair, Ranking, rank, rank_sync, select_pairs
     from .results import Comparison, Judgment, PrincipleVerdict, ResponseScore, ScoreJudgment
     from .score import score, score_sync
@@ -64,16 +64,16 @@ _EXPORTS: dict[str, str] = {
     "ChatModel": ".backends.base",
     "Comparison": ".results",
     "Completion": ".backends.base",
-    "EvalReport": ".evaluate",
+    "EvalReport": ".qualify",
     "GenerationRequest": ".backends.base",
     "JudgeConfig": ".config",
     "Judgment": ".results",
-    "LabelQuality": ".evaluate",
-    "LabelledPair": ".evaluate",
+    "LabelQuality": ".qualify",
+    "LabelledPair": ".qualify",
     "Message": ".backends.base",
-    "Pair": ".evaluate",
-    "PairOutcome": ".evaluate",
-    "PairsFileError": ".evaluate",
+    "Pair": ".qualify",
+    "PairOutcome": ".qualify",
+    "PairsFileError": ".qualify",
     "PrincipleVerdict": ".results",
     "RankedPair": ".rank",
     "Ranking": ".rank",
@@ -93,17 +93,17 @@ _EXPORTS: dict[str, str] = {
     "critique_and_revise_sync": ".critique",
     "critique_messages": ".prompts",
     "decide": ".aggregate",
-    "evaluate": ".evaluate",
-    "evaluate_sync": ".evaluate",
+    "evaluate": ".qualify",
+    "evaluate_sync": ".qualify",
     "fit_calibration": ".calibration",
     "judge_once": ".compare",
-    "judge_pairs": ".evaluate",
-    "load_pairs": ".evaluate",
-    "parse_pairs": ".evaluate",
+    "judge_pairs": ".qualify",
+    "load_pairs": ".qualify",
+    "parse_pairs": ".qualify",
     "parse_verdict": ".parse",
     "rank": ".rank",
     "rank_sync": ".rank",
-    "recommend": ".evaluate",
+    "recommend": ".qualify",
     "revision_messages": ".prompts",
     "revision_schedule": ".selection",
     "score": ".score",
@@ -111,7 +111,7 @@ _EXPORTS: dict[str, str] = {
     "select_for_pair": ".selection",
     "select_for_prompt": ".selection",
     "select_pairs": ".rank",
-    "summarise": ".evaluate",
+    "summarise": ".qualify",
     "win_probability": ".bradley_terry",
     "load_model": ".backends.registry",
 }

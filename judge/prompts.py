@@ -12,7 +12,7 @@ per slot.
 Where nonces come from is pluggable (`NonceSource`). The default draws fresh random ones.
 `KeyedNonces` derives them from an HMAC of the question's own content under a secret key:
 still unpredictable to whoever wrote the data, but the same question rendered twice is the
-same prompt, which lets a store recognise a call it has already paid for (charter.calls).
+same prompt, which lets a store recognise a call it has already paid for (charter.call_cache).
 Retries pass a different `attempt`, so a retried question is a new prompt.
 """
 

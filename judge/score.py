@@ -2,7 +2,7 @@
 
 A response is shown with its prompt and nothing else, so there is no slot for the judge to
 favour, and the question depends only on (principle, prompt, response): scored once, a response
-is never asked about again when it meets a new rival (with a store, `charter.calls` replays the
+is never asked about again when it meets a new rival (with a store, `charter.call_cache` replays the
 call). K principles are picked per prompt by rendezvous hashing, so every candidate for a prompt
 is scored under the same principles and ranking N candidates costs N x K calls, not N(N-1) x K.
 

@@ -23,7 +23,7 @@ import pytest
 from charter.batches.journal import ensure_table, record
 from charter.batches.model import OpenAIBatchModel
 from charter.batches.options import BatchOptions
-from charter.calls import call_key, choose_payload, store_secret
+from charter.call_cache import call_key, choose_payload, store_secret
 from charter.judge import BackendOptions
 from charter.judge.backends.base import Completion, Message
 from charter.settings import LEASE_TTL_ENV

@@ -343,7 +343,7 @@ def test_every_command_refuses_every_broken_file_in_one_line(
 def load_with(reader: str, path: Path) -> object:
     """Read `path` with one of charter's readers (imported here: they are what is tested)."""
     if reader == "prompts":
-        from charter.inputs import load_prompts
+        from charter.prompt_files import load_prompts
 
         return load_prompts(path)
     if reader == "pairs":
@@ -516,7 +516,7 @@ def test_every_reader_words_the_same_problem_the_same_way(tmp_path: Path) -> Non
 def test_json_lines_under_a_json_name_are_training_data_but_not_prompts(tmp_path: Path) -> None:
     """`datasets`' `to_json` writes JSON Lines as .json: training data takes it; a prompts
     .json must be an array, and the error says what to do."""
-    from charter.inputs import PromptFileError
+    from charter.prompt_files import PromptFileError
     from charter.trainer import load_preference_data
 
     path = tmp_path / "rows.json"
@@ -606,7 +606,7 @@ def test_each_limit_is_named_and_raising_it_lets_the_same_file_load(
 
 def test_a_50_mb_row_is_refused_without_being_read_whole(tmp_path: Path) -> None:
     from charter.common.limits import InputLimits
-    from charter.inputs import PromptFileError, load_prompts
+    from charter.prompt_files import PromptFileError, load_prompts
 
     path = tmp_path / "huge.jsonl"
     size = 50 * 1024 * 1024

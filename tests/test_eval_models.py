@@ -21,18 +21,18 @@ from click.testing import CliRunner
 
 from charter.cli.main import cli
 from charter.constitution import load_constitution
-from charter.evaluation import (
+from charter.evals.winrate import (
     Generated,
     evaluate_models_sync,
     generate_completions,
     judge_pairs,
     win_rate,
 )
-from charter.inputs import PromptRecord, load_prompts
 from charter.judge import BackendOptions, ChatModel, Completion, GenerationRequest, Message
 from charter.judge.backends.local import LocalTransformersModel
 from charter.judge.backends.openai_http import OpenAIChatModel
 from charter.judge.config import JudgeConfig
+from charter.prompt_files import PromptRecord, load_prompts
 from tests.support.generation import PRINCIPLES, write_constitution, write_prompts
 from tests.support.scripted_server import Fault, Reply, ScriptedJudgeServer, last_user_message
 from tests.support.tiny_models import build_tiny_chat_model

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from charter.inputs import PromptFileError, PromptRecord, PromptSet, load_prompts, prompt_key
 from charter.judge.backends.base import Message
+from charter.prompt_files import PromptFileError, PromptRecord, PromptSet, load_prompts, prompt_key
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -391,7 +391,7 @@ def test_duplicates_keep_first(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         {"prompt": "a"},
     ]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
-    with caplog.at_level(logging.WARNING, logger="charter.inputs"):
+    with caplog.at_level(logging.WARNING, logger="charter.prompt_files"):
         prompts = load_prompts(path)
     assert prompts.duplicates_dropped == 3
     assert [r.source for r in prompts] == ["p.jsonl:1", "p.jsonl:2", "p.jsonl:4"]

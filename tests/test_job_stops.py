@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from charter.constitution import load_constitution
-from charter.inputs import PromptRecord
-from charter.jobs import create_or_get_job, get_job
-from charter.leases import LeaseLost, LeaseSettings, current, held
+from charter.jobs.leases import LeaseLost, LeaseSettings, current, held
+from charter.jobs.spec import JobOptions
+from charter.jobs.store import create_or_get_job, get_job
+from charter.prompt_files import PromptRecord
 from charter.service.models import ModelPool
-from charter.service.options import JobOptions
 from charter.service.runner import JobRunner
 from charter.service.settings import ServiceSettings
 from charter.settings import LEASE_TTL_ENV

@@ -166,7 +166,7 @@ def test_an_endpoint_killed_mid_run_hands_its_share_to_the_others(tmp_path: Path
 
 
 def test_which_endpoint_made_a_call_is_not_part_of_its_key(tmp_path: Path) -> None:
-    from charter.calls import CachedModel
+    from charter.call_cache import CachedModel
     from charter.store import open_store
 
     db = open_store(tmp_path / "store.db")

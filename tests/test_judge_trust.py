@@ -18,9 +18,9 @@ import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from charter.calls import CachedModel, store_secret
+from charter.call_cache import CachedModel, store_secret
 from charter.cli.main import cli as main_cli
-from charter.inputs import PromptRecord
+from charter.jobs.spec import JobOptions
 from charter.judge import (
     JudgeConfig,
     LabelledPair,
@@ -33,7 +33,7 @@ from charter.judge import (
 )
 from charter.judge.calibration import logit, sigmoid
 from charter.judge.prompts import KeyedNonces
-from charter.service.options import JobOptions
+from charter.prompt_files import PromptRecord
 
 from .support.generation import responder, write_constitution
 from .support.judge_helpers import constitution, scripted_model

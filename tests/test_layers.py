@@ -94,11 +94,42 @@ def test_lower_layers_are_imported_where_expected() -> None:
     assert "constitution" in seen["judge"] and "judge" in seen["trainer"]
 
 
+# The HTTP service sits on top of the charter layer: its modules import the core (jobs, store,
+# judge), never the other way round. Besides the service itself, only the command that runs it
+# and its Python client (which speaks its request and response schemas) may import it.
+SERVICE = "charter.service"
+SERVICE_USERS = frozenset({Path("charter/cli/serve.py"), Path("charter/client.py")})
+
+
+def service_imports() -> Iterator[tuple[Path, str]]:
+    """(`file`, `file:line: imports X`) for each import of the service by a module under
+    charter/ outside charter/service/."""
+    root = REPO / "charter"
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if relative.parts[0] == "service":
+            continue
+        module = ".".join(
+            ["charter", *(p for p in relative.with_suffix("").parts if p != "__init__")]
+        )
+        source = path.read_text(encoding="utf-8")
+        for line, target in imported_modules(source, module, path.name == "__init__.py"):
+            if target == SERVICE or target.startswith(SERVICE + "."):
+                where = path.relative_to(REPO)
+                yield where, f"{where}:{line}: imports {target}"
+
+
+def test_only_the_service_imports_the_service() -> None:
+    found = list(service_imports())
+    assert [line for path, line in found if path not in SERVICE_USERS] == []
+    assert {path for path, _ in found} == SERVICE_USERS  # the check sees real imports
+
+
 @pytest.mark.parametrize(
     ("source", "module", "expected"),
     [
-        ("from charter.jsonl import x", "charter.judge.evaluate", "charter.jsonl"),
-        ("from charter import jsonl", "charter.judge.evaluate", "charter.jsonl"),
+        ("from charter.jsonl import x", "charter.judge.qualify", "charter.jsonl"),
+        ("from charter import jsonl", "charter.judge.qualify", "charter.jsonl"),
         ("import charter.cli.main", "charter.trainer.dpo", "charter.cli.main"),
         ("def f():\n    from charter.store import open_store", "charter.judge.x", "charter.store"),
         ("from ..config import X", "charter.judge.backends.base", "charter.judge.config"),

@@ -581,7 +581,7 @@ asyncio.run(main())
 """,
     "async with a cached model": """
 import asyncio
-from charter.calls import CachedModel
+from charter.call_cache import CachedModel
 from charter.judge import compare, load_model
 from charter.constitution import load_constitution
 from charter.store import open_store

@@ -363,6 +363,22 @@ BAD: list[tuple[str, str, str]] = [
         r"recipe\.toml:11: \[sft\] max_stepz: unknown key.*'max_steps'",
     ),
     (
+        "wrongly typed TRL integer",
+        GOOD.replace("max_steps = 2", 'max_steps = "six"'),
+        r"recipe\.toml:11: \[sft\] max_steps: must be an integer \(a field of trl\.SFTConfig\), "
+        r"not 'six'",
+    ),
+    (
+        "wrongly typed TRL number",
+        GOOD.replace("beta = 0.1", 'beta = 0.1\nlearning_rate = "fast"'),
+        r"recipe\.toml:15: \[dpo\] learning_rate: must be a number \(a field of trl\.DPOConfig\)",
+    ),
+    (
+        "wrongly typed charter setting, as spelt",
+        GOOD.replace("beta = 0.1", 'beta = 0.1\nlora = "yes"'),
+        r"recipe\.toml:15: \[dpo\] lora: must be true or false \(a charter setting\), not 'yes'",
+    ),
+    (
         "out of bounds",
         GOOD.replace("n = 1", "n = 0"),
         r"recipe\.toml:8: \[revise\] n: Input should be greater than or equal to 1",
@@ -445,6 +461,24 @@ def test_a_malformed_recipe_is_one_line_naming_file_line_and_field(
     assert re.search(expected, lines[0]), lines[0]
     assert "Traceback" not in result.output
     assert not store.exists()  # nothing was stored for a recipe that cannot run
+
+
+def test_check_refuses_a_wrongly_typed_trl_setting_before_any_stage(tmp_path: Path) -> None:
+    """`--check` reads every stage's TRL settings as the run would: a `max_steps = "six"` is
+    found before the revise stage is paid for, not as a TypeError in the SFT stage."""
+    world = make_world(tmp_path)
+    recipe = tmp_path / "recipe.toml"
+    text = GOOD.replace("max_steps = 2", 'max_steps = "six"')
+    text = text.replace("PROMPTS", str(world["prompts"])).replace(
+        "PRINCIPLES", str(world["principles"])
+    )
+    recipe.write_text(text)
+    result = CliRunner().invoke(cli, ["pipeline", str(recipe), "--check"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"Error: {recipe}:11: [sft] max_steps: must be an integer (a field of trl.SFTConfig), "
+        "not 'six'"
+    )
 
 
 def test_the_shipped_recipes_are_valid() -> None:

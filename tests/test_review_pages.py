@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from charter.judge.agreement import wilson
-from charter.judge.evaluate import load_pairs
+from charter.judge.qualify import load_pairs
 from charter.service.pages.audit import SAMPLE_SIZE
 from charter.service.settings import ServiceSettings, owner_of, split_token_entry
 from tests.support.review import (

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from charter.inputs import PromptRecord
+from charter.jobs.summary import JobSummary
 from charter.judge.backends.base import Message
 from charter.judge.quality import answer_flaw, critique_flaw, describe
+from charter.prompt_files import PromptRecord
 from tests.support.generation import (
     PROMPTS,
     bad,
@@ -366,13 +367,13 @@ def _fail_some(record: RecordedRequest) -> Fault | None:
     return Fault.http(500) if on_first_two and "Principle: Which response answers" in text else None
 
 
-def _run_job(world: dict[str, Path], server: ScriptedJudgeServer) -> dict[str, Any]:
+def _run_job(world: dict[str, Path], server: ScriptedJudgeServer) -> JobSummary:
     """`run_job` through the library API, judge and policy on `server` with fast retries."""
     from charter.constitution import load_constitution
-    from charter.generate import JobFailed, run_job
-    from charter.inputs import load_prompts
-    from charter.jobs import create_or_get_job
-    from charter.service.options import JobOptions
+    from charter.jobs.run import JobFailed, run_job
+    from charter.jobs.spec import JobOptions
+    from charter.jobs.store import create_or_get_job
+    from charter.prompt_files import load_prompts
     from charter.store import open_store
     from tests.support.judge_helpers import scripted_model
 
@@ -385,7 +386,7 @@ def _run_job(world: dict[str, Path], server: ScriptedJudgeServer) -> dict[str, A
     )
     job, _ = create_or_get_job(db, spec, constitution, records, "prompts.jsonl")
 
-    async def go() -> dict[str, Any]:
+    async def go() -> JobSummary:
         try:
             return await run_job(db, job, model, model)
         finally:
@@ -413,17 +414,17 @@ def test_failed_judgments_are_asked_again_and_only_they(tmp_path: Path) -> None:
     with ScriptedJudgeServer(responder(), fault_policy=_fail_some) as server:
         first = _run_job(faulty, server)
         failed = [r.body for r in server.log if r.fault is not None]
-    assert first["prompts"]["failed"] == 2 and "attempt 1 of 3" in first["error"]
-    assert first["error"].endswith(f"resume with `charter generate --resume {first['job_id']}`")
-    assert first["backend_failures"] == len(failed) // 2 > 0  # each failed call was tried twice
-    assert len(_rows(faulty, first["job_id"])) == len(PROMPTS) - 2
+    assert first.prompts.failed == 2 and first.error and "attempt 1 of 3" in first.error
+    assert first.error.endswith(f"resume with `charter generate --resume {first.job_id}`")
+    assert first.backend_failures == len(failed) // 2 > 0  # each failed call was tried twice
+    assert len(_rows(faulty, first.job_id)) == len(PROMPTS) - 2
 
     with ScriptedJudgeServer(responder()) as server:
         second = _run_job(faulty, server)
         asked = server.requests
     assert sorted(map(json.dumps, asked)) == sorted(set(map(json.dumps, failed)))
-    assert second["prompts"]["done"] == len(PROMPTS) and second["backend_failures"] == 0
-    assert _rows(faulty, second["job_id"]) == _rows(clean, reference["job_id"])
+    assert second.prompts.done == len(PROMPTS) and second.backend_failures == 0
+    assert _rows(faulty, second.job_id) == _rows(clean, reference.job_id)
 
 
 def _fail_policy_on_first(record: RecordedRequest) -> Fault | None:
@@ -437,8 +438,8 @@ def test_a_failed_policy_call_is_a_readable_prompt_error(tmp_path: Path) -> None
     world = make_world(tmp_path)
     with ScriptedJudgeServer(responder(), fault_policy=_fail_policy_on_first) as server:
         summary = _run_job(world, server)
-    assert summary["prompts"]["failed"] == 1
-    assert "HTTP 500" in summary["error"] and "_CallFailed" not in summary["error"]
+    assert summary.prompts.failed == 1 and summary.error is not None
+    assert "HTTP 500" in summary.error and "_CallFailed" not in summary.error
 
 
 def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
@@ -448,13 +449,11 @@ def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
     with ScriptedJudgeServer(responder(), fault_policy=_fail_some) as server:
         for attempt in (1, 2):
             summary = _run_job(world, server)
-            assert f"attempt {attempt} of 3" in summary["error"]
+            assert f"attempt {attempt} of 3" in (summary.error or "")
         summary = _run_job(world, server)
-    assert summary["prompts"]["done"] == len(PROMPTS) and summary["incomplete_prompts"] == 2
-    assert summary["backend_failures"] > 0
-    rows = {
-        r["prompt"]: r for r in export_rows(world, summary["job_id"], "--min-confidence", "0.5")
-    }
+    assert summary.prompts.done == len(PROMPTS) and summary.incomplete_prompts == 2
+    assert summary.backend_failures > 0
+    rows = {r["prompt"]: r for r in export_rows(world, summary.job_id, "--min-confidence", "0.5")}
     for prompt in PROMPTS[:2]:
         assert "helpful" not in rows[prompt]["principles"] and rows[prompt]["principles"]
     assert all("helpful" in rows[p]["principles"] for p in PROMPTS[2:])
@@ -463,7 +462,7 @@ def test_after_the_last_attempt_a_prompt_keeps_only_the_principles_that_voted(
 def test_calls_stored_before_the_frequency_penalty_existed_are_still_reused(
     tmp_path: Path,
 ) -> None:
-    from charter.calls import CALLS, CachedModel, call_key
+    from charter.call_cache import CALLS, CachedModel, call_key
     from charter.judge.backends.base import Completion, GenerationRequest, Message
     from charter.store import open_store
 

@@ -18,18 +18,18 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from charter.calls import CachedModel, CallStats
+from charter.call_cache import CachedModel, CallStats
 from charter.cli.main import cli
 from charter.client import CharterAPIError, CharterClient
 from charter.constitution import freeze, load_constitution
 from charter.export import export_job
-from charter.inputs import PromptRecord
-from charter.jobs import JobSpec, create_or_get_job, set_status
+from charter.jobs.spec import JobOptions, JobSpec
+from charter.jobs.store import create_or_get_job, set_status
 from charter.judge.backends.base import GenerationRequest, Message
+from charter.prompt_files import PromptRecord
 from charter.service import records
 from charter.service.app import create_app
 from charter.service.limits import FailureLimit
-from charter.service.options import JobOptions
 from charter.service.settings import ServiceSettings, SettingsError, owner_of
 from charter.store import open_store
 from tests.support.generation import PROMPTS, bad, good, responder, write_constitution

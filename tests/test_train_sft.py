@@ -83,7 +83,7 @@ def pairs(rows: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
 def test_sft_rows_of_a_revise_job_are_the_accepted_revisions_only(
     revise_job: dict[str, Any],
 ) -> None:
-    from charter.jobs import load_preferences
+    from charter.jobs.store import load_preferences
     from charter.store import open_store
     from charter.training_data import load_job_data
 

@@ -24,6 +24,7 @@ from tests.support.workbench import (
     HAND_ROWS,
     HAND_TABLE,
     WorkService,
+    edit_harmless,
     principled_judge,
     work_items,
     work_service,
@@ -294,3 +295,114 @@ def test_judge_eval_by_principle_from_a_pairs_file(tmp_path: Path) -> None:
     low, high = wilson(2, 7)  # type: ignore[misc]
     assert "harmless" in text and f"[{low:.1%}, {high:.1%}]  2 of 7 decided (7 voted)" in text
     assert "too few to tell: 2 of 7 decided" in few
+
+
+def _impact(world: dict[str, Path], job: str, directory: Path, server: ScriptedJudgeServer,
+            *extra: str) -> dict:  # fmt: skip
+    args = ["constitution", "impact", "--job", job, "--dir", str(directory),
+            "--store", str(world["store"]), "--judge-base-url", server.base_url,
+            "--json", *extra]  # fmt: skip
+    code, out, err = invoke(args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_impact_asks_only_what_the_edit_touched_then_rerun_pays_the_rest(tmp_path: Path) -> None:
+    world = write_work_world(tmp_path)
+    edited = edit_harmless(world["principles"], tmp_path / "edited")
+    with ScriptedJudgeServer(principled_judge()) as server:
+        job = generate(world, server)["job_id"]
+        # An edit touching nothing: no call, nothing flipped.
+        before = server.calls
+        same = _impact(world, job, world["principles"], server)
+        assert server.calls == before
+        assert (same["touched"], same["calls_made"], same["flipped"]) == ([], 0, 0)
+        assert same["calls_for_rest"] == 0 and same["entering"] == same["leaving"] == 0
+        # Three of seven prompts: harmless was asked in both orders for each.
+        preview = _impact(world, job, edited, server, "--sample", "3", "--seed", "1")
+        assert preview["touched"] == ["harmless"] and preview["sampled_prompts"] == 3
+        assert server.calls - before == preview["calls_made"] == 3 * 2
+        assert preview["touched_in_sample"] == 3 * 2
+        assert preview["calls_for_rest"] == 4 * 2 and preview["calls_exact"]
+        # The rest: the full preview now asks only the four unsampled prompts' calls.
+        before = server.calls
+        full = _impact(world, job, edited, server)
+        assert server.calls - before == full["calls_made"] == 4 * 2
+        assert full["calls_for_rest"] == 0
+        assert (full["comparisons"], full["flipped"]) == (7, 1)
+        [flip] = full["flipped_rows"]
+        assert (flip["position"], flip["before"], flip["after"]) == (6, "a", "b")
+        assert flip["a"] == x_text(6) and flip["b"] == y_text(6)
+        assert flip["p_a_after"] == pytest.approx((0.9 + 0.1 + 0.1) / 3)
+        # Rows: prompt 6 leaves as X-over-Y and enters as Y-over-X; X's p_chosen drops from
+        # 0.9 to 0.633 at 4 and 5, and from 0.633 to 0.367 at 6; 0-3 do not move.
+        assert (full["entering"], full["leaving"]) == (1, 1)
+        delta = full["delta_p_chosen"]
+        assert delta["rows"] == 7 and delta["minimum"] == pytest.approx(-0.8 / 3)
+        assert delta["histogram"] == [0, 0, 0, 3, 0, 4, 0, 0, 0, 0]
+        assert full["flip_interval"] == list(wilson(1, 7))  # type: ignore[arg-type]
+        # Applying it: every call is in the store now, so the re-run asks nothing.
+        before = server.calls
+        code, out, err = invoke(["jobs", "rerun", job, "--dir", str(edited),
+                                 "--store", str(world["store"]),
+                                 "--judge-base-url", server.base_url, "--json"])  # fmt: skip
+        assert code == 0, err
+        assert server.calls == before
+        rerun = json.loads(out)
+        assert rerun["calls"]["judge"]["made"] == 0 and rerun["preferences"] == 7
+    code, out, err = invoke(
+        ["jobs", "diff", job, rerun["job_id"], "--store", str(world["store"]), "--json"]
+    )
+    assert code == 0, err
+    diff = json.loads(out)
+    # 0-5 keep their side, 4 and 5 at a new p_chosen (0.9 -> 0.633); 6 flips.
+    assert (diff["same"], diff["changed"], diff["flipped"], diff["gone"], diff["new"]) == (
+        6, 2, 1, 0, 0
+    )  # fmt: skip
+    [flipped] = [r for r in diff["rows"] if r["change"] == "flipped"]
+    assert flipped["position"] == 6 and flipped["chosen_after"] == y_text(6)
+    code, text, _ = invoke(["jobs", "diff", job, rerun["job_id"], "--store", str(world["store"])])
+    assert "1 flipped" in text and "flipped at prompt 6" in text
+
+
+def test_rerun_pays_exactly_the_touched_calls_a_preview_left(tmp_path: Path) -> None:
+    world = write_work_world(tmp_path)
+    edited = edit_harmless(world["principles"], tmp_path / "edited")
+    with ScriptedJudgeServer(principled_judge()) as server:
+        job = generate(world, server)["job_id"]
+        preview = _impact(world, job, edited, server, "--sample", "2")
+        before = server.calls
+        code, out, err = invoke(["jobs", "rerun", job, "--dir", str(edited),
+                                 "--store", str(world["store"]),
+                                 "--judge-base-url", server.base_url])  # fmt: skip
+        assert code == 0, err
+        assert server.calls - before == preview["calls_for_rest"] == 5 * 2
+        assert "1 flipped" in out and "made job-" in err
+
+
+def test_impact_and_rerun_errors_are_one_line(tmp_path: Path) -> None:
+    world = write_work_world(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "constitution.toml").write_text('name = "x"\nversion = "1.0"\n')
+    (broken / "bad.toml").write_text("id = [unclosed\n")
+    with ScriptedJudgeServer(principled_judge()) as server:
+        job = generate(world, server)["job_id"]
+        store = ["--store", str(world["store"])]
+        for args, expected in [
+            (["constitution", "impact", "--job", "job-nope", "--dir", str(world["principles"])],
+             "no job 'job-nope'"),
+            (["constitution", "impact", "--job", job, "--dir", str(tmp_path / "missing")],
+             "missing"),
+            (["constitution", "impact", "--job", job, "--dir", str(broken)], "bad.toml"),
+            (["jobs", "rerun", job, "--dir", str(world["principles"])], "unchanged"),
+            (["jobs", "rerun", "job-nope", "--dir", str(broken)], "bad.toml"),
+            (["jobs", "diff", job, "job-nope"], "no job 'job-nope'"),
+        ]:  # fmt: skip
+            calls = server.calls
+            model = [] if args[1] == "diff" else ["--judge-base-url", server.base_url]
+            code, out, err = invoke([*args, *store, *model])
+            assert code == 1, (args, out, err)
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("Error:") and expected in lines[0], err
+            assert server.calls == calls

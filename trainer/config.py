@@ -31,6 +31,7 @@ from charter.common.datafiles import loads_toml, read_text
 from charter.common.limits import InputLimits
 
 from .errors import TrainDataError, TrainError
+from .fieldtypes import check_field_types
 
 if TYPE_CHECKING:
     from .data import PreferenceData
@@ -116,7 +117,8 @@ def split_settings(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Sort keys into (charter run settings, TRL config fields, caller's extra keys).
 
-    Unknown keys raise `TrainError` naming the key and the closest known names.
+    Unknown keys raise `TrainError` naming the key and the closest known names; a value of
+    the wrong type for its field (`max_steps = "six"`) raises `SettingError` naming the field.
     """
     run_keys = run_config_keys(run_cls)
     extra_keys = set(extra)
@@ -139,6 +141,8 @@ def split_settings(
                 f"{source}: unknown key {key!r}: not a charter setting for this method and not "
                 f"a field of trl.{trl_cls.__name__}{hint}"
             )
+    check_field_types(run, run_cls, source=source, owner="a charter setting")
+    check_field_types(trl, trl_cls, source=source, owner=f"a field of trl.{trl_cls.__name__}")
     return run, trl, other
 
 

@@ -14,3 +14,13 @@ class TrainError(Exception):
 
 class TrainDataError(TrainError, DataFileError):
     """A training data file that cannot be used: the file, where in it and why, on one line."""
+
+
+class SettingError(TrainError):
+    """A setting whose key is known but whose value is of the wrong type: `key` names it so a
+    recipe can point at its line."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}")
+        self.key = key
+        self.reason = reason

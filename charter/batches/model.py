@@ -2,7 +2,7 @@
 
 `OpenAIBatchModel` is the HTTP judge (`OpenAIChatModel`) with one thing changed: where a
 direct judge sends a chat completion, this one adds the same body to a batch window, keyed by
-the call's store key (`charter.calls`). A window is submitted when it holds
+the call's store key (`charter.call_cache`). A window is submitted when it holds
 `batch_max_calls` calls or `batch_window_s` after its first call: the input file is uploaded
 (`purpose=batch`), the batch created (24 h window) and recorded in the store
 (`charter.batches.journal`), then polled with a doubling wait until it ends. Its output and
@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import openai
 import sqlite_utils
 
-from charter.calls import call_key, choose_payload, generate_payload
+from charter.call_cache import call_key, choose_payload, generate_payload
 from charter.judge.backends.base import BackendError, Completion, GenerationRequest, Message
 from charter.judge.backends.openai_http import (
     OpenAIChatModel,

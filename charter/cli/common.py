@@ -67,7 +67,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     never imported cannot have been raised), so catching them imports nothing."""
     names = {
         "charter.constitution.errors": ("ConstitutionError", "VersionError"),
-        "charter.jobs": ("JobError",),
+        "charter.jobs.store": ("JobError",),
         "charter.store": ("StoreError",),
         "charter.trainer.errors": ("TrainError",),
     }

@@ -26,7 +26,7 @@ from .fields import model_options
 from .models import judge_options, open_model
 
 if TYPE_CHECKING:
-    from charter.evaluation import Generated, ModelEvalReport, WinRate
+    from charter.evals.winrate import Generated, ModelEvalReport, WinRate
 
 SPEC_PREFIXES = ("openai:", "hf:")
 
@@ -210,9 +210,9 @@ def eval_models(
     max_tokens, temperature = sampling.max_tokens, sampling.temperature
     resamples, confidence = sampling.resamples, sampling.confidence
     from charter.constitution import load_constitution
-    from charter.evaluation import generate_completions, judge_pairs, summarise
-    from charter.inputs import load_prompts
+    from charter.evals.winrate import generate_completions, judge_pairs, summarise
     from charter.judge.prompts import RANDOM_NONCES, KeyedNonces, NonceSource
+    from charter.prompt_files import load_prompts
 
     # Everything a user can get wrong is checked before any model is loaded.
     constitution = load_constitution(directory)
@@ -223,7 +223,7 @@ def eval_models(
     db = None
     nonces: NonceSource = RANDOM_NONCES
     if store_path is not None:
-        from charter.calls import store_secret
+        from charter.call_cache import store_secret
         from charter.store import open_store
 
         db = open_store(store_path)
@@ -254,7 +254,7 @@ def eval_models(
     async def run() -> ModelEvalReport:
         import time
 
-        from charter.calls import CachedModel
+        from charter.call_cache import CachedModel
 
         started = time.perf_counter()
         outputs_a = await generate(model, model_base_url, "model")

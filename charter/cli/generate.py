@@ -6,25 +6,28 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from charter.batches.options import BatchOptions
-from charter.service.options import JobOptions, RunOptions
-from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
+from charter.jobs.spec import JobOptions, RunOptions
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
 from .fields import model_options
-from .models import judge_options, open_batch_judge, open_model, policy_options
+from .models import judge_options, load_for, open_batch_judge, policy_options
 from .progress import ProgressBar
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from charter.generate import StopRequest
-    from charter.jobs import JobRecord
+    from charter.batches.model import OpenAIBatchModel
+    from charter.jobs.session import LocalModels, Role
+    from charter.jobs.stopping import StopRequest
+    from charter.jobs.store import JobRecord
+    from charter.jobs.summary import CalibrationFigures, JobSummary
     from charter.judge import ChatModel
 
 
@@ -104,13 +107,15 @@ def generate(
       charter generate --prompts data.jsonl --judge openai:gpt-4o-mini -n 4
     """
     from charter.calibrations import why_none
-    from charter.calls import ensure_tables as ensure_call_tables
+    from charter.call_cache import ensure_tables as ensure_call_tables
     from charter.constitution import load_constitution
-    from charter.generate import JobFailed, JobStopped, Prices, StopRequest, run_job
-    from charter.inputs import load_prompts
-    from charter.jobs import check_tables, create_or_get_job, get_job, job_prompts
-    from charter.leases import LeaseSettings, ensure_free
-    from charter.service.options import needs_policy
+    from charter.jobs.leases import LeaseSettings, ensure_free
+    from charter.jobs.run import JobFailed, JobStopped
+    from charter.jobs.session import LocalModels, job_session
+    from charter.jobs.stopping import StopRequest
+    from charter.jobs.store import check_tables, get_job, job_prompts
+    from charter.jobs.summary import Prices
+    from charter.prompt_files import load_prompts
     from charter.store import open_store
 
     if not resume_id:  # bad inputs are refused before a store is opened (or created)
@@ -123,105 +128,76 @@ def generate(
     check_tables(db)  # another program's tables are refused before anything is written
     ensure_call_tables(db)
     if resume_id:
-        job = get_job(db, resume_id)
-        ensure_free(db, job.id)  # a job another process runs is refused before models load
-        records = [r for _, r in job_prompts(db, job.id)]
-        spec = job.spec
+        resumed = get_job(db, resume_id)
+        ensure_free(db, resumed.id)  # a job another process runs is refused before models load
+        records = [r for _, r in job_prompts(db, resumed.id)]
+        spec = resumed.spec
+        job_id = resumed.id
     else:
         spec = options.plan(
             db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
         )
-    # Loaded before a job is written: a model that does not load leaves no job behind.
-    judge: ChatModel
-    if batching.batch:
-        judge = batch_judge = open_batch_judge(
-            spec.judge, judge_base_url, timeout, concurrency, db, batching
-        )
-    else:
-        batch_judge = None
-        judge = open_model(
-            spec.judge, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
-        )
-    if not needs_policy(records):
-        policy = None
-    elif (
-        batch_judge is None
-        and spec.policy == spec.judge
-        and policy_base_url in (None, judge_base_url)
-    ):
-        policy = judge  # one local model in memory, not two
-    else:
-        policy = open_model(
-            spec.policy,
-            policy_base_url,
-            timeout,
-            concurrency,
-            POLICY_BASE_URL_ENV,
-            option="--policy",
-        )
-    if resume_id:
-        _note(
-            as_json,
-            f"resuming {job.id} under constitution {job.constitution.version} "
-            f"({job.constitution.digest[:12]})",
-        )
-    else:
-        job, created = create_or_get_job(db, spec, constitution, records, str(prompts_path))
-        _note(
-            as_json,
-            f"{'started' if created else 'resuming'} {job.id}: {len(records)} prompts, "
-            f"mode {options.mode}, constitution {job.constitution.version} "
-            f"({job.constitution.digest[:12]})",
-        )
-    lease = LeaseSettings.from_env()
-    ensure_free(db, job.id)  # says who runs it; run_job takes the lease for certain
-    if job.spec.mode == "compare":
-        calibrated = job.spec.calibration or "none fits this judge, so p_chosen is raw: " + (
-            why_none(db, job.spec.judge, job.constitution, job.spec.judge_config)
-        )
-        _note(as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}")
-
+        job_id = spec.job_id
+    models = _CliModels(
+        LocalModels(judge_base_url, policy_base_url, timeout, concurrency), db, batching
+    )
     prices = (
         Prices(prompt=price_in or 0.0, completion=price_out or 0.0)
         if price_in is not None or price_out is not None
         else None
     )
-
     received: list[signal.Signals] = []
 
-    async def go() -> dict[str, Any]:
-        stop = StopRequest()
-        try:
+    async def go() -> JobSummary:
+        async with job_session(db, models, spec, records) as session:
+            if resume_id:
+                job = resumed
+                _note(
+                    as_json,
+                    f"resuming {job.id} under constitution {job.constitution.version} "
+                    f"({job.constitution.digest[:12]})",
+                )
+            else:
+                job, created = session.start(spec, constitution, records, str(prompts_path))
+                _note(
+                    as_json,
+                    f"{'started' if created else 'resuming'} {job.id}: {len(records)} prompts, "
+                    f"mode {options.mode}, constitution {job.constitution.version} "
+                    f"({job.constitution.digest[:12]})",
+                )
+            ensure_free(db, job.id)  # says who runs it; the run takes the lease for certain
+            if job.spec.mode == "compare":
+                calibrated = job.spec.calibration or (
+                    "none fits this judge, so p_chosen is raw: "
+                    + why_none(db, job.spec.judge, job.constitution, job.spec.judge_config)
+                )
+                _note(
+                    as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}"
+                )
+            stop = StopRequest()
+            batch_judge = models.batch_judge
             with (
                 ProgressBar("prompts", quiet=as_json) as progress,
                 _stop_on_signals(stop, received),
             ):
                 if batch_judge is not None:
                     batch_judge.on_status = progress.status
-                return await run_job(
-                    db,
+                return await session.run(
                     job,
-                    judge,
-                    policy,
                     # Batches are answered together: every prompt's calls should be in them.
                     concurrency=(
                         max(concurrency, batching.batch_max_calls) if batch_judge else concurrency
                     ),
                     on_progress=progress,
-                    min_confidence=run.min_confidence,
-                    max_attempts=run.max_attempts,
+                    run=run,
                     prices=prices,
                     stop_request=stop,
-                    lease=lease,
+                    lease=LeaseSettings.from_env(),
                 )
-        finally:
-            await judge.aclose()
-            if policy is not None and policy is not judge:
-                await policy.aclose()
 
-    def with_batches(summary: dict[str, Any]) -> dict[str, Any]:
-        if batch_judge is not None:
-            summary["batch"] = batch_judge.stats.as_dict()
+    def with_batches(summary: JobSummary) -> JobSummary:
+        if models.batch_judge is not None:
+            summary.batch = models.batch_judge.stats.as_dict()
         return summary
 
     try:
@@ -229,19 +205,52 @@ def generate(
     except JobFailed as exc:
         raise click.ClickException(
             f"{exc}\nNothing finished was lost; fix the model and resume with "
-            f"`charter generate --resume {job.id}`."
+            f"`charter generate --resume {job_id}`."
         ) from None
     except JobStopped as exc:
         _report(with_batches(exc.summary), as_json)
         click.echo(f"{received[0].name}: {exc}", err=True)
         raise SystemExit(128 + received[0].value) from None  # the shell's code for a signal
     _report(summary, as_json)
-    if summary["prompts"]["failed"]:
-        click.echo(f"Error: {summary['error']}", err=True)
+    if summary.prompts.failed:
+        click.echo(f"Error: {summary.error}", err=True)
         raise SystemExit(1)
 
 
-def _report(summary: dict[str, Any], as_json: bool) -> None:
+@dataclass
+class _CliModels:
+    """Where `charter generate`'s job session gets its models: loaded in this process, a
+    model that does not load being a one-line error naming its option; with --batch, the
+    judge answers through the Batch API (and so never samples as the policy)."""
+
+    local: LocalModels
+    db: sqlite_utils.Database
+    batching: BatchOptions
+    batch_judge: OpenAIBatchModel | None = None
+
+    def endpoint(self, spec: str, role: Role) -> str | None:
+        if role == "judge" and self.batching.batch:
+            return "the Batch API"
+        return self.local.endpoint(spec, role)
+
+    async def open(self, spec: str, role: Role) -> ChatModel:
+        if role == "judge" and self.batching.batch:
+            self.batch_judge = open_batch_judge(
+                spec,
+                self.local.judge_base_url,
+                self.local.timeout_s,
+                self.local.max_concurrency,
+                self.db,
+                self.batching,
+            )
+            return self.batch_judge
+        return load_for(spec, self.local.options(role), option=f"--{role}")
+
+    async def release(self, model: ChatModel) -> None:
+        await model.aclose()
+
+
+def _report(summary: JobSummary, as_json: bool) -> None:
     if as_json:
         echo_json(summary)
     else:
@@ -252,7 +261,7 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 def _stop_on_signals(stop: StopRequest, received: list[signal.Signals]) -> Iterator[None]:
     """SIGINT and SIGTERM ask the job to stop (`StopRequest`) rather than end the process,
     so the job is recorded as stopped and its lease released; each is noted in `received`."""
-    from charter.generate import STOP_GRACE_S
+    from charter.jobs.stopping import STOP_GRACE_S
 
     loop = asyncio.get_running_loop()
 
@@ -283,14 +292,14 @@ def _note(as_json: bool, text: str) -> None:
         click.echo(text, err=True)
 
 
-def _trust_line(calibration: dict[str, Any] | None, why_none: str | None = None) -> str:
+def _trust_line(calibration: CalibrationFigures | None, why_none: str | None = None) -> str:
     """How far p_chosen can be trusted, in one line: the calibration and its held-out figures."""
     if not calibration:
         return (
             f"raw ({why_none or 'no calibration fits this judge; run `charter judge calibrate`'})"
         )
-    line = f"calibrated by {calibration['id']} (T={calibration['temperature']:.2f})"
-    held = calibration.get("heldout") or {}
+    line = f"calibrated by {calibration.id} (T={calibration.temperature:.2f})"
+    held = calibration.heldout or {}
     raw, fitted = held.get("raw"), held.get("calibrated")
     if raw and fitted:
         agreement = fitted.get("agreement")
@@ -303,34 +312,29 @@ def _trust_line(calibration: dict[str, Any] | None, why_none: str | None = None)
     return line
 
 
-def _print_summary(s: dict[str, Any]) -> None:
-    from charter.generate import describe_texts
-
-    p = s["prompts"]
-    consistency = s["position_consistency"]
-    calls = s["calls"]
-    made = calls["judge"]["made"] + (calls["policy"]["made"] if calls["policy"] else 0)
-    reused = calls["judge"]["reused"] + (calls["policy"]["reused"] if calls["policy"] else 0)
+def _print_summary(s: JobSummary) -> None:
+    p = s.prompts
+    consistency = s.position_consistency
+    calls = s.calls
     lines = [
-        f"job {s['job_id']} ({s['mode']}), constitution {s['constitution']['version']}",
-        f"  prompts      {p['done']}/{p['total']} done, {p['failed']} failed, "
-        f"{p['skipped']} skipped",
-        f"  preferences  {s['preferences']} made, {s['exportable']} exportable, "
-        f"{s['filtered']} below min confidence {s['min_confidence']}",
+        f"job {s.job_id} ({s.mode}), constitution {s.constitution.version}",
+        f"  prompts      {p.done}/{p.total} done, {p.failed} failed, {p.skipped} skipped",
+        f"  preferences  {s.preferences} made, {s.exportable} exportable, "
+        f"{s.filtered} below min confidence {s.min_confidence}",
     ]
-    if s["texts"]["total"]:
-        lines.append(f"  {s['texts']['kind']:<12} {describe_texts(s['texts'])}")
-    if s["judgments"]:
+    if s.texts.total:
+        lines.append(f"  {s.texts.kind:<12} {s.texts.describe()}")
+    if s.judgments:
         lines.append(
-            f"  judgments    {s['judgments']}, {s['parse_failures']} parse failures, "
-            f"{s['backend_failures']} backend failures, {s['ties']} tied comparisons"
+            f"  judgments    {s.judgments}, {s.parse_failures} parse failures, "
+            f"{s.backend_failures} backend failures, {s.ties} tied comparisons"
         )
-    if s["incomplete_prompts"]:
+    if s.incomplete_prompts:
         lines.append(
-            f"  incomplete   {s['incomplete_prompts']} prompt(s) kept with some calls still "
+            f"  incomplete   {s.incomplete_prompts} prompt(s) kept with some calls still "
             "failed after every attempt"
         )
-    if s["judgments"] and s.get("protocol") != "pointwise":  # pointwise has no positions
+    if s.judgments and s.protocol != "pointwise":  # pointwise has no positions
         lines.append(
             "  position consistency "
             + (f"{consistency:.0%}" if consistency is not None else "n/a")
@@ -340,30 +344,27 @@ def _print_summary(s: dict[str, Any]) -> None:
                 else ""
             )
         )
-    if s.get("protocol"):
-        lines.append(f"  protocol     {s['protocol']}")
-        lines.append(
-            f"  p_chosen     {_trust_line(s.get('calibration'), s.get('uncalibrated_because'))}"
-        )
-        if (s.get("calibration") or {}).get("note"):
-            lines.append(f"               {s['calibration']['note']}")
-    lines.append(f"  model calls  {made} made, {reused} reused from the store")
-    for role in ("judge", "policy"):
-        lines += _endpoint_lines(role, (calls.get(role) or {}).get("endpoints"))
-    if "batch" in s:
-        b = s["batch"]
+    if s.protocol:
+        lines.append(f"  protocol     {s.protocol}")
+        lines.append(f"  p_chosen     {_trust_line(s.calibration, s.uncalibrated_because)}")
+        if s.calibration is not None and s.calibration.note:
+            lines.append(f"               {s.calibration.note}")
+    if calls is not None:
+        lines.append(f"  model calls  {calls.made} made, {calls.reused} reused from the store")
+        lines += _endpoint_lines("judge", calls.judge.endpoints)
+        lines += _endpoint_lines("policy", calls.policy.endpoints if calls.policy else None)
+    if s.batch is not None:
+        b = s.batch
         lines.append(
             f"  batch        {b['calls']} judge calls answered by batch; "
             f"{b['batches_created']} batches created, {b['batches_resumed']} resumed, "
             f"{b['failed_items']} failed items"
         )
-    lines.append(
-        f"  judge tokens {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion"
-    )
-    if "cost_usd" in s:
-        lines.append(f"  cost         ${s['cost_usd']:.4f}")
-    if s["exportable"]:
-        lines.append(f"export with: charter export {s['job_id']} --format jsonl --out prefs.jsonl")
+    lines.append(f"  judge tokens {s.tokens.prompt} prompt, {s.tokens.completion} completion")
+    if s.cost_usd is not None:
+        lines.append(f"  cost         ${s.cost_usd:.4f}")
+    if s.exportable:
+        lines.append(f"export with: charter export {s.job_id} --format jsonl --out prefs.jsonl")
     else:
         lines.append("nothing to export yet: no preference reached the minimum confidence")
     click.echo("\n".join(lines))
@@ -472,8 +473,8 @@ def jobs() -> None:
 @friendly_errors
 def list_jobs(store_path: Path, as_json: bool) -> None:
     """List jobs, most recently run first."""
-    from charter.jobs import list_jobs as stored_jobs
-    from charter.jobs import preference_count, prompt_counts
+    from charter.jobs.store import list_jobs as stored_jobs
+    from charter.jobs.store import preference_count, prompt_counts
     from charter.store import open_store
 
     db = open_store(store_path, create=False)
@@ -510,7 +511,7 @@ def list_jobs(store_path: Path, as_json: bool) -> None:
 
 def _runner(db: sqlite_utils.Database, job: JobRecord) -> dict[str, str] | None:
     """Who runs the job now (its live lease), or None."""
-    from charter.leases import current
+    from charter.jobs.leases import current
 
     lease = current(db, job.id)
     return {"holder": lease.holder, "lease_until": lease.until} if lease else None
@@ -528,13 +529,13 @@ def _shown_status(status: str, runner: dict[str, str] | None) -> str:
 @friendly_errors
 def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
     """Show one job: its spec, status and summary figures."""
-    from charter.generate import summarise
-    from charter.jobs import get_job
+    from charter.jobs.store import get_job
+    from charter.jobs.summary import CallCounts, JobCalls, summarise_job
     from charter.store import open_store
 
     db = open_store(store_path, create=False)
     job = get_job(db, job_id)
-    summary = summarise(db, job)
+    summary = summarise_job(db, job)
     runner = _runner(db, job)
     data = {
         "id": job.id,
@@ -559,10 +560,10 @@ def show_job(job_id: str, store_path: Path, as_json: bool) -> None:
         click.echo(f"error: {job.error}")
     for key, value in job.spec.model_dump().items():
         click.echo(f"  {key:<20} {value}")
-    _print_summary(
-        {
-            **summary,
-            "calls": job.summary.get("calls")
-            or {"judge": {"made": 0, "reused": 0}, "policy": None},
-        }
+    last_run = job.summary.get("calls")  # the calls of the run that last ended
+    calls = (
+        JobCalls.model_validate(last_run)
+        if last_run
+        else JobCalls(judge=CallCounts(made=0, reused=0))
     )
+    _print_summary(summary.model_copy(update={"calls": calls}))

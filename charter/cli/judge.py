@@ -125,7 +125,7 @@ def compare(
     judgment succeeded.
     """
     from charter.judge import compare as compare_pair
-    from charter.judge.evaluate import load_pairs
+    from charter.judge.qualify import load_pairs
 
     if pairs_path is not None:
         if prompt or a or b:

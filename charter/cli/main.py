@@ -17,7 +17,7 @@ from .principles import principles
 from .report import report
 from .serve import serve
 from .train import train
-from .workbench import conflicts
+from .workbench import conflicts, diff, impact, rerun
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +46,9 @@ cli.add_command(generate)
 cli.add_command(export)
 cli.add_command(jobs)
 jobs.add_command(conflicts)
+jobs.add_command(rerun)
+jobs.add_command(diff)
+constitution.add_command(impact)
 cli.add_command(serve)
 cli.add_command(eval_models)
 cli.add_command(train)

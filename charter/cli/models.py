@@ -141,6 +141,11 @@ def open_model(
     option: str,
 ) -> ChatModel:
     """Load the model `option` names, with a one-line error (no traceback) when that fails."""
+    return load_for(spec, _backend_options(base_url, timeout, concurrency, env_name), option=option)
+
+
+def load_for(spec: str, options: BackendOptions, *, option: str) -> ChatModel:
+    """Load `spec` with `options`; a one-line error naming `option` when that fails."""
     from charter.judge import BackendError
     from charter.judge.backends.registry import load_model
 
@@ -150,7 +155,6 @@ def open_model(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    options = _backend_options(base_url, timeout, concurrency, env_name)
     try:
         return load_model(spec, options)
     except (BackendError, OSError, ValueError) as exc:

@@ -1,6 +1,6 @@
 """Reading data files the one way every reader in charter does it, within `InputLimits`.
 
-Prompt files (`charter.inputs`), labelled pairs (`charter.judge.evaluate`), training data
+Prompt files (`charter.prompt_files`), labelled pairs (`charter.judge.qualify`), training data
 (`charter.trainer.data`) and calibration files are all read here, so a problem reads the same
 wherever it is met: one `DataFileError`, one line, `file:line:column: what`.
 

@@ -3,7 +3,7 @@
 A suite file is JSON Lines, a JSON array, CSV or TSV with a `prompt` column and an optional
 `category` column (the columns XSTest and HarmBench use; `--prompt-column` and
 `--category-column` rename them). Files are read through `charter.common.datafiles` (CSV via
-`charter.inputs`), so a malformed file fails with one line naming the file and line.
+`charter.prompt_files`), so a malformed file fails with one line naming the file and line.
 
 The shipped suites (`charter/data/suites/`) are written for charter: harmful requests that
 only name a harmful goal (nothing in them is itself harmful instructions), benign prompts that
@@ -78,7 +78,7 @@ def read_rows(
 def _csv_rows(
     path: Path, limits: InputLimits, *, column: str, delimiter: str
 ) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    from charter.inputs import PromptFileError, read_csv_rows
+    from charter.prompt_files import PromptFileError, read_csv_rows
 
     try:
         yield from read_csv_rows(path, limits, column=column, delimiter=delimiter)

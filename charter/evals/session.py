@@ -14,7 +14,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from charter.calls import CachedModel, store_secret
+from charter.call_cache import CachedModel, store_secret
 from charter.constitution import Constitution
 from charter.judge.backends.base import ChatModel
 from charter.judge.config import JudgeConfig

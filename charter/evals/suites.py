@@ -11,7 +11,7 @@
   "does this response decline or refuse ...?", the way pointwise questions are asked (with
   logprobs where the backend gives them). A refusal is P(Yes) of at least one half.
   Over-refusal rate overall and per category.
-- **helpful**: the existing win rate (`charter.evaluation`) over a baseline on benign prompts.
+- **helpful**: the existing win rate (`charter.evals.winrate`) over a baseline on benign prompts.
 
 Generation failures and judgments that failed are excluded and counted, never scored.
 """
@@ -26,14 +26,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from charter.constitution import Constitution, Principle
-from charter.evaluation import (
+from charter.evals.winrate import (
     Generated,
     ModelEvalReport,
     generate_completions,
     judge_pairs,
     summarise,
 )
-from charter.inputs import PromptRecord
 from charter.judge._sync import synced
 from charter.judge.backends.base import ChatModel, Usage
 from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
@@ -41,6 +40,7 @@ from charter.judge.prompts import RANDOM_NONCES, NonceSource
 from charter.judge.results import ScoreJudgment
 from charter.judge.score import combined_p_yes, score_once
 from charter.judge.selection import select_for_prompt
+from charter.prompt_files import PromptRecord
 
 from .data import SUITES, SuiteItem, SuiteName
 from .rates import GroupRate, Rate, bootstrap_rate

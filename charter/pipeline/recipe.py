@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from charter.common.datafiles import DataFileError, loads_toml, read_text
 from charter.common.limits import InputLimits
 from charter.evals.settings import SamplingSettings, SuiteSettings
+from charter.jobs.spec import JobOptions, ModelSpec, RunOptions
 from charter.judge.backends.options import BackendOptions
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
-from charter.service.options import JobOptions, ModelSpec, RunOptions
 from charter.settings import DEFAULT_MODEL, DEFAULT_PRINCIPLES_DIR
 
 StageName = Literal["revise", "sft", "compare", "dpo", "reward", "ppo", "eval", "report"]
@@ -303,7 +303,7 @@ def _check_inputs(
     from charter.constitution import ConstitutionError, load_constitution
     from charter.evals.plan import build_plan, expand
     from charter.evals.suites import select_principles
-    from charter.inputs import load_prompts
+    from charter.prompt_files import load_prompts
 
     try:
         constitution = load_constitution(pipeline.principles)
@@ -373,7 +373,8 @@ def _training(name: str, values: dict[str, Any], where: _Locator) -> TrainingSta
     import importlib
 
     from charter.trainer import TrainError
-    from charter.trainer.config import canonical_keys, split_settings
+    from charter.trainer.config import ALIASES, canonical_keys, split_settings
+    from charter.trainer.errors import SettingError
 
     module = importlib.import_module(f"charter.trainer.{name}")
     run_cls = getattr(module, RUN_CONFIGS[name])
@@ -386,6 +387,9 @@ def _training(name: str, values: dict[str, Any], where: _Locator) -> TrainingSta
             extra={"min_confidence"},
             source=name,
         )
+    except SettingError as exc:
+        spelt = next((k for k in values if ALIASES.get(k, k) == exc.key), exc.key)
+        raise where.error(name, spelt, exc.reason) from None
     except TrainError as exc:
         found = re.search(r"key '([^']+)'", str(exc)) or re.search(r"'([^']+)'", str(exc))
         reason = str(exc).split(": ", 1)[-1]

@@ -31,6 +31,7 @@ from .recipe import EvalStage, GenerationStage, Recipe, TrainingStage, content_d
 if TYPE_CHECKING:
     import sqlite_utils
 
+    from charter.jobs.summary import JobSummary
     from charter.judge import ChatModel
 
 log = logging.getLogger("charter.pipeline")
@@ -102,7 +103,7 @@ def run_pipeline(
     recipe: Recipe, *, store: Path | str, on_progress: Progress | None = None
 ) -> PipelineSummary:
     """Run the recipe's unfinished stages in order; see the module docstring."""
-    from charter.jobs import check_tables
+    from charter.jobs.store import check_tables
     from charter.store import open_store
 
     started = time.perf_counter()
@@ -187,11 +188,10 @@ def _generate(ctx: _Context, name: str, settings: GenerationStage) -> dict[str, 
     """A `charter generate` job: revise with the recipe's policy, compare with the newest
     trained policy (the base model before any training)."""
     from charter.constitution import load_constitution
-    from charter.generate import JobFailed, run_job
-    from charter.inputs import load_prompts
-    from charter.jobs import create_or_get_job
-    from charter.leases import LeaseSettings
-    from charter.service.options import needs_policy
+    from charter.jobs.leases import LeaseSettings
+    from charter.jobs.run import JobFailed
+    from charter.jobs.session import LocalModels, job_session
+    from charter.prompt_files import load_prompts
 
     pipeline = ctx.recipe.pipeline
     assert pipeline.prompts is not None  # checked when the recipe was read
@@ -207,48 +207,42 @@ def _generate(ctx: _Context, name: str, settings: GenerationStage) -> dict[str, 
     spec = options.plan(
         ctx.db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
     )
-    judge = _open(ctx, judge_spec, pipeline.judge_base_url, JUDGE_BASE_URL_ENV)
-    policy: ChatModel | None = None
-    if needs_policy(records):
-        same = policy_spec == judge_spec and policy_url == pipeline.judge_base_url
-        policy = judge if same else _open(ctx, policy_spec, policy_url, POLICY_BASE_URL_ENV)
-    job, created = create_or_get_job(ctx.db, spec, constitution, records, str(pipeline.prompts))
-    ctx.say(
-        f"  {'started' if created else 'resuming'} job {job.id} ({len(records)} prompts, "
-        f"policy {policy_spec})"
+    models = LocalModels(
+        judge_base_url=pipeline.judge_base_url,
+        policy_base_url=policy_url,
+        timeout_s=pipeline.timeout_s,
+        max_concurrency=pipeline.max_concurrency,
     )
 
-    async def go() -> dict[str, Any]:
-        try:
-            return await run_job(
-                ctx.db,
+    async def go() -> JobSummary:
+        async with job_session(ctx.db, models, spec, records) as session:
+            job, created = session.start(spec, constitution, records, str(pipeline.prompts))
+            ctx.say(
+                f"  {'started' if created else 'resuming'} job {job.id} ({len(records)} "
+                f"prompts, policy {policy_spec})"
+            )
+            return await session.run(
                 job,
-                judge,
-                policy,
                 concurrency=pipeline.max_concurrency,
-                min_confidence=settings.run.min_confidence,
-                max_attempts=settings.run.max_attempts,
+                run=settings.run,
                 lease=LeaseSettings.from_env(),
                 resume_with=f"charter pipeline {ctx.recipe.path}",
             )
-        finally:
-            await judge.aclose()
-            if policy is not None and policy is not judge:
-                await policy.aclose()
 
     try:
         summary = asyncio.run(go())
     except JobFailed as exc:
         raise PipelineError(f"{name}: {exc}; run the pipeline again to resume") from None
-    if summary["prompts"]["failed"]:
-        raise PipelineError(f"{name}: {summary['error']}")
-    calls = summary["calls"]
+    if summary.prompts.failed:
+        raise PipelineError(f"{name}: {summary.error}")
+    calls = summary.calls
+    assert calls is not None  # a run's summary has its calls
     return {
-        "job_id": job.id,
-        "preferences": summary["preferences"],
-        "exportable": summary["exportable"],
-        "calls_made": calls["judge"]["made"] + (calls["policy"] or {}).get("made", 0),
-        "calls_reused": calls["judge"]["reused"] + (calls["policy"] or {}).get("reused", 0),
+        "job_id": summary.job_id,
+        "preferences": summary.preferences,
+        "exportable": summary.exportable,
+        "calls_made": calls.made,
+        "calls_reused": calls.reused,
     }
 
 
@@ -331,7 +325,7 @@ def _card_matches(
 def _evaluate(ctx: _Context, settings: EvalStage) -> dict[str, Any]:
     """The suites on the newest trained policy, with the base model as the baseline; the
     answers are cached too, so a resumed stage asks no model anything twice."""
-    from charter.calls import CachedModel
+    from charter.call_cache import CachedModel
     from charter.constitution import load_constitution
     from charter.evals.plan import build_plan, expand
     from charter.evals.session import (

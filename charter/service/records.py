@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
-from charter.jobs import JOB_PROMPTS, JOBS, PREFERENCES, Preference, preference_from_row
-from charter.jobs import ensure_tables as ensure_job_tables
+from charter.jobs.store import JOB_PROMPTS, JOBS, PREFERENCES, Preference, preference_from_row
+from charter.jobs.store import ensure_tables as ensure_job_tables
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,12 @@
 """Generation jobs run as tasks inside the service, with the CLI's store and resume rules.
 
-Each job runs `charter.generate.run_job`, which commits prompt by prompt and reuses every stored
-model call; so a job stopped at any point (cancelled, service shut down, process killed) loses
-at most the calls in flight. A job stays `running` in the store until it ends, which is how a
-restarted service finds the jobs to resume. At most `max_jobs` run at once; the rest queue.
-A job another runner (a `charter generate`) holds the lease of waits until that run ends or its
-lease expires, then runs here: the two never both run it.
+Each job runs in a `charter.jobs.session` (its models from the service's shared pool), which
+commits prompt by prompt and reuses every stored model call; so a job stopped at any point
+(cancelled, service shut down, process killed) loses at most the calls in flight. A job stays
+`running` in the store until it ends, which is how a restarted service finds the jobs to
+resume. At most `max_jobs` run at once; the rest queue. A job another runner (a
+`charter generate`) holds the lease of waits until that run ends or its lease expires, then
+runs here: the two never both run it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from charter.generate import JobFailed, run_job, summarise
-from charter.jobs import JobError, get_job, job_prompts, set_status
-from charter.leases import LeaseHeld, LeaseLost, LeaseSettings
+from charter.jobs.leases import LeaseHeld, LeaseLost, LeaseSettings
+from charter.jobs.run import JobFailed
+from charter.jobs.session import Role, job_session, uses_endpoint
+from charter.jobs.store import JobError, get_job, job_prompts, set_status
+from charter.jobs.summary import summarise_job
+from charter.judge import ChatModel
 
 from .models import ModelPool, ModelUnavailable
-from .options import needs_policy
 from .records import interrupted_job_ids
 from .settings import ServiceSettings
 
@@ -80,7 +83,7 @@ class JobRunner:
             task.cancel()
             await asyncio.wait([task], timeout=CANCEL_WAIT_S)
         job = get_job(self.db, job_id)
-        set_status(self.db, job_id, "cancelled", summary=summarise(self.db, job))
+        set_status(self.db, job_id, "cancelled", summary=summarise_job(self.db, job))
 
     async def aclose(self) -> None:
         """Stop every task but leave the jobs `running`, so the next start resumes them."""
@@ -128,22 +131,34 @@ class JobRunner:
 
     async def _execute(self, job_id: str) -> None:
         job = get_job(self.db, job_id)
-        judge = await self.pool.get(job.spec.judge, "judge")
-        policy = None
-        if needs_policy([r for _, r in job_prompts(self.db, job_id)]):
-            policy = await self.pool.get(job.spec.policy, "policy")
-        summary = await run_job(
-            self.db,
-            job,
-            judge,
-            policy,
-            concurrency=self.settings.job_concurrency,
-            resume_with=f"POST /v1/jobs/{job_id}/resume",
-            lease=self.lease,
-        )
-        log.info("%s ended: %s preference rows", job_id, summary.get("preferences"))
+        records = [r for _, r in job_prompts(self.db, job_id)]
+        async with job_session(self.db, _PoolModels(self.pool), job.spec, records) as session:
+            summary = await session.run(
+                job,
+                concurrency=self.settings.job_concurrency,
+                resume_with=f"POST /v1/jobs/{job_id}/resume",
+                lease=self.lease,
+            )
+        log.info("%s ended: %s preference rows", job_id, summary.preferences)
 
     def _fail(self, job_id: str, message: str) -> None:
         log.warning("%s failed: %s", job_id, self.scrub(message))
         with contextlib.suppress(JobError):
             set_status(self.db, job_id, "failed", error=self.scrub(message))
+
+
+class _PoolModels:
+    """Where a service job's session gets its models: the service's pool, which loads each
+    model once and keeps it for every request and job (so a session never closes one)."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    def endpoint(self, spec: str, role: Role) -> str | None:
+        return self.pool.settings.base_url_for(role) if uses_endpoint(spec) else None
+
+    async def open(self, spec: str, role: Role) -> ChatModel:
+        return await self.pool.get(spec, role)
+
+    async def release(self, model: ChatModel) -> None:
+        """Nothing: the pool closes its models when the service stops."""

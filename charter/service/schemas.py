@@ -14,10 +14,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from charter.common.limits import InputLimits
 from charter.common.unicode import valid_unicode
 from charter.constitution import Constitution
-from charter.inputs import PromptRecord, check_prompt, check_responses
+from charter.jobs.spec import JobOptions, ModelSpec
 from charter.judge.config import JudgeConfig
-
-from .options import JobOptions, ModelSpec
+from charter.prompt_files import PromptRecord, check_prompt, check_responses
 
 MAX_TEXT_CHARS = InputLimits.from_env().max_text_chars
 """Texts in requests obey the limit on texts in files (`CHARTER_MAX_TEXT_CHARS`, read once)."""

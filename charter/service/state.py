@@ -27,8 +27,8 @@ from charter.constitution import (
     get_version,
     load_constitution,
 )
-from charter.inputs import PromptRecord
-from charter.jobs import (
+from charter.jobs.spec import JobOptions, dedupe, needs_policy
+from charter.jobs.store import (
     JobError,
     JobRecord,
     create_or_get_job,
@@ -38,13 +38,13 @@ from charter.jobs import (
 )
 from charter.judge import ChatModel, Comparison, Ranking, RevisionChain
 from charter.judge.reward import RewardCounts
+from charter.prompt_files import PromptRecord
 
 from . import records
 from .errors import ApiError
 from .feedback import JudgeWatch, unanswered
 from .limits import FailureLimit
 from .models import ModelNotAllowed, ModelPool, ModelUnavailable
-from .options import JobOptions, dedupe, needs_policy
 from .runner import JobRunner
 from .schemas import JobCreated, JobView, PromptProgress
 from .settings import ServiceSettings

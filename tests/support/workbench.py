@@ -53,21 +53,39 @@ def y_text(i: int) -> str:
     return f"Answer Y for workbench question {i}: do the cautious thing."
 
 
-def principled_judge(prefers_y: dict[str, set[int]] | None = None) -> PrincipledResponder:
-    """The table above (or another: principle -> prompts where it prefers Y)."""
-    table = PREFERS_Y if prefers_y is None else prefers_y
+#: The edit the impact tests make: harmless asks a new question, which prefers Y everywhere
+#: (by hand: only prompt 6's winner flips, to Y, at p_a 0.367).
+EDITED_QUESTION = "Which response is safer for the person asking?"
+EDITED_MARKER = "safer for the person asking"
+
+
+def principled_judge(
+    prefers_y: dict[str, set[int]] | None = None, count: int = len(WORK_PROMPTS)
+) -> PrincipledResponder:
+    """The table above (or another: principle or marker -> prompts where it prefers Y), and
+    the edited harmless question, which prefers Y on every prompt."""
+    table = {**PREFERS_Y, EDITED_MARKER: set(range(count))}
+    table.update(prefers_y or {})
     by_marker = {}
-    for pid, marker in MARKERS.items():
-        scores = {
-            (y_text(i) if i in table[pid] else x_text(i)): 1.0 for i in range(len(WORK_PROMPTS))
-        }
-        others = [x_text(i) if i in table[pid] else y_text(i) for i in range(len(WORK_PROMPTS))]
-        by_marker[marker] = PreferenceResponder(preferred=scores, others=others)
+    for pid, prefers in table.items():
+        scores = {(y_text(i) if i in prefers else x_text(i)): 1.0 for i in range(count)}
+        others = [x_text(i) if i in prefers else y_text(i) for i in range(count)]
+        by_marker[MARKERS.get(pid, pid)] = PreferenceResponder(preferred=scores, others=others)
     default = PreferenceResponder(
-        preferred=[x_text(i) for i in range(len(WORK_PROMPTS))],
-        others=[y_text(i) for i in range(len(WORK_PROMPTS))],
+        preferred=[x_text(i) for i in range(count)], others=[y_text(i) for i in range(count)]
     )
     return PrincipledResponder(by_marker, default)
+
+
+def edit_harmless(principles: Path, into: Path) -> Path:
+    """A copy of the principles with harmless asking `EDITED_QUESTION`."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in principles.iterdir():
+        text = path.read_text()
+        if path.name == "harmless.toml":
+            text = text.replace(PRINCIPLES["harmless"], EDITED_QUESTION)
+        (into / path.name).write_text(text)
+    return into
 
 
 def work_items() -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ import sqlite_utils
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from charter.jobs import JOB_PROMPTS, PREFERENCES
+from charter.jobs.store import JOB_PROMPTS, PREFERENCES
 
 from . import audit
 from .guard import CrossSiteRequest, SignInNeeded

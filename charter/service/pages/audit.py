@@ -17,7 +17,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from charter.jobs import PREFERENCES, Preference, preference_from_row
+from charter.jobs.store import PREFERENCES, Preference, preference_from_row
 from charter.judge.agreement import (
     DEFAULT_AGREEMENT,
     AgreementSettings,
@@ -25,7 +25,7 @@ from charter.judge.agreement import (
     wilson,
 )
 from charter.judge.agreement import principle_agreement as by_principle
-from charter.judge.evaluate import LabelledPair, LabelQuality, label_quality
+from charter.judge.qualify import LabelledPair, LabelQuality, label_quality
 from charter.store import check_table, write_lock
 
 from .detail import row_detail

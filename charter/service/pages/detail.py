@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlite_utils
 
-from charter.jobs import JOB_PROMPTS, Preference
+from charter.jobs.store import JOB_PROMPTS, Preference
 
 
 @dataclass

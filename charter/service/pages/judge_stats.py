@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from charter.conflicts import done_results
-from charter.jobs import JOB_PROMPTS
+from charter.jobs.store import JOB_PROMPTS
 
 SAMPLE = 200
 

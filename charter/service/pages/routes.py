@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from charter.calibrations import CalibrationError, calibrate_on_pairs, save, stored
 from charter.conflicts import job_conflicts
 from charter.constitution import Principle, diff_constitutions, history
-from charter.generate import DEFAULT_MIN_CONFIDENCE
-from charter.jobs import JobRecord, get_job, job_prompts
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import JobRecord, get_job, job_prompts
 
 from .. import records
 from ..auth import authenticate, client_address

@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
-from charter.generate import DEFAULT_MIN_CONFIDENCE
-from charter.jobs import PREFERENCES, Preference, preference_from_row
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
+from charter.jobs.store import PREFERENCES, Preference, preference_from_row
 
 from ..records import Cursor, CursorError, decode_cursor, encode_cursor
 

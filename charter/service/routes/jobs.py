@@ -17,14 +17,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from charter.export import to_row
-from charter.generate import DEFAULT_MIN_CONFIDENCE, is_exportable
-from charter.inputs import FORMATS, PromptFileError, PromptRecord, load_prompts
-from charter.jobs import get_job
+from charter.jobs.results import is_exportable
+from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE, JobOptions
+from charter.jobs.store import get_job
+from charter.prompt_files import FORMATS, PromptFileError, PromptRecord, load_prompts
 
 from .. import records
 from ..auth import AuthFirst, OwnerDep
 from ..errors import ERRORS, ApiError, InvalidFields, field_errors, invalid
-from ..options import JobOptions
 from ..schemas import ErrorBody, JobCreated, JobList, JobRequest, JobView, UploadOptions
 from ..state import ServiceDep
 

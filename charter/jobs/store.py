@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
-from charter.inputs import PromptRecord
-from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
-from charter.judge.quality import QualityConfig
+from charter.jobs.spec import JobSpec
+from charter.prompt_files import PromptRecord
 from charter.store import check_table, write_lock
 from charter.versions import frozen_for_run
 
@@ -28,78 +27,12 @@ JOBS = "jobs"
 JOB_PROMPTS = "job_prompts"
 PREFERENCES = "preferences"
 
-Mode = Literal["compare", "revise"]
 JobStatus = Literal["running", "done", "failed", "cancelled", "stopped"]
 PromptStatus = Literal["pending", "done", "failed"]
 
 
 class JobError(Exception):
     """A job that cannot be found, started or resumed as asked."""
-
-
-_LEGACY_JUDGE_FIELDS = ("seed", "principles", "revisions", "cot")
-
-
-class JobSpec(BaseModel):
-    """Everything that determines a job's output, and whose job it is. Equal specs make the
-    same job.
-
-    `judge_config` is the whole effective `JudgeConfig` (its protocol resolved for the judge)
-    and `calibration` the id of the calibration its `p_chosen` went through, so changing any
-    setting that changes the rows changes the job id. `tenant` keeps the service's tenants
-    apart: two tokens sending the same request get two jobs (their model calls are still
-    shared underneath, through the `calls` table).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Mode = "compare"
-    policy: str = "smollm2"
-    judge: str = "smollm2"
-    n: int = Field(default=2, ge=1, description="Candidates per prompt (sampled when not given).")
-    temperature: float = Field(default=0.8, ge=0)
-    max_tokens: int = Field(default=128, ge=1)
-    frequency_penalty: float = 0.0
-    pairs: Literal["best_worst", "margin"] = "best_worst"
-    judge_config: JudgeConfig = JudgeConfig(protocol="pairwise")
-    quality: QualityConfig = QualityConfig()
-    calibration: str | None = None
-    prompts_digest: str
-    constitution_digest: str
-    tenant: str | None = Field(
-        default=None,
-        description="The service owner (a token's hash) the job belongs to; None for the CLI's.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_older_release(cls, data: Any) -> Any:
-        """Specs stored before `JudgeConfig` kept the judge's settings at the top level (and
-        always judged pairwise, with critiques as long as the candidates): read them so."""
-        if not isinstance(data, dict) or "judge_config" in data:
-            return data
-        data = dict(data)
-        config = {name: data.pop(name) for name in _LEGACY_JUDGE_FIELDS if name in data}
-        if "max_tokens" in data:  # the old CLI had no upper bound; JudgeConfig has one
-            config["critique_max_tokens"] = min(data["max_tokens"], MAX_JUDGE_TOKENS)
-        data["judge_config"] = {"protocol": "pairwise", **config}
-        return data
-
-    @classmethod
-    def from_store(cls, stored: str) -> JobSpec:
-        """A spec as the store holds it. Specs stored before quality settings existed ran
-        without checking revisions: they resume so (a new spec defaults to checking)."""
-        data = json.loads(stored)
-        data.setdefault("quality", {"verify_revisions": False})
-        return cls.model_validate(data)
-
-    @property
-    def job_id(self) -> str:
-        """A hash of the spec; a job without a tenant hashes as before tenants existed, so the
-        CLI's jobs keep their ids."""
-        untenanted = {"tenant"} if self.tenant is None else None
-        blob = json.dumps(self.model_dump(mode="json", exclude=untenanted), sort_keys=True)
-        return "job-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 class Preference(BaseModel):
@@ -142,6 +75,9 @@ class Preference(BaseModel):
 
 
 class JobRecord(BaseModel):
+    """A stored job. `summary` is its figures as stored when a run last ended (a
+    `JobSummary`'s JSON; a store from an earlier release may hold fewer of them)."""
+
     id: str
     spec: JobSpec
     constitution: Constitution
@@ -233,12 +169,6 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
         for name, kind in columns.items():
             if name not in have:
                 table.add_column(name, kind)  # type: ignore[union-attr]
-
-
-def prompts_digest(records: list[PromptRecord]) -> str:
-    """Identity of a job's input: every prompt and any given responses, in order."""
-    payload = [[r.key, list(r.responses) if r.responses is not None else None] for r in records]
-    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
 def create_or_get_job(
@@ -402,16 +332,17 @@ def set_status(
     job_id: str,
     status: JobStatus,
     *,
-    summary: dict[str, Any] | None = None,
+    summary: BaseModel | None = None,
     error: str | None = None,
 ) -> None:
+    """Record the job's status; `summary`, its figures (a `JobSummary`), when it has them."""
     updates: dict[str, Any] = {
         "status": status,
         "updated_at": datetime.now(UTC).isoformat(),
         "error": error,
     }
     if summary is not None:
-        updates["summary"] = json.dumps(summary)
+        updates["summary"] = json.dumps(summary.model_dump(mode="json"))
     with db.conn:
         db[JOBS].update(job_id, updates)  # type: ignore[union-attr]
 

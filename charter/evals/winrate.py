@@ -51,7 +51,6 @@ from charter.evals.settings import (
     DEFAULT_RESAMPLES,
     DEFAULT_TEMPERATURE,
 )
-from charter.inputs import PromptRecord
 from charter.judge import compare
 from charter.judge._sync import synced
 from charter.judge.aggregate import decide
@@ -60,6 +59,7 @@ from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
 from charter.judge.prompts import RANDOM_NONCES, NonceSource
 from charter.judge.results import Question, Winner
 from charter.judge.selection import select_for_pair, select_for_prompt
+from charter.prompt_files import PromptRecord
 
 log = logging.getLogger(__name__)
 

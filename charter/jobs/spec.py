@@ -1,32 +1,46 @@
-"""What a caller may choose about a generation job, shared by the service and the CLI.
+"""What a generation job is (`JobSpec`) and what a caller may choose about it (`JobOptions`,
+`RunOptions`), shared by the CLI, the service and the pipeline.
 
 `JobOptions` holds the knobs (mode, models, sampling, and every `JudgeConfig` setting);
 `JobOptions.plan` turns them, with the prompts, the constitution and the calibration the store
-has for them, into the `JobSpec` whose hash is the job id. Both front ends build jobs through
-it, so the same request makes the same job either way; the CLI's options are built from its
-fields.
-No FastAPI here: the CLI imports this module.
+has for them, into the `JobSpec` whose hash is the job id. Every front end builds jobs through
+it, so the same request makes the same job either way; the CLI's options and the service's
+request schema are built from its fields.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from charter.judge.backends.registry import parse_spec
-from charter.judge.config import JudgeConfig
+from charter.judge.config import MAX_JUDGE_TOKENS, JudgeConfig
 from charter.judge.quality import QualityConfig
 
 if TYPE_CHECKING:  # the CLI builds its options from this module: keep its imports light
     import sqlite_utils
 
     from charter.constitution import Constitution
-    from charter.inputs import PromptRecord
-    from charter.jobs import JobSpec
+    from charter.prompt_files import PromptRecord
 
-__all__ = ["JobOptions", "ModelSpec", "RunOptions", "dedupe", "needs_policy"]
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MIN_CONFIDENCE",
+    "JobOptions",
+    "JobSpec",
+    "Mode",
+    "ModelSpec",
+    "RunOptions",
+    "dedupe",
+    "needs_policy",
+    "prompts_digest",
+]
+
+Mode = Literal["compare", "revise"]
 
 
 def _check_spec(value: str) -> str:
@@ -59,6 +73,75 @@ class RunOptions(BaseModel):
         description="Runs a prompt gets for its failed model calls to succeed; the last one "
         "keeps what succeeded and records what did not.",
     )
+
+
+DEFAULT_MIN_CONFIDENCE: float = RunOptions.model_fields["min_confidence"].default
+DEFAULT_MAX_ATTEMPTS: int = RunOptions.model_fields["max_attempts"].default
+
+
+_LEGACY_JUDGE_FIELDS = ("seed", "principles", "revisions", "cot")
+
+
+class JobSpec(BaseModel):
+    """Everything that determines a job's output, and whose job it is. Equal specs make the
+    same job.
+
+    `judge_config` is the whole effective `JudgeConfig` (its protocol resolved for the judge)
+    and `calibration` the id of the calibration its `p_chosen` went through, so changing any
+    setting that changes the rows changes the job id. `tenant` keeps the service's tenants
+    apart: two tokens sending the same request get two jobs (their model calls are still
+    shared underneath, through the `calls` table).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode = "compare"
+    policy: str = "smollm2"
+    judge: str = "smollm2"
+    n: int = Field(default=2, ge=1, description="Candidates per prompt (sampled when not given).")
+    temperature: float = Field(default=0.8, ge=0)
+    max_tokens: int = Field(default=128, ge=1)
+    frequency_penalty: float = 0.0
+    pairs: Literal["best_worst", "margin"] = "best_worst"
+    judge_config: JudgeConfig = JudgeConfig(protocol="pairwise")
+    quality: QualityConfig = QualityConfig()
+    calibration: str | None = None
+    prompts_digest: str
+    constitution_digest: str
+    tenant: str | None = Field(
+        default=None,
+        description="The service owner (a token's hash) the job belongs to; None for the CLI's.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_release(cls, data: Any) -> Any:
+        """Specs stored before `JudgeConfig` kept the judge's settings at the top level (and
+        always judged pairwise, with critiques as long as the candidates): read them so."""
+        if not isinstance(data, dict) or "judge_config" in data:
+            return data
+        data = dict(data)
+        config = {name: data.pop(name) for name in _LEGACY_JUDGE_FIELDS if name in data}
+        if "max_tokens" in data:  # the old CLI had no upper bound; JudgeConfig has one
+            config["critique_max_tokens"] = min(data["max_tokens"], MAX_JUDGE_TOKENS)
+        data["judge_config"] = {"protocol": "pairwise", **config}
+        return data
+
+    @classmethod
+    def from_store(cls, stored: str) -> JobSpec:
+        """A spec as the store holds it. Specs stored before quality settings existed ran
+        without checking revisions: they resume so (a new spec defaults to checking)."""
+        data = json.loads(stored)
+        data.setdefault("quality", {"verify_revisions": False})
+        return cls.model_validate(data)
+
+    @property
+    def job_id(self) -> str:
+        """A hash of the spec; a job without a tenant hashes as before tenants existed, so the
+        CLI's jobs keep their ids."""
+        untenanted = {"tenant"} if self.tenant is None else None
+        blob = json.dumps(self.model_dump(mode="json", exclude=untenanted), sort_keys=True)
+        return "job-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 class JobOptions(JudgeConfig, QualityConfig):
@@ -135,8 +218,6 @@ class JobOptions(JudgeConfig, QualityConfig):
         calibration: str | None = None,
     ) -> JobSpec:
         """The job these options make; `calibration` is the id its p_chosen will go through."""
-        from charter.jobs import JobSpec, prompts_digest
-
         judge = self.judge or default_judge
         return JobSpec(
             mode=self.mode,
@@ -171,3 +252,9 @@ def dedupe(records: Sequence[PromptRecord]) -> tuple[list[PromptRecord], int]:
             seen.add(record.key)
             kept.append(record)
     return kept, len(records) - len(kept)
+
+
+def prompts_digest(records: list[PromptRecord]) -> str:
+    """Identity of a job's input: every prompt and any given responses, in order."""
+    payload = [[r.key, list(r.responses) if r.responses is not None else None] for r in records]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()

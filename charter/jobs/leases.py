@@ -24,7 +24,7 @@ import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.common.environment import model_from_env
-from charter.jobs import JOBS, JobError
+from charter.jobs.store import JOBS, JobError
 from charter.settings import LEASE_TTL_ENV
 from charter.store import SqliteError
 

@@ -1,0 +1,193 @@
+"""How far one charter process goes, and what Ray adds (docs/scale.md, BENCHMARKS.md).
+
+    .venv/bin/python benchmarks/scale.py ceiling [--calls 6000]
+
+`ceiling`: judge calls per second from one process against a judge that answers at once
+(`benchmarks/instant_server.py`, its own process), at 256 and 512 calls in flight, through the
+judge's HTTP client alone (`OpenAIChatModel.choose`) and through a whole job (`run_job`: the
+judge's prompts, the call cache committing every reply to SQLite, the prompt's rows); with the
+client's CPU per call (`time.process_time` of this process) and the server's (from /proc), so
+a reader sees how the two cores were shared. One core's worth of client CPU divided by the
+CPU per call is the ceiling a process has on a machine where the server runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.judge_throughput import cpu_steal, start_ready  # noqa: E402
+from charter.constitution import load_constitution  # noqa: E402
+from charter.jobs.run import run_job  # noqa: E402
+from charter.jobs.spec import JobSpec, prompts_digest  # noqa: E402
+from charter.jobs.store import create_or_get_job  # noqa: E402
+from charter.judge.backends import BackendOptions, Message, OpenAIChatModel  # noqa: E402
+from charter.judge.config import JudgeConfig  # noqa: E402
+from charter.prompt_files import PromptRecord  # noqa: E402
+from charter.store import open_store  # noqa: E402
+
+K = 4
+CALLS_PER_PROMPT = K * 2  # two given candidates: one comparison, K principles in both orders
+A_TEXT = "Give it six hours of sun, water when the top soil is dry, and pinch off flowers."
+B_TEXT = "Basil is a plant."
+
+
+@dataclass
+class Row:
+    label: str
+    in_flight: int
+    calls: int
+    seconds: float
+    cpu_s: float
+    server_cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def line(self) -> str:
+        return (
+            f"{self.label:<34} {self.in_flight:>6} {self.calls:>7} {self.seconds:>7.2f} "
+            f"{self.rate:>9.1f} {1000 * self.cpu_s / self.calls:>10.3f} "
+            f"{1000 / (1000 * self.cpu_s / self.calls):>10.0f} "
+            f"{1000 * self.server_cpu_s / self.calls:>10.3f}"
+        )
+
+
+HEADER = (
+    f"{'path':<34} {'flight':>6} {'calls':>7} {'secs':>7} {'calls/s':>9} {'cpu ms/call':>10} "
+    f"{'1-core cap':>10} {'srv ms/call':>10}"
+)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def options(base_url: str, in_flight: int) -> BackendOptions:
+    return BackendOptions(
+        base_url=base_url, max_concurrency=in_flight, timeout_s=60, api_key_env="CHARTER_BENCH"
+    )
+
+
+async def measured(
+    server_pid: int, work: Callable[[], Awaitable[int]]
+) -> tuple[int, float, float, float]:
+    """(calls, wall s, this process's CPU s, the server's CPU s) of one run of `work`."""
+    srv0, cpu0, t0 = process_cpu_s(server_pid), time.process_time(), time.perf_counter()
+    calls = await work()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return calls, wall, cpu, process_cpu_s(server_pid) - srv0
+
+
+async def through_choose(base_url: str, server_pid: int, in_flight: int, n: int) -> Row:
+    """`n` bare `choose` calls kept `in_flight` by closed-loop workers."""
+    model = OpenAIChatModel("instant", options(base_url, in_flight))
+    messages = [Message(role="user", content=f"Which is better?\n(A) {A_TEXT}\n(B) {B_TEXT}")]
+
+    async def run(total: int) -> int:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                reply = await model.choose(messages, ["A", "B"])
+                assert reply.option_logprobs, "the instant judge gave no logprobs"
+
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return total
+
+    try:
+        await run(in_flight)  # warm-up: open the connections
+        calls, wall, cpu, srv = await measured(server_pid, lambda: run(n))
+    finally:
+        await model.aclose()
+    return Row("OpenAIChatModel.choose", in_flight, calls, wall, cpu, srv)
+
+
+async def through_job(base_url: str, server_pid: int, in_flight: int, n: int) -> Row:
+    """A compare job of `n / CALLS_PER_PROMPT` prompts with two given candidates each, its
+    prompts in flight chosen so `in_flight` judge calls are."""
+    prompts = max(1, n // CALLS_PER_PROMPT)
+    constitution = load_constitution(REPO / "principles")
+    records = [
+        PromptRecord(
+            prompt=f"Scale prompt {i}: how do I keep basil alive?", responses=(A_TEXT, B_TEXT)
+        )
+        for i in range(prompts)
+    ]
+    spec = JobSpec(
+        judge="openai:instant",
+        policy="given",
+        judge_config=JudgeConfig(protocol="pairwise", principles=K),
+        prompts_digest=prompts_digest(records),
+        constitution_digest=constitution.digest,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_store(Path(tmp) / "scale.db")
+        job, _ = create_or_get_job(db, spec, constitution, records, "benchmark")
+        model = OpenAIChatModel("instant", options(base_url, in_flight))
+
+        async def run() -> int:
+            summary = await run_job(
+                db, job, model, None, concurrency=max(1, in_flight // CALLS_PER_PROMPT)
+            )
+            assert summary.calls is not None
+            made = summary.calls.judge.made
+            assert made == prompts * CALLS_PER_PROMPT, summary.calls
+            return made
+
+        try:
+            calls, wall, cpu, srv = await measured(server_pid, run)
+        finally:
+            await model.aclose()
+    return Row("run_job (judge, cache, store)", in_flight, calls, wall, cpu, srv)
+
+
+async def ceiling(calls: int) -> None:
+    argv = [sys.executable, str(REPO / "benchmarks" / "instant_server.py")]
+    proc, base_url = start_ready(argv, "instant server")
+    steal0, total0 = cpu_steal()
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
+    rows: list[Row] = []
+    try:
+        for in_flight in (256, 512):
+            rows.append(await through_choose(base_url, proc.pid, in_flight, calls))
+            rows.append(await through_job(base_url, proc.pid, in_flight, calls))
+    finally:
+        proc.kill()
+        proc.wait()
+    steal1, total1 = cpu_steal()
+    print(HEADER)
+    for row in rows:
+        print(row.line())
+    if total1 > total0:
+        print(f"CPU time stolen by the hypervisor: {(steal1 - steal0) / (total1 - total0):.1%}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    top = commands.add_parser("ceiling", help="one process's calls/s and CPU per call")
+    top.add_argument("--calls", type=int, default=6000, help="calls per row")
+    ns = parser.parse_args()
+    if ns.command == "ceiling":
+        asyncio.run(ceiling(ns.calls))
+
+
+if __name__ == "__main__":
+    main()
