@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from charter.service.state import Service
 from tests.support.generation import PROMPTS, good, responder, write_constitution
-from tests.support.scripted_server import ScriptedJudgeServer
+from tests.support.scripted_server import Fault, RecordedRequest, ScriptedJudgeServer
 from tests.support.service import TOKEN_A, RunningService, ServiceProcess, running_service
 from tests.support.tiny_models import tiny_model_dir  # noqa: F401
 from tests.test_service import settings_for
@@ -103,6 +104,43 @@ def test_distinct_model_names_keep_the_pool_at_its_cap_and_close_what_it_drops(
         # The most recent ones are still open and answer without loading again.
         assert pool.loaded(f"openai:probe-{names - 1}") and not pool.loaded("openai:probe-0")
         assert reward(running.base_url, f"openai:probe-{names - 1}").status_code == 200
+
+
+def test_a_model_dropped_while_a_request_uses_it_is_closed_when_that_request_is_done(
+    tmp_path: Path,
+) -> None:
+    """Eviction never pulls a model from under a request: the slow batch still being judged
+    by `probe-0` when newer names push it out finishes with every verdict, and only then is
+    `probe-0` closed."""
+
+    def slow_probe_0(record: RecordedRequest) -> Fault | None:
+        body = record.body if isinstance(record.body, dict) else {}
+        return Fault.delay(2.0) if body.get("model") == "probe-0" else None
+
+    cap = 1
+    with ScriptedJudgeServer(responder(), fault_policy=slow_probe_0) as server:
+        settings = settings_for(
+            tmp_path, server, allowed_models=("openai:*",), model_pool_size=cap, max_retries=0
+        )
+        with running_service(settings) as running, ThreadPoolExecutor(1) as background:
+            pool = service_of(running).pool
+            slow = background.submit(reward, running.base_url, "openai:probe-0")
+            while not pool.loaded("openai:probe-0"):
+                time.sleep(0.01)
+            held = pool.model("openai:probe-0")
+            for i in range(1, 4):  # each pushes the one before out of the pool
+                assert reward(running.base_url, f"openai:probe-{i}").status_code == 200
+            assert not pool.loaded("openai:probe-0") and not slow.done()
+            answer = slow.result(timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["fallbacks"] == 0, answer.text  # judged, not cut off
+            assert held is not None
+            # Then it is closed: only the newest model's connections (K=2) are left.
+            port = int(server.base_url.split(":")[2].split("/")[0])
+            wait_until = time.monotonic() + 2
+            while established_to(port) > 2 and time.monotonic() < wait_until:
+                time.sleep(0.05)
+            assert established_to(port) <= 2, established_to(port)
 
 
 @pytest.mark.slow

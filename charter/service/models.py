@@ -64,6 +64,7 @@ class ModelPool:
         self._pool: OrderedDict[_Key, _Entry] = OrderedDict()  # oldest use first
         self._loading: dict[_Key, asyncio.Task[ChatModel]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._in_use: dict[int, _Entry] = {}  # by id(model): entries with users
 
     def check(self, spec: str) -> str:
         """`spec` if a request may use it, else `ModelNotAllowed` saying what is allowed."""
@@ -107,28 +108,45 @@ class ModelPool:
         return len(self._pinned) + len(self._pool)
 
     async def get(self, spec: str, role: Role = "judge") -> ChatModel:
-        """The model for `spec` in `role`, loading it on first use (a job's model: prefer
-        `lease`, which keeps an evicted model open until its user is done)."""
+        """The model for `spec` in `role`, loading it on first use, for a caller that does not
+        hold it (start-up's preload); a user holds it with `acquire` or `lease`."""
         self.check(spec)
         key = self._key(spec, role)
         return (await self._acquire(key, spec, None)).model
+
+    async def acquire(
+        self, spec: str, role: Role = "judge", *, within: float | None = None
+    ) -> ChatModel:
+        """The model for `spec` in `role`, kept open until `release`d (a job holds it for its
+        run). `within`: seconds to wait for a model still loading, else `ModelLoading` (the
+        load carries on)."""
+        self.check(spec)
+        entry = await self._acquire(self._key(spec, role), spec, within)
+        entry = self._in_use.setdefault(id(entry.model), entry)
+        entry.users += 1
+        return entry.model
+
+    def release(self, model: ChatModel) -> None:
+        """Done with a model from `acquire`: one that was dropped meanwhile is closed now."""
+        entry = self._in_use.get(id(model))
+        if entry is None:
+            return
+        entry.users -= 1
+        if entry.users <= 0:
+            del self._in_use[id(model)]
+            if entry.evicted:
+                self._close_later(entry)
 
     @asynccontextmanager
     async def lease(
         self, spec: str, role: Role = "judge", *, within: float | None = None
     ) -> AsyncIterator[ChatModel]:
-        """The model for `spec` in `role`, kept open while the block runs. `within`: seconds
-        to wait for a model still loading, else `ModelLoading` (the load carries on)."""
-        self.check(spec)
-        key = self._key(spec, role)
-        entry = await self._acquire(key, spec, within)
-        entry.users += 1
+        """`acquire` for the length of a block."""
+        model = await self.acquire(spec, role, within=within)
         try:
-            yield entry.model
+            yield model
         finally:
-            entry.users -= 1
-            if entry.evicted and entry.users == 0:
-                self._close_later(entry)
+            self.release(model)
 
     async def _acquire(self, key: _Key, spec: str, within: float | None) -> _Entry:
         entry = self._entry(key)
