@@ -201,7 +201,7 @@ def test_failed_tokens_are_limited_per_address_with_a_429_and_retry_after(
     address that needs a token gets 429 and Retry-After, before its token or body is looked
     at (a right token too, or the limit would say when a guess was right). Another address is
     not limited, and requests with a valid token never count."""
-    limit = 20
+    limit = 4  # one attempt back every 15 s: none comes back while the test runs
     settings = settings_for(tmp_path, judge_server, auth_failures_per_minute=limit)
     wrong = {"Authorization": "Bearer wrong-token-0123456789"}
     right = {"Authorization": f"Bearer {TOKEN_A}"}
@@ -239,9 +239,6 @@ def test_failed_tokens_are_limited_per_address_with_a_429_and_retry_after(
         with httpx.Client(transport=other) as elsewhere:
             assert elsewhere.get(f"{url}/v1/jobs", headers=right).status_code == 200
             assert elsewhere.get(f"{url}/v1/jobs", headers=wrong).status_code == 401
-        # Once the bucket has refilled one attempt (60 / limit s), the address may try again.
-        time.sleep(int(limited.headers["retry-after"]))
-        assert httpx.get(f"{url}/v1/jobs", headers=right).status_code == 200
 
 
 def test_the_failure_limit_refills_and_stays_bounded() -> None:
