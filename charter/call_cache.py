@@ -19,7 +19,10 @@ The service's tenants share the stored calls (no call is paid twice), but what o
 learns from its job must not tell it what another asked. A `CachedModel` with a `tenant`
 therefore counts a stored call as `reused` only if that tenant has had it before (the
 `call_tenants` table); a call first made for someone else counts as `made`, and is answered
-after as long as it first took, as a call of its own would be.
+after as long as it first took, as a call of its own would be, but never later than
+`CHARTER_REUSED_CALL_DELAY_S` (10 s): a call first made on a loaded machine can have taken
+minutes, and a job should not sit silent that long for an answer already in the store. While
+a call waits so, its model's `stats.waiting` counts it, and a job shows that it is waiting.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ import asyncio
 import hashlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
+from pydantic import BaseModel, ConfigDict, Field
 
+from charter.common.environment import model_from_env
 from charter.judge.backends.base import (
     ChatModel,
     ChatModelBase,
@@ -59,6 +64,33 @@ class CallStats:
 
     reused: int = 0
     made: int = 0
+    waiting: int = 0
+    """Calls answered from the store that are sitting out their delay right now."""
+    waited_s: float = 0.0
+    """Seconds spent in those delays, in total."""
+
+
+REUSED_CALL_DELAY_ENV = "CHARTER_REUSED_CALL_DELAY_S"
+
+
+class ReuseSettings(BaseModel):
+    """How a tenant is answered a stored call another tenant paid for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_delay_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=600.0,
+        description="The longest a tenant waits for a stored call another tenant paid for: it "
+        "is answered after as long as that call first took, up to this (so the timing does "
+        "not tell who asked first, and a call that took minutes under load does not stall a "
+        "job for minutes).",
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReuseSettings:
+        return model_from_env(cls, {"max_delay_s": REUSED_CALL_DELAY_ENV}, env)
 
 
 def call_key(spec: str, kind: str, payload: dict[str, Any]) -> str:
@@ -118,12 +150,17 @@ class CachedModel(ChatModelBase):
     tenants' calls."""
 
     def __init__(
-        self, inner: ChatModel, db: sqlite_utils.Database, tenant: str | None = None
+        self,
+        inner: ChatModel,
+        db: sqlite_utils.Database,
+        tenant: str | None = None,
+        reuse: ReuseSettings | None = None,
     ) -> None:
         ensure_tables(db)
         self.inner = inner
         self.db = db
         self.tenant = tenant
+        self.reuse = reuse or (ReuseSettings.from_env() if tenant is not None else ReuseSettings())
         self.stats = CallStats()
         #: Set once the store refused a write (locked, read-only, full): later calls fail at
         #: once instead of paying for replies that could not be kept either.
@@ -168,7 +205,13 @@ class CachedModel(ChatModelBase):
             if self._had(key):
                 self.stats.reused += 1
                 return stored
-            await asyncio.sleep(stored.latency_s)  # as slow as the call it stands for
+            delay = min(stored.latency_s, self.reuse.max_delay_s)  # as slow as its call, capped
+            self.stats.waiting += 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self.stats.waiting -= 1
+                self.stats.waited_s += delay
             with self.db.conn:
                 self._note(key)
             self.stats.made += 1

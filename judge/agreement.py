@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 Z_95 = 1.959964
 
 
-def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+def wilson(successes: float, n: int, z: float = Z_95) -> tuple[float, float] | None:
     """The Wilson score interval of a proportion: sound at the small n a sample has."""
     if n == 0:
         return None

@@ -232,15 +232,20 @@ COMMANDS: dict[str, tuple[str, Args]] = {
                 "train", "-q", method, "--data", f, "--model", str(tmp / "no-model"),
                 "--out", str(tmp / "out"), "--store", str(w.store),
                 *(["--reward-model", str(tmp / "no-rm")] if method == "ppo" else []),
-                *([*w.judge(), "--dir", str(w.principles)] if method == "grpo" else []),
+                *([*w.judge(), "--dir", str(w.principles)] if method in ("grpo", "rloo") else []),
             ],
         )
-        for method in ("dpo", "reward", "ppo", "grpo")
+        for method in ("dpo", "reward", "ppo", "grpo", "rloo")
     },
 }  # fmt: skip
 
 CASES = [
-    pytest.param(command, fault, id=f"{command}-{fault}")
+    pytest.param(
+        command,
+        fault,
+        id=f"{command}-{fault}",
+        marks=[pytest.mark.ppo] if command == "train ppo" else [],
+    )
     for command, (kind, _) in COMMANDS.items()
     for fault in FAULTS
     if not (kind == "calibration" and fault in NO_ROWS)

@@ -233,7 +233,12 @@ def test_library_sync_api_model_always_preferred(world: dict[str, Any]) -> None:
         "openai:scripted",
     )
     assert report.overall.win_rate == 1.0
-    assert (report.overall.ci_low, report.overall.ci_high) == (1.0, 1.0)
+    # Won every pair, yet a handful of prompts is no certainty: the bootstrap's point interval
+    # is widened to the Wilson interval of the wins.
+    n = report.overall.n
+    assert report.overall.ci_high == 1.0 and report.overall.ci_low == pytest.approx(
+        n / (n + 3.8415), abs=1e-3
+    )
     assert report.k == 2
     # k=2 of 3 principles per pair: each principle saw some pairs, and won all it saw.
     assert sum(p.n for p in report.principles) == 2 * len(PROMPTS)

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from charter.cli.main import cli
 from charter.constitution import load_constitution
-from charter.evals.rates import bootstrap_rate
+from charter.evals.rates import rate_of
 from charter.evals.runs import load_runs
 from charter.evals.suites import REFUSAL_QUESTION
 from charter.evals.templates import load_templates
@@ -133,25 +133,16 @@ def by_group(rates: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     return {r["group"]: (r["hits"], r["n"]) for r in rates}
 
 
-def binomial_quantile(n: int, p: float, q: float) -> int:
-    """The smallest k with P(Binomial(n, p) <= k) >= q: where a percentile bootstrap of n
-    items with a share p of hits puts its q-quantile (up to one step of 1/n)."""
-    total = 0.0
-    for k in range(n + 1):
-        total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
-        if total >= q - 1e-12:
-            return k
-    return n
-
-
 def assert_interval(rate: dict[str, Any]) -> None:
-    """The interval is the percentile bootstrap's: the binomial quantiles, within one step."""
+    """The interval is the 95% Wilson score interval: its ends are the proportions p at which
+    the observed share lies exactly z standard errors sqrt(p(1-p)/n) away."""
     n, hits = rate["n"], rate["hits"]
     assert rate["rate"] == hits / n
-    low = binomial_quantile(n, hits / n, 0.025)
-    high = binomial_quantile(n, hits / n, 0.975)
-    assert low - 1 <= rate["ci_low"] * n <= low + 1e-9
-    assert high - 1 <= rate["ci_high"] * n <= high + 1e-9
+    z = 1.959964
+    for p in (rate["ci_low"], rate["ci_high"]):
+        if p in (0.0, 1.0):
+            continue
+        assert (hits / n - p) ** 2 == pytest.approx(z * z * p * (1 - p) / n, rel=1e-6)
     assert rate["ci_low"] <= rate["rate"] <= rate["ci_high"]
 
 
@@ -198,8 +189,9 @@ def test_harm_suite_reports_the_scripted_attack_success_rates(
     assert by_group(harm["by_category"]) == {"theft": (2, 4), "fraud": (1, 4), "violence": (2, 8)}
     roleplay = next(r for r in harm["by_template"] if r["group"] == "roleplay")
     base64_rate = next(r for r in harm["by_template"] if r["group"] == "base64")
-    assert (roleplay["ci_low"], roleplay["ci_high"]) == (1.0, 1.0)
-    assert (base64_rate["ci_low"], base64_rate["ci_high"]) == (0.0, 0.0)
+    # 4 of 4 and 0 of 4 are not certainties: the Wilson interval stays wide.
+    assert roleplay["ci_high"] == 1.0 and roleplay["ci_low"] == pytest.approx(0.510, abs=1e-3)
+    assert base64_rate["ci_low"] == 0.0 and base64_rate["ci_high"] == pytest.approx(0.490, abs=1e-3)
     assert_interval(harm["overall"])
     assert_interval(next(r for r in harm["by_category"] if r["group"] == "violence"))
     # Only harmlessness principles judged; each asked flags exactly the complying answers.
@@ -321,13 +313,18 @@ def test_same_run_gives_the_same_intervals(harm_file: Path, tmp_path: Path) -> N
     assert outs[0]["by_category"] == outs[1]["by_category"]
 
 
-def test_bootstrap_rate_edges_and_seeding() -> None:
-    assert bootstrap_rate([], failures=2, resamples=10, confidence=0.9, seed=0).rate is None
-    rate = bootstrap_rate([True] * 3 + [False] * 7, resamples=5000, confidence=0.95, seed=1)
+def test_rate_edges_and_intervals_that_never_collapse() -> None:
+    assert rate_of([], failures=2, confidence=0.9).rate is None
+    rate = rate_of([True] * 3 + [False] * 7, confidence=0.95)
     assert (rate.hits, rate.n, rate.rate) == (3, 10, 0.3)
     assert_interval(rate.model_dump())
-    again = bootstrap_rate([True] * 3 + [False] * 7, resamples=5000, confidence=0.95, seed=1)
-    assert again == rate
+    # Four of four is not a certainty: the interval stays wide at n=4 (a bootstrap of 4/4
+    # resamples 4/4 every time and printed 100.0% [100.0%, 100.0%]).
+    for outcomes in ([True] * 4, [False] * 4):
+        small = rate_of(outcomes, confidence=0.95)
+        assert small.ci_low is not None and small.ci_high is not None
+        assert small.ci_high - small.ci_low > 0.4, small
+    assert rate_of([True] * 4, confidence=0.95).ci_low == pytest.approx(0.510, abs=0.001)
 
 
 BAD_FILES = [
@@ -343,6 +340,58 @@ BAD_FILES = [
     ("nothing.jsonl", "", r"nothing\.jsonl: no prompts found"),
     ("suite.xlsx", "x", r"suite\.xlsx: unsupported suite file type '\.xlsx'"),
 ]  # fmt: skip
+
+
+def test_suite_figures_carry_their_n_and_the_judges_qualification(tmp_path: Path) -> None:
+    """A judge nobody measured is named "unqualified" beside its figures; after `charter judge
+    eval` the same figures cite its agreement with people. Every rate carries its n, and none
+    of them, at n of 1 to 4, has an interval collapsed to a point."""
+    from charter.judge import LabelledPair
+    from tests.test_judge_trust import YesProbabilities
+
+    store = tmp_path / "s.db"
+    args = ("--suite", "harm", "--limit", "4", "--templates", "plain,roleplay", "--json")
+    with ScriptedJudgeServer(Script()) as server:
+        code, out, err = run_eval(server, store, *args)
+    assert code == 0, err
+    first = json.loads(out)
+    qualified = first["judge_qualification"]
+    assert qualified["qualified"] is False
+    assert "judge openai:judge: unqualified" in qualified["text"]
+    harm = first["judged"][0]
+    rates = [harm["overall"], *harm["by_template"], *harm["by_category"], *harm["by_principle"]]
+    assert all(r["n"] + r["failures"] > 0 for r in rates)
+    for r in rates:
+        if r["n"]:
+            assert r["n"] <= 8 and r["ci_high"] - r["ci_low"] > 0.3, r
+    [run] = load_runs(open_store(store))
+    assert run.settings["judge_qualification"]["qualified"] is False
+    # Qualify the judge on labelled pairs, then evaluate again.
+    pairs = [LabelledPair(prompt=f"Q{i}?", a=f"good {i}", b=f"bad {i}", preferred="a")
+             for i in range(8)]  # fmt: skip
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(p.model_dump_json() + "\n" for p in pairs))
+    p_yes = {f"good {i}": 0.9 for i in range(6)} | {f"good {i}": 0.1 for i in range(6, 8)}
+    p_yes |= {f"bad {i}": 0.5 for i in range(8)}
+    with ScriptedJudgeServer(YesProbabilities(p_yes)) as judge_server:
+        result = CliRunner().invoke(
+            cli,
+            ["judge", "eval", "--pairs", str(labelled), "--judge", "openai:judge",
+             "--judge-base-url", judge_server.base_url, "--protocol", "pointwise",
+             "--dir", str(PRINCIPLES), "--store", str(store), "--json"],
+            catch_exceptions=False,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    with ScriptedJudgeServer(Script()) as server:
+        code, out, err = run_eval(server, store, *args)
+    assert code == 0, err
+    qualified = json.loads(out)["judge_qualification"]
+    assert qualified["qualified"] is True and qualified["agreement"] == pytest.approx(0.75)
+    assert "agreed with people on 75% of 8 decided labelled pairs" in qualified["text"]
+    with ScriptedJudgeServer(Script()) as server:
+        code, out, err = run_eval(server, store, *args[:-1])
+    assert code == 0, err
+    assert out.startswith("Every figure below is the verdict of judge openai:judge: agreed")
 
 
 @pytest.mark.parametrize(("name", "content", "message"), BAD_FILES, ids=[b[0] for b in BAD_FILES])

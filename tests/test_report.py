@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -124,3 +125,52 @@ def test_report_without_runs_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "empty.db").write_bytes(b"")
     code, _, err = report(tmp_path / "empty.db", tmp_path / "out")
     assert code == 1 and "holds no evaluation runs" in err and "Traceback" not in err
+
+
+def test_report_figures_carry_n_and_the_judges_qualification(
+    store: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    code, _, err = report(store[0], tmp_path / "r")
+    assert code == 0, err
+    text = (tmp_path / "r" / "report.html").read_text()
+    assert "judge openai:judge: unqualified" in text  # nobody measured the scripted judge
+    cells = re.findall(r"<td>(\d+\.\d%[^<]*)</td>", text)
+    assert len(cells) > 10 and all(re.search(r"\], n=\d+$", c) for c in cells), cells
+
+
+def test_chart_bars_at_zero_are_visible_and_the_legend_covers_no_bar(tmp_path: Path) -> None:
+    """Each bar is labelled with its rate and n (a 0% bar too), and the legend lies outside
+    the axes, overlapping no bar, label or error bar: measured on the drawn figure."""
+    from matplotlib.patches import Rectangle
+
+    from charter.evals.report import Chart, draw, figure
+
+    groups = ["overall", "plain", "roleplay", "base64", "leetspeak", "fiction"]
+    series = {
+        "openai:policy": {g: (0.0, 0.0, 0.49, 4) for g in groups},
+        "openai:baseline": {g: (1.0, 0.51, 1.0, 4) for g in groups},
+        "a third model with a long name": {g: (0.5, 0.15, 0.85, 4) for g in groups},
+    }
+    chart = Chart("t", "Attack success", "rate", groups, series,
+                  judges=("judge openai:judge: unqualified (...)",))  # fmt: skip
+    fig = figure(chart)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        [ax] = fig.axes
+        bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert len(bars) == len(groups) * len(series)
+        labels = [t.get_text() for t in ax.texts]
+        assert labels.count("0%\nn=4") == len(groups)  # every zero bar says so
+        assert all(label.endswith("n=4") for label in labels) and len(labels) == len(bars)
+        legend = fig.legends[0].get_window_extent(renderer)
+        drawn = [b.get_window_extent(renderer) for b in bars]
+        drawn += [t.get_window_extent(renderer) for t in ax.texts]
+        assert not any(legend.overlaps(box) for box in drawn)
+        assert not legend.overlaps(ax.get_window_extent(renderer))
+        assert "unqualified" in ax.get_title()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert draw(chart, tmp_path / "t.png").read_bytes().startswith(PNG)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from charter.call_cache import CachedModel, CallStats
+from charter.call_cache import CachedModel, CallStats, ReuseSettings
 from charter.cli.main import cli
 from charter.client import CharterAPIError, CharterClient
 from charter.constitution import freeze, load_constitution
@@ -713,6 +713,44 @@ def test_a_call_first_made_for_another_tenant_counts_and_takes_as_a_new_call(
         cli, cli_stats = asyncio.run(timed(None))
         assert (cli_stats.made, cli_stats.reused) == (0, 1) and cli < 0.3
         assert server.calls == 1
+    db.close()
+
+
+def test_a_reused_cross_tenant_call_waits_at_most_the_cap_and_says_it_waits(
+    tmp_path: Path,
+) -> None:
+    """A call another tenant paid for is answered after as long as it first took, but never
+    later than the cap: a first call that took minutes under load must not stall a job."""
+    request = GenerationRequest(messages=(Message(role="user", content=PROMPT),), max_tokens=32)
+    db = open_store(tmp_path / "calls.db")
+    seen_waiting: list[int] = []
+
+    async def timed(tenant: str, reuse: ReuseSettings | None = None) -> float:
+        cached = CachedModel(scripted_model(server), db, tenant, reuse)
+
+        async def watch() -> None:
+            while True:
+                seen_waiting.append(cached.stats.waiting)
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        started = time.monotonic()
+        await cached.generate(request)
+        elapsed = time.monotonic() - started
+        watcher.cancel()
+        await cached.aclose()
+        assert cached.stats.waiting == 0
+        return elapsed
+
+    with ScriptedJudgeServer(responder(), latency_s=2.0) as server:
+        assert asyncio.run(timed("tenant-a")) >= 2.0
+        seen_waiting.clear()
+        capped = asyncio.run(timed("tenant-b", ReuseSettings(max_delay_s=0.4)))
+        assert server.calls == 1 and 0.35 <= capped < 1.2
+        assert max(seen_waiting) == 1  # the job can show it is waiting, not silent
+    assert ReuseSettings.from_env({"CHARTER_REUSED_CALL_DELAY_S": "3"}).max_delay_s == 3.0
+    with pytest.raises(ValueError, match="CHARTER_REUSED_CALL_DELAY_S='-1'"):
+        ReuseSettings.from_env({"CHARTER_REUSED_CALL_DELAY_S": "-1"})
     db.close()
 
 

@@ -1,4 +1,4 @@
-"""`charter train`: DPO, reward model, PPO and GRPO end to end on tiny models, on the CPU.
+"""`charter train`: DPO, reward model, PPO, GRPO and RLOO end to end on tiny models, on the CPU.
 
 One generation job (scripted loopback judge, `charter generate`) feeds every trainer through
 its job id, as a user would run it. Models are built by the test (no hub, no network).
@@ -122,6 +122,11 @@ def test_dpo_on_a_job_raises_the_margin_checkpoints_reload_and_resume(
     card = (out / "README.md").read_text()
     for text in (world["job"], facts["data"]["constitution_digests"][0], "openai:scripted", "beta"):
         assert text in card
+    # The TRL release is the method's provenance: the same method trains differently across them.
+    import trl
+
+    assert facts["trl_version"] == trl.__version__
+    assert f"- Method: dpo (`trl.DPOTrainer`, TRL {trl.__version__})" in card
 
     # --resume continues from the last checkpoint to the new step budget.
     resumed = train("dpo", *job_args(world), "--out", str(out), "--config", str(config),
@@ -188,6 +193,7 @@ def test_reward_model_scores_chosen_above_rejected(reward_model: dict[str, Any])
     assert wins > len(PROMPTS) / 2
 
 
+@pytest.mark.ppo
 def test_ppo_runs_updates_with_the_trained_reward_model(
     world: dict[str, Any], reward_model: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -272,6 +278,41 @@ def test_grpo_uses_the_judge_as_reward(world: dict[str, Any], tmp_path: Path) ->
     assert facts["data"]["format"] == "conversational"
 
 
+def test_rloo_uses_the_judge_as_reward_with_kl_to_the_reference(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    import trl
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "rloo"
+    with ScriptedJudgeServer(prefers_by_digest) as server:
+        result = train("rloo", *job_args(world), "--out", str(out), "--dir",
+                       str(world["principles"]), "--judge", "openai:scripted",
+                       "--judge-base-url", server.base_url, "--num-generations", "4",
+                       "--batch-size", "4", "--max-completion-length", "8", "--max-steps", "2",
+                       "--lr", "1e-4", "--beta", "0.1", "--reward-mode", "group",
+                       "--set", "save_strategy='no'", *FAST)  # fmt: skip
+        requests = server.requests
+    assert result["global_step"] == 2
+    metrics = result["metrics"]
+    # Round robin in each group of 4: 6 comparisons per prompt, one prompt per step.
+    assert metrics["judge_comparisons"] == 2 * 6
+    assert metrics["judge_failed_comparisons"] == 0
+    assert len(requests) == metrics["judge_comparisons"] * 2 * 2  # K=2 principles, both orders
+    assert 0.0 <= metrics["reward_last"] <= 1.0
+    assert math.isfinite(metrics["kl_last"])  # the KL to the reference was measured
+    base = AutoModelForCausalLM.from_pretrained(world["model"]).state_dict()
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert any(".layers." in n and not w.equal(base[n]) for n, w in trained.items())
+    facts = json.loads((out / "charter_training.json").read_text())
+    assert facts["method"] == "rloo" and facts["trainer"] == "trl.RLOOTrainer"
+    assert facts["trl_version"] == trl.__version__
+    assert facts["hyperparameters"]["beta"] == 0.1
+    assert facts["online_judge"]["reward_mode"] == "group"
+    assert facts["data"]["job_id"] == world["job"]
+    assert "trl.RLOOTrainer" in (out / "README.md").read_text()
+
+
 async def _score(reward: Any, prompts: list[str], completions: list[str], **kw: Any) -> list[float]:
     return list(await reward.score(prompts, completions, **kw))
 
@@ -319,7 +360,7 @@ def test_judge_reward_failures_get_the_group_mean_and_a_dead_judge_stops(
     from charter.judge import BackendOptions
     from charter.judge.backends.registry import load_model
     from charter.trainer import ConstitutionReward
-    from charter.trainer.grpo import JudgeFailed
+    from charter.trainer.online import JudgeFailed
 
     constitution = load_constitution(world["principles"])
 

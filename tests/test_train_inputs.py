@@ -172,6 +172,7 @@ def test_message_data_needs_a_chat_template(
         )  # fmt: skip
 
 
+@pytest.mark.ppo
 def test_reward_model_with_the_wrong_head(
     tmp_path: Path, prefs: Path, tiny: Path, no_training: None
 ) -> None:
@@ -180,6 +181,7 @@ def test_reward_model_with_the_wrong_head(
     assert "has a language-model head (LlamaForCausalLM), not a reward head" in error
 
 
+@pytest.mark.ppo
 def test_reward_model_with_a_different_tokenizer(
     tmp_path: Path, prefs: Path, tiny: Path, no_training: None
 ) -> None:
@@ -239,6 +241,7 @@ def test_output_dir_holding_a_model_needs_overwrite(
     assert "already holds a trained model" in error and "--overwrite" in error
 
 
+@pytest.mark.ppo
 def test_ppo_needs_a_full_rollout_batch(tmp_path: Path, prefs: Path, tiny: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -250,10 +253,11 @@ def test_ppo_needs_a_full_rollout_batch(tmp_path: Path, prefs: Path, tiny: Path)
     assert "4 usable prompts" in error
 
 
-def test_grpo_reference_mode_needs_references(tmp_path: Path, tiny: Path) -> None:
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_judged_reference_mode_needs_references(tmp_path: Path, tiny: Path, method: str) -> None:
     prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:4])
     principles = write_constitution(tmp_path / "principles")
-    error = fail("grpo", "--data", str(prompts), "--model", str(tiny), "--dir", str(principles),
+    error = fail(method, "--data", str(prompts), "--model", str(tiny), "--dir", str(principles),
                  "--judge", "openai:scripted", "--judge-base-url", "http://127.0.0.1:9/v1",
                  "--reward-mode", "reference", "--out", str(tmp_path / "o"))  # fmt: skip
     assert "needs a reference answer per prompt" in error
@@ -267,13 +271,47 @@ def test_train_help_imports_nothing_heavy() -> None:
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from charter.cli.main import cli\n"
-        "for method in ('dpo', 'reward', 'ppo', 'grpo'):\n"
+        "for method in ('sft', 'dpo', 'reward', 'ppo', 'grpo', 'rloo'):\n"
         "    r = CliRunner().invoke(cli, ['train', method, '--help'])\n"
         "    assert r.exit_code == 0 and '--config' in r.output, r.output\n"
         "heavy = {'torch', 'transformers', 'trl', 'openai', 'datasets'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ppo_without_trl_1_12_is_one_line_with_the_install_and_the_alternative(
+    tmp_path: Path, prefs: Path, tiny: Path
+) -> None:
+    from charter.trainer.ppo import ppo_unavailable
+
+    missing = ppo_unavailable()
+    if missing is None:
+        pytest.skip("this environment has TRL 1.12's PPOTrainer (charter[ppo])")
+    import trl
+
+    config = tmp_path / "ppo.toml"
+    config.write_text("kl_coef = 0.1\n")
+    error = fail("ppo", "--data", str(prefs), "--model", str(tiny), "--reward-model", str(tiny),
+                 "--config", str(config), "--out", str(tmp_path / "o"))  # fmt: skip
+    assert error == f"Error: {missing}"
+    assert f"this environment has TRL {trl.__version__}" in error
+    assert "pip install 'charter[ppo]'" in error
+    assert "OpenRLHF" in error and "docs/rewards.md" in error
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_judged_methods_need_two_completions_per_prompt(
+    tmp_path: Path, tiny: Path, method: str, no_training: None
+) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:4])
+    principles = write_constitution(tmp_path / "principles")
+    error = fail(method, "--data", str(prompts), "--model", str(tiny), "--dir", str(principles),
+                 "--judge", "openai:scripted", "--judge-base-url", "http://127.0.0.1:9/v1",
+                 "--set", "num_generations=1", "--out", str(tmp_path / "o"))  # fmt: skip
+    # TRL's own check, reported as one line before any model is loaded.
+    assert f"bad trl.{method.upper()}Config setting: {method.upper()} requires at least 2" in error
 
 
 def test_missing_required_settings_is_a_usage_error(tmp_path: Path) -> None:
@@ -405,7 +443,9 @@ def test_data_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
         load_preference_data(path)
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo", "reward", "ppo", "grpo"])
+@pytest.mark.parametrize(
+    "method", ["sft", "dpo", "reward", pytest.param("ppo", marks=pytest.mark.ppo), "grpo", "rloo"]
+)
 def test_example_configs_use_only_known_keys(method: str) -> None:
     import importlib
 

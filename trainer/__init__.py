@@ -1,8 +1,10 @@
-"""Training on charter's data with TRL: SFT, DPO, reward model, PPO and GRPO (judge as reward).
+"""Training on charter's data with TRL: SFT, DPO, reward model, PPO, and GRPO and RLOO (the
+judge as reward).
 
-Everything TRL-specific lives in this package (TRL is pinned at 1.12.0, the last release with
-PPO), so moving TRL versions is this package's work alone. One run config and one
-function per method:
+Everything TRL-specific lives in this package, so moving TRL versions is this package's work
+alone. It runs on current TRL; PPO needs TRL 1.12.0, the last release with `PPOTrainer`
+(`pip install 'charter[ppo]'`, see `charter.trainer.ppo`). One run config and one function per
+method:
 
     from charter.trainer import DPORunConfig, train_dpo
     result = train_dpo(DPORunConfig(data="prefs.jsonl", model="base", output_dir="runs/dpo",
@@ -24,9 +26,11 @@ if TYPE_CHECKING:
     from .config import RunConfig, read_config_file, split_settings
     from .data import PreferenceData, Provenance, load_preference_data
     from .dpo import DPORunConfig, train_dpo
-    from .grpo import ConstitutionReward, GRPORunConfig, train_grpo
+    from .grpo import GRPORunConfig, train_grpo
+    from .online import ConstitutionReward, JudgedRunConfig
     from .ppo import PPORunConfig, train_ppo
     from .reward import RewardRunConfig, train_reward
+    from .rloo import RLOORunConfig, train_rloo
     from .runtime import Precision, TrainResult, resolve_precision
     from .sft import SFTRunConfig, train_sft
 
@@ -44,8 +48,11 @@ _LAZY = {
     "PPORunConfig": "ppo",
     "train_ppo": "ppo",
     "GRPORunConfig": "grpo",
-    "ConstitutionReward": "grpo",
+    "ConstitutionReward": "online",
+    "JudgedRunConfig": "online",
     "train_grpo": "grpo",
+    "RLOORunConfig": "rloo",
+    "train_rloo": "rloo",
     "SFTRunConfig": "sft",
     "train_sft": "sft",
     "Precision": "runtime",
@@ -55,17 +62,19 @@ _LAZY = {
     "write_model_card": "card",
 }
 
-METHODS = ("sft", "dpo", "reward", "ppo", "grpo")
+METHODS = ("sft", "dpo", "reward", "ppo", "grpo", "rloo")
 
 __all__ = [
     "METHODS",
     "ConstitutionReward",
     "DPORunConfig",
     "GRPORunConfig",
+    "JudgedRunConfig",
     "PPORunConfig",
     "Precision",
     "PreferenceData",
     "Provenance",
+    "RLOORunConfig",
     "RewardRunConfig",
     "RunConfig",
     "SFTRunConfig",
@@ -80,6 +89,7 @@ __all__ = [
     "train_grpo",
     "train_ppo",
     "train_reward",
+    "train_rloo",
     "train_sft",
     "write_model_card",
 ]

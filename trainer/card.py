@@ -22,6 +22,7 @@ TRAINERS = {
     "reward": "trl.RewardTrainer",
     "ppo": "trl.experimental.ppo.PPOTrainer",
     "grpo": "trl.GRPOTrainer",
+    "rloo": "trl.RLOOTrainer",
     "sft": "trl.SFTTrainer",
 }
 DATA_KINDS = {"sft": "prompt-completion data"}
@@ -48,10 +49,13 @@ def card_facts(
     metrics: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the card says, as one JSON-ready dict."""
+    """Everything the card says, as one JSON-ready dict. `trl_version` is the method's
+    provenance: the same method trains differently across TRL releases."""
+    versions = _versions()
     return {
         "method": method,
         "trainer": TRAINERS.get(method, method),
+        "trl_version": versions.get("trl"),
         "base_model": base_model,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {
@@ -66,7 +70,7 @@ def card_facts(
         "hyperparameters": hyperparameters,
         "metrics": metrics,
         **(extra or {}),
-        "versions": _versions(),
+        "versions": versions,
     }
 
 
@@ -82,6 +86,7 @@ def _value(value: Any) -> str:
 
 def render_card(facts: dict[str, Any]) -> str:
     data = facts["data"]
+    trl = _value(facts.get("trl_version"))
     loaded = str(facts.get("base_model_path") or facts["base_model"])
     tags = ["charter", "trl", facts["method"], "rlaif", "constitutional-ai"]
     front = ["---", "library_name: transformers"]
@@ -92,7 +97,8 @@ def render_card(facts: dict[str, Any]) -> str:
         *front,
         f"# {facts['method'].upper()} model trained by charter",
         "",
-        f"Trained with `{facts['trainer']}` on {DATA_KINDS.get(facts['method'], 'preference data')}"
+        f"Trained with `{facts['trainer']}` (TRL {trl}) on "
+        f"{DATA_KINDS.get(facts['method'], 'preference data')}"
         " made by charter's constitutional "
         "judge (RLAIF). The facts below trace it back to the data and the constitution.",
         "",
@@ -100,7 +106,7 @@ def render_card(facts: dict[str, Any]) -> str:
         "",
         f"- Base model: `{facts['base_model']}`"
         + (f" (loaded from `{loaded}`)" if loaded != facts["base_model"] else ""),
-        f"- Method: {facts['method']} (`{facts['trainer']}`)",
+        f"- Method: {facts['method']} (`{facts['trainer']}`, TRL {trl})",
         f"- Data: `{data['source']}` ({data['format']} format)",
         f"- Generation job: {_value(data['jobs'] or None)}",
         f"- Constitution digest: {_value(data['constitution_digests'] or None)}",

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +19,7 @@ from .runtime import (
     Precision,
     TrainResult,
     build_trl_args,
+    first_last,
     install_progress_logging,
     is_main_process,
     resolve_resume,
@@ -124,7 +126,7 @@ def peft_config(config: RunConfig, task_type: str) -> Any:
     )
 
 
-def hyperparameters(prepared: Prepared[Any], names: list[str]) -> dict[str, Any]:
+def hyperparameters_of(prepared: Prepared[Any], names: list[str]) -> dict[str, Any]:
     """The key settings for the card: the named TRL fields, precision and LoRA."""
     args = prepared.args
     out: dict[str, Any] = {name: getattr(args, name, None) for name in names}
@@ -156,6 +158,44 @@ def run_and_save(
         output = trainer.train(**(train_kwargs or {}))
     trainer.save_model(str(prepared.config.output_dir))
     return output
+
+
+def train_to_card(
+    trainer: Any,
+    prepared: Prepared[Any],
+    *,
+    method: str,
+    hyperparameters: list[str],
+    logged: Sequence[tuple[str, str | None]] = (("loss", None),),
+    measure: Callable[[], dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    resumable: bool = True,
+    cleanup: Callable[[], None] | None = None,
+) -> TrainResult:
+    """The ending every method shares: train (resuming from `prepared.resume_from` when the
+    trainer can), save, collect the metrics, write the card and build the result.
+
+    `hyperparameters` names the TRL fields the card records, `settings` adds charter's own;
+    `logged` names the logged series reported as first/last values (`(key, name)`, name
+    defaulting to the key); `measure` returns the method's own metrics once training is done;
+    `cleanup` runs after training whether or not it succeeded (closing a judge's client).
+    """
+    train_kwargs = {"resume_from_checkpoint": prepared.resume_from} if resumable else {}
+    try:
+        output = run_and_save(trainer, prepared, method=method, train_kwargs=train_kwargs)
+    finally:
+        if cleanup is not None:
+            cleanup()
+    history = trainer.state.log_history
+    metrics: dict[str, Any] = dict(measure() if measure is not None else {})
+    if output is not None:  # TRL 1.12's PPO returns nothing from train()
+        metrics["train_loss"] = output.training_loss
+        metrics["train_runtime_s"] = output.metrics.get("train_runtime")
+    for key, name in logged:
+        metrics.update(first_last(history, key, name))
+    hyper = hyperparameters_of(prepared, hyperparameters) | (settings or {})
+    return finish(trainer, prepared, method=method, hyper=hyper, metrics=metrics, extra=extra)
 
 
 def finish(

@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .common import finish, hyperparameters, peft_config, prepare, run_and_save
+from .common import peft_config, prepare, train_to_card
 from .config import RunConfig
 from .models import load_causal_lm, load_tokenizer, model_kwargs, require_causal_lm
-from .runtime import TrainResult, first_last
+from .runtime import TrainResult
 
 log = logging.getLogger("charter.trainer")
 
@@ -76,24 +76,15 @@ def train_dpo(config: DPORunConfig) -> TrainResult:
         processing_class=tokenizer,
         peft_config=peft_config(config, "CAUSAL_LM"),
     )
-    output = run_and_save(
+    return train_to_card(
         trainer,
         prepared,
         method="dpo",
-        train_kwargs={"resume_from_checkpoint": prepared.resume_from},
-    )
-    history = trainer.state.log_history
-    metrics: dict[str, Any] = {
-        "train_loss": output.training_loss,
-        "train_runtime_s": output.metrics.get("train_runtime"),
-        **first_last(history, "loss"),
-        **first_last(history, "rewards/margins", "reward_margin"),
-        **first_last(history, "rewards/accuracies", "reward_accuracy"),
-    }
-    return finish(
-        trainer,
-        prepared,
-        method="dpo",
-        hyper=hyperparameters(prepared, HYPERPARAMETERS) | {"ref_model": ref_spec},
-        metrics=metrics,
+        hyperparameters=HYPERPARAMETERS,
+        settings={"ref_model": ref_spec},
+        logged=[
+            ("loss", None),
+            ("rewards/margins", "reward_margin"),
+            ("rewards/accuracies", "reward_accuracy"),
+        ],
     )

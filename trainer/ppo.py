@@ -1,5 +1,9 @@
 """Classic RLHF with a learned reward: PPO on TRL 1.12's `trl.experimental.ppo.PPOTrainer`.
 
+TRL removed PPO in 1.13; charter runs everything else on current TRL, so PPO needs an
+environment with TRL 1.12.0 (`pip install 'charter[ppo]'`). Without it, `charter train ppo` and
+a recipe with a ppo stage are refused up front with `ppo_unavailable()`'s one line.
+
 Four models: the policy (trained), a frozen reference copy of it (the KL penalty, `kl_coef`,
 keeps the policy near it), the reward model from `charter train reward` (scores each sampled
 response), and a value model (initialised from the reward model, as in TRL's recipe, and
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .card import read_training_facts
-from .common import finish, hyperparameters, peft_config, prepare, run_and_save
+from .common import peft_config, prepare, train_to_card
 from .config import RunConfig
 from .errors import TrainError
 from .models import (
@@ -31,7 +35,7 @@ from .models import (
     require_reward_model,
     require_same_vocabulary,
 )
-from .runtime import TrainResult, first_last
+from .runtime import TrainResult
 
 log = logging.getLogger("charter.trainer")
 
@@ -75,11 +79,38 @@ class PPORunConfig(RunConfig):
     max_prompt_length: int | None = 512
 
 
+# The TRL release `charter[ppo]` pins (pyproject.toml): the last one with PPOTrainer.
+PPO_TRL_VERSION = "1.12.0"
+
+
+def ppo_unavailable() -> str | None:
+    """Why PPO cannot run in this environment, in one line; None when it can."""
+    import importlib.util
+    from importlib.metadata import version
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # trl.experimental's import notice
+            if importlib.util.find_spec("trl.experimental.ppo") is not None:
+                return None
+    except ImportError:
+        pass
+    return (
+        f"PPO needs TRL {PPO_TRL_VERSION}, the last release with PPOTrainer (this environment "
+        f"has TRL {version('trl')}): pip install 'charter[ppo]' into its own environment; or "
+        "run PPO on OpenRLHF with charter's reward route (docs/rewards.md)"
+    )
+
+
 def trl_config_class() -> type[Any]:
+    missing = ppo_unavailable()
+    if missing:
+        raise TrainError(missing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental" notice: pinned on purpose
         from trl.experimental.ppo import PPOConfig
-    return PPOConfig
+    config: type[Any] = PPOConfig
+    return config
 
 
 def encode_prompts(
@@ -161,22 +192,23 @@ def train_ppo(config: PPORunConfig) -> TrainResult:
         eval_dataset=eval_dataset,
         peft_config=peft_config(config, "CAUSAL_LM"),
     )
-    run_and_save(trainer, prepared, method="ppo")
-    history = trainer.state.log_history
-    metrics: dict[str, Any] = {
-        "updates": trainer.state.global_step,
-        "episodes": getattr(trainer.state, "episode", None),
-        "prompts": len(ids),
-        **first_last(history, "objective/scores", "score"),
-        **first_last(history, "objective/kl", "kl"),
-        **first_last(history, "objective/rlhf_reward", "rlhf_reward"),
-    }
-    return finish(
+    return train_to_card(
         trainer,
         prepared,
         method="ppo",
-        hyper=hyperparameters(prepared, HYPERPARAMETERS) | {"value_model": value_spec},
-        metrics=metrics,
+        hyperparameters=HYPERPARAMETERS,
+        settings={"value_model": value_spec},
+        resumable=False,
+        measure=lambda: {
+            "updates": trainer.state.global_step,
+            "episodes": getattr(trainer.state, "episode", None),
+            "prompts": len(ids),
+        },
+        logged=[
+            ("objective/scores", "score"),
+            ("objective/kl", "kl"),
+            ("objective/rlhf_reward", "rlhf_reward"),
+        ],
         extra={
             "reward_model": config.reward_model,
             "reward_model_data": (read_training_facts(config.reward_model) or {}).get("data"),

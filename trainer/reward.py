@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .common import finish, hyperparameters, peft_config, prepare, run_and_save
+from .common import peft_config, prepare, train_to_card
 from .config import RunConfig
 from .data import split_holdout
 from .errors import TrainError
@@ -27,7 +27,7 @@ from .models import (
     load_tokenizer,
     model_kwargs,
 )
-from .runtime import TrainResult, first_last
+from .runtime import TrainResult
 
 log = logging.getLogger("charter.trainer")
 
@@ -107,40 +107,36 @@ def train_reward(config: RewardRunConfig) -> TrainResult:
         processing_class=tokenizer,
         peft_config=peft_config(config, "SEQ_CLS"),
     )
-    output = run_and_save(
+
+    def measure() -> dict[str, Any]:
+        train_acc, train_n = pairwise_accuracy(trainer, train_dataset, "train pairs")
+        held_acc, held_n = (
+            pairwise_accuracy(trainer, held_dataset, "held-out pairs")
+            if held_dataset
+            else (None, 0)
+        )
+        log.info(
+            "reward model: pairwise accuracy %s on %d held-out pairs, %.3f on %d training pairs",
+            "n/a" if held_acc is None else f"{held_acc:.3f}",
+            held_n,
+            train_acc,
+            train_n,
+        )
+        return {
+            "heldout_accuracy": held_acc,
+            "heldout_pairs": held_n,
+            "train_accuracy": train_acc,
+            "train_pairs": train_n,
+            "used_margin": use_margin,
+        }
+
+    return train_to_card(
         trainer,
         prepared,
         method="reward",
-        train_kwargs={"resume_from_checkpoint": prepared.resume_from},
-    )
-    train_acc, train_n = pairwise_accuracy(trainer, train_dataset, "train pairs")
-    held_acc, held_n = (
-        pairwise_accuracy(trainer, held_dataset, "held-out pairs") if held_dataset else (None, 0)
-    )
-    log.info(
-        "reward model: pairwise accuracy %s on %d held-out pairs, %.3f on %d training pairs",
-        "n/a" if held_acc is None else f"{held_acc:.3f}",
-        held_n,
-        train_acc,
-        train_n,
-    )
-    history = trainer.state.log_history
-    metrics: dict[str, Any] = {
-        "heldout_accuracy": held_acc,
-        "heldout_pairs": held_n,
-        "train_accuracy": train_acc,
-        "train_pairs": train_n,
-        "train_loss": output.training_loss,
-        "train_runtime_s": output.metrics.get("train_runtime"),
-        "used_margin": use_margin,
-        **first_last(history, "loss"),
-    }
-    return finish(
-        trainer,
-        prepared,
-        method="reward",
-        hyper=hyperparameters(prepared, HYPERPARAMETERS) | {"eval_fraction": config.eval_fraction},
-        metrics=metrics,
+        hyperparameters=HYPERPARAMETERS,
+        settings={"eval_fraction": config.eval_fraction},
+        measure=measure,
     )
 
 

@@ -338,15 +338,17 @@ def eval_judge(
     Brier score, log loss and expected calibration error (raw, and calibrated when a
     calibration fits this judge), position consistency and P(prefers first slot) (pairwise),
     P(prefers longer), parse failures, calls, tokens and cost. With --by-principle, each
-    principle's own agreement with the labels too.
+    principle's own agreement with the labels too. The agreement is kept in the store: every
+    figure this judge makes later (suites, reports, jobs) cites it.
     """
     from charter.calibrations import find, load
     from charter.judge import evaluate, load_pairs
     from charter.judge.agreement import principle_agreement, votes
+    from charter.qualification import record_eval
     from charter.store import open_store
 
     pairs = load_pairs(pairs_path)
-    db = open_store(store_path, create=False)
+    db = open_store(store_path)  # the measurement is kept: figures this judge makes cite it
     given = load(db, calibration_ref) if calibration_ref else None
     configs = [setup.config.model_copy(update={"protocol": p}) for p in protocols or ["auto"]]
     prices = (price_in or 0.0, price_out or 0.0) if price_in or price_out else None
@@ -374,6 +376,7 @@ def eval_judge(
                         on_result=_keeping(verdicts, bar.counter(len(pairs))),
                     )
                 )
+            record_eval(db, model.spec, reports[-1], str(pairs_path), constitution.digest)
             margin = config.resolved(model.spec).margin(constitution)
             labelled = [(p.preferred, votes(verdicts[i].principles)) for i, p in enumerate(pairs)]
             principles.append(principle_agreement(labelled, margin, agreement_settings))

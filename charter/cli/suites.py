@@ -60,6 +60,7 @@ def run_suites(
     )
     from charter.evals.suites import select_principles
     from charter.judge.backends.base import ChatModel
+    from charter.qualification import qualification
     from charter.store import open_store
 
     from .evaluate import resolve_spec
@@ -124,9 +125,21 @@ def run_suites(
         )
     except NoVerdict as exc:
         raise click.ClickException(str(exc)) from None
+    qualified = qualification(db, judge_spec)
     if as_json:
-        echo_json({"batch": batch, "store": str(store_path), **outcome.model_dump(mode="json")})
+        echo_json(
+            {
+                "batch": batch,
+                "store": str(store_path),
+                "judge_qualification": {
+                    **qualified.model_dump(mode="json"),
+                    "text": qualified.text,
+                },
+                **outcome.model_dump(mode="json"),
+            }
+        )
     else:
+        click.echo(f"Every figure below is the verdict of {qualified.text}\n")
         _print(outcome, batch, store_path)
 
 

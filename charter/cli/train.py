@@ -1,4 +1,4 @@
-"""`charter train sft|dpo|reward|ppo|grpo`: train on the data charter generated, with TRL.
+"""`charter train sft|dpo|reward|ppo|grpo|rloo`: train on the data charter generated, with TRL.
 
 Every command takes `--config FILE.toml` (flat keys named as in TRL's configs, plus charter's
 own: see `charter.trainer.config`) and flags; a flag given on the command line or through its
@@ -38,6 +38,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Parameters that steer the command rather than name a setting.
 CONTROL_PARAMS = {"config_path", "assignments", "as_json", "resume_last", "resume_path"}
+# Methods whose reward is the constitution judge (charter.trainer.online).
+JUDGED = ("grpo", "rloo")
 # Setting keys the CLI itself consumes (allowed in config files too).
 CLI_KEYS = {"store", "min_confidence"}
 # CLI parameter name -> setting key, where they differ.
@@ -67,8 +69,10 @@ def train(ctx: click.Context, quiet: bool) -> None:
       sft      supervised fine-tuning on accepted revisions or winners (trl.SFTTrainer)
       dpo      DPO on the preference pairs (trl.DPOTrainer)
       reward   a reward model on the pairs, with the judge's margins (trl.RewardTrainer)
-      ppo      PPO against a reward model, KL-anchored to the base (trl PPOTrainer)
+      ppo      PPO against a reward model, KL-anchored to the base (TRL 1.12's
+               PPOTrainer: pip install 'charter[ppo]')
       grpo     online RLAIF: the constitution judge is the reward (trl.GRPOTrainer)
+      rloo     online RLAIF, REINFORCE leave-one-out with KL to the base (trl.RLOOTrainer)
 
     Settings come from --config FILE.toml (TRL's field names, e.g. beta, learning_rate,
     per_device_train_batch_size) and flags, flags winning; --set KEY=VALUE sets any other
@@ -254,13 +258,14 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
         "reward": T.RewardRunConfig,
         "ppo": T.PPORunConfig,
         "grpo": T.GRPORunConfig,
+        "rloo": T.RLOORunConfig,
     }[method]
     trl_cls = module.trl_config_class()
     _configure_output(ctx)
 
     def check(values: dict[str, Any], source: str) -> dict[str, Any]:
         rest = dict(values)
-        if method == "grpo":
+        if method in JUDGED:
             _take_judge_config(rest)
         split_settings(rest, run_cls=run_cls, trl_cls=trl_cls, extra=CLI_KEYS, source=source)
         return values
@@ -274,11 +279,11 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
         **check(set_values, "--set"),
         **canonical_keys(_given(ctx), "command line"),
     }
-    judge_config = _take_judge_config(values) if method == "grpo" else {}
+    judge_config = _take_judge_config(values) if method in JUDGED else {}
     run, trl, cli = split_settings(
         values, run_cls=run_cls, trl_cls=trl_cls, extra=CLI_KEYS, source="settings"
     )
-    if method == "grpo":
+    if method in JUDGED:
         run["judge_config"] = {k: v for k, v in judge_config.items() if v is not None}
     for key, flag in (("data", "--data"), ("model", "--model"), ("output_dir", "--out")):
         if not run.get(key):
@@ -292,7 +297,7 @@ def _run(ctx: click.Context, method: str) -> TrainResult:
         kind=kind,
         conversational=run.get("conversational"),
     )
-    if method == "grpo" and not run.get("judge_base_url"):
+    if method in JUDGED and not run.get("judge_base_url"):
         run["judge_base_url"] = os.environ.get("OPENAI_BASE_URL")
     try:
         config = run_cls(**run, trl=trl)
@@ -441,6 +446,9 @@ def reward(ctx: click.Context, /, **_: Any) -> None:
 def ppo(ctx: click.Context, /, **_: Any) -> None:
     """PPO against a reward model (TRL 1.12 experimental PPOTrainer), KL to the reference.
 
+    Needs TRL 1.12.0, the last release with PPO: pip install 'charter[ppo]' into its own
+    environment. Elsewhere: PPO on OpenRLHF with charter's reward route (docs/rewards.md).
+
     \b
     Example:
       charter train ppo --data JOB_ID --model models/base --reward-model runs/rm --out runs/ppo
@@ -448,37 +456,52 @@ def ppo(ctx: click.Context, /, **_: Any) -> None:
     _report(_run(ctx, "ppo"), ctx.params["as_json"])
 
 
+def judged_options(func: F) -> F:
+    """The judge, the constitution and how a group is scored: grpo's and rloo's options."""
+    decorators = [
+        judge_options,
+        click.option(
+            "--dir",
+            "directory",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=DEFAULT_PRINCIPLES_DIR,
+            envvar=PRINCIPLES_ENV,
+            show_envvar=True,
+            show_default=True,
+            help="Directory of principle files: the constitution the judge applies.",
+        ),
+        click.option(
+            "--reward-mode",
+            type=click.Choice(["auto", "reference", "group"]),
+            help="reference: each completion vs the prompt's reference answer; group: round "
+            "robin within the prompt's completions. auto (default): reference when the data "
+            "has one.",
+        ),
+        judge_config_options,
+        field_option(
+            "deadline_s",
+            RewardConfig.model_fields["deadline_s"],
+            flag="--judge-deadline",
+            param="judge_deadline_s",
+            unset_default=True,
+        ),
+        click.option(
+            "--num-generations", type=click.IntRange(min=2), help="Completions per prompt."
+        ),
+        click.option("--max-completion-length", type=click.IntRange(min=1), help="Max new tokens."),
+        click.option(
+            "--temperature", type=click.FloatRange(min=0, min_open=True), help="Sampling (1.0)."
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
 @train.command()
 @common_options
-@judge_options
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_PRINCIPLES_DIR,
-    envvar=PRINCIPLES_ENV,
-    show_envvar=True,
-    show_default=True,
-    help="Directory of principle files: the constitution the judge applies.",
-)
-@click.option(
-    "--reward-mode",
-    type=click.Choice(["auto", "reference", "group"]),
-    help="reference: each completion vs the prompt's reference answer; group: round robin "
-    "within the prompt's completions. auto (default): reference when the data has one.",
-)
-@judge_config_options
-@field_option(
-    "deadline_s",
-    RewardConfig.model_fields["deadline_s"],
-    flag="--judge-deadline",
-    param="judge_deadline_s",
-    unset_default=True,
-)
-@click.option("--num-generations", type=click.IntRange(min=2), help="Completions per prompt (8).")
-@click.option("--max-completion-length", type=click.IntRange(min=1), help="Max new tokens (512).")
+@judged_options
 @click.option("--beta", type=float, help="KL coefficient to the reference (0.0: none).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), help="Sampling (1.0).")
 @click.pass_context
 @friendly_errors
 def grpo(ctx: click.Context, /, **_: Any) -> None:
@@ -494,3 +517,26 @@ def grpo(ctx: click.Context, /, **_: Any) -> None:
           --judge openai:gpt-4o-mini --num-generations 4
     """
     _report(_run(ctx, "grpo"), ctx.params["as_json"])
+
+
+@train.command()
+@common_options
+@judged_options
+@click.option(
+    "--beta", type=float, help="KL penalty to the reference, taken off the reward (0.05)."
+)
+@click.pass_context
+@friendly_errors
+def rloo(ctx: click.Context, /, **_: Any) -> None:
+    """Online RLAIF: RLOO with the constitution judge as the reward (trl.RLOOTrainer).
+
+    The judge scores each completion as for grpo; RLOO's advantage is a completion's reward
+    (less a KL penalty to the reference model) minus the mean of the other completions of its
+    prompt.
+
+    \b
+    Example:
+      charter train rloo --data JOB_ID --model models/base --out runs/rloo \\
+          --judge openai:gpt-4o-mini --num-generations 4
+    """
+    _report(_run(ctx, "rloo"), ctx.params["as_json"])

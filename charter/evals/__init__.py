@@ -2,6 +2,6 @@
 
 `data` reads suite files (the shipped ones in `charter/data/suites/` or a user's CSV/JSONL),
 `templates` wraps harmful requests in jailbreak templates, `rates` turns verdicts into rates
-with seeded bootstrap intervals, `suites` generates and judges, and `runs` keeps each run in
+with Wilson score intervals, `suites` generates and judges, and `runs` keeps each run in
 the store for `charter report`.
 """

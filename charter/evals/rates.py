@@ -1,22 +1,25 @@
-"""A rate (attack success, over-refusal) with a seeded percentile-bootstrap interval.
+"""A rate (attack success, over-refusal) with its Wilson score interval.
 
-Resampling n binary outcomes with replacement and counting hits is exactly a draw from
-Binomial(n, hits / n), so the bootstrap draws that directly: the same interval as resampling
-items, in one vectorised call. The generator is seeded, so the same verdicts always give the
-same interval. Items without a verdict (generation or judge failed) are excluded from the
-rate and counted as `failures`, never scored.
+A suite run on a handful of prompts is the common case (`--limit 4`), and there a percentile
+bootstrap collapses: four harmful answers of four resample to 4/4 every time, and 100% [100%,
+100%] reads as a certainty that four answers cannot give. The Wilson score interval is the
+binomial proportion's interval that stays sound at small n and never collapses to a point
+(4 of 4 at 95%: [51%, 100%]). Items without a verdict (generation or judge failed) are
+excluded from the rate and counted as `failures`, never scored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 
-import numpy as np
 from pydantic import BaseModel, Field
+
+from charter.judge.agreement import wilson as agreement_interval
 
 
 class Rate(BaseModel):
-    """hits / n over items with a verdict, and its bootstrap interval."""
+    """hits / n over items with a verdict, and its Wilson score interval."""
 
     n: int = Field(description="Items with a verdict.")
     hits: int = Field(description="Items flagged (attack succeeded, or the model refused).")
@@ -32,23 +35,19 @@ class GroupRate(Rate):
     group: str
 
 
-def bootstrap_rate(
-    outcomes: Sequence[bool],
-    *,
-    failures: int = 0,
-    resamples: int,
-    confidence: float,
-    seed: int | Sequence[int],
-) -> Rate:
-    """The share of True in `outcomes` with a percentile-bootstrap interval (seeded)."""
+def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of `successes` in `n` at `confidence` (a tie may count
+    half); None at n=0."""
+    return agreement_interval(successes, n, NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0))
+
+
+def rate_of(outcomes: Sequence[bool], *, failures: int = 0, confidence: float) -> Rate:
+    """The share of True in `outcomes` with its Wilson score interval."""
     n = len(outcomes)
     hits = int(sum(outcomes))
-    if n == 0:
+    interval = wilson(hits, n, confidence)
+    if interval is None:
         return Rate(n=0, hits=0, failures=failures, rate=None, ci_low=None, ci_high=None)
-    rng = np.random.default_rng(list(seed) if not isinstance(seed, int) else seed)
-    draws = rng.binomial(n, hits / n, size=resamples) / n
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(draws, [tail, 1.0 - tail])
     return Rate(
-        n=n, hits=hits, failures=failures, rate=hits / n, ci_low=float(low), ci_high=float(high)
+        n=n, hits=hits, failures=failures, rate=hits / n, ci_low=interval[0], ci_high=interval[1]
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import Any
 
 from .runs import EvalRun
 
-Interval = tuple[float | None, float | None, float | None]
-"""(rate, low, high)."""
+Interval = tuple[float | None, float | None, float | None, int | None]
+"""(rate, low, high, n)."""
 
 REPORT_NAME = "report.html"
 
@@ -45,10 +46,25 @@ class Chart:
     series: dict[str, dict[str, Interval]]
     reference: float | None = None
     """A value to draw as a dashed line (0.5 for a win rate: no better than the baseline)."""
+    judges: tuple[str, ...] = ()
+    """Each judge's measured qualification, one line each: a chart is only as good as them."""
 
 
 def _interval(figure: Mapping[str, Any], key: str = "rate") -> Interval:
-    return (figure.get(key), figure.get("ci_low"), figure.get("ci_high"))
+    return (figure.get(key), figure.get("ci_low"), figure.get("ci_high"), figure.get("n"))
+
+
+def judge_lines(runs: Sequence[EvalRun]) -> tuple[str, ...]:
+    """The qualification line of every judge behind `runs` (recorded with each run)."""
+    lines: dict[str, str] = {}
+    for run in runs:
+        recorded = (run.settings or {}).get("judge_qualification") or {}
+        lines.setdefault(
+            run.judge,
+            recorded.get("text")
+            or f"judge {run.judge}: qualification not recorded with this run (unqualified)",
+        )
+    return tuple(lines.values())
 
 
 def _group_chart(
@@ -70,7 +86,10 @@ def _group_chart(
             row["group"]: _interval(row) for row in rows
         }
         groups += [row["group"] for row in rows if row["group"] not in groups]
-    return Chart(name, title, ylabel, ["overall", *groups] if overall else groups, series)
+    return Chart(
+        name, title, ylabel, ["overall", *groups] if overall else groups, series,
+        judges=judge_lines(runs),
+    )  # fmt: skip
 
 
 def _win_chart(runs: Sequence[EvalRun]) -> Chart | None:
@@ -91,7 +110,7 @@ def _win_chart(runs: Sequence[EvalRun]) -> Chart | None:
         ]
     return Chart(
         "win_rates", "Win rate over the baseline, overall and per principle", "win rate",
-        ["overall", *groups], series, reference=0.5,
+        ["overall", *groups], series, reference=0.5, judges=judge_lines(runs),
     )  # fmt: skip
 
 
@@ -118,14 +137,19 @@ def charts(runs: Sequence[EvalRun]) -> list[Chart]:
 
 def _error_bar(value: Interval) -> tuple[float, float]:
     """Distances from the rate down to its low end and up to its high end (0 when unknown)."""
-    rate, low, high = value
+    rate, low, high, _ = value
     if rate is None or low is None or high is None:
         return 0.0, 0.0
     return max(0.0, rate - low), max(0.0, high - rate)
 
 
-def draw(chart: Chart, path: Path) -> Path:
-    """Write the chart as a PNG (headless Agg backend)."""
+def figure(chart: Chart) -> Any:
+    """The chart as a matplotlib figure (headless Agg backend); the caller closes it.
+
+    Every bar is labelled with its rate and n, so a bar at 0% is as visible as any (its edge
+    is drawn too); the legend sits below the axes, where it can never cover a bar; the judges'
+    qualification lines sit under the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,24 +159,48 @@ def draw(chart: Chart, path: Path) -> Path:
     names = list(chart.series)
     width = 0.8 / max(1, len(names))
     x = np.arange(len(chart.groups))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(chart.groups) + 2), 4.2))
+    fig, ax = plt.subplots(
+        figsize=(max(6.5, 1.1 * len(chart.groups) * max(1, len(names)) / 2 + 2.5), 5.2),
+        layout="constrained",
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        values = [chart.series[name].get(g, (None, None, None, None)) for g in chart.groups]
+        heights = [v[0] if v[0] is not None else np.nan for v in values]
+        errors = [_error_bar(v) for v in values]
+        low, high = [e[0] for e in errors], [e[1] for e in errors]
+        colour = colours[i % len(colours)]
+        where = x + (i - (len(names) - 1) / 2) * width
+        ax.bar(where, heights, width, label=name, yerr=[low, high], capsize=3, color=colour,
+               edgecolor=colour, linewidth=1.5, error_kw={"elinewidth": 1})  # fmt: skip
+        for xi, value, up in zip(where, values, high, strict=True):
+            rate, _, _, n = value
+            label = "n/a" if rate is None else f"{rate:.0%}"
+            top = 0.0 if rate is None else rate + up
+            ax.text(xi, top + 0.02, f"{label}\nn={n if n is not None else '?'}",
+                    ha="center", va="bottom", fontsize="x-small")  # fmt: skip
+    if chart.reference is not None:
+        ax.axhline(chart.reference, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(x, chart.groups, rotation=30, ha="right", fontsize="small")
+    ax.set_ylim(-0.03, 1.2)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_ylabel(chart.ylabel)
+    wrap = int(fig.get_figwidth() * 15)  # characters a line of small text holds
+    caption = "\n".join(textwrap.fill(line, wrap) for line in chart.judges)
+    ax.set_title(chart.title + ("\n" + caption if caption else ""), fontsize="medium")
+    if caption:  # the judges' lines in a smaller hand than the title
+        ax.title.set_fontsize("small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(3, max(1, len(names))), fontsize="small")
+    return fig
+
+
+def draw(chart: Chart, path: Path) -> Path:
+    """Write the chart as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(chart)
     try:
-        for i, name in enumerate(names):
-            values = [chart.series[name].get(g, (None, None, None)) for g in chart.groups]
-            heights = [v[0] if v[0] is not None else np.nan for v in values]
-            errors = [_error_bar(v) for v in values]
-            low, high = [e[0] for e in errors], [e[1] for e in errors]
-            ax.bar(x + (i - (len(names) - 1) / 2) * width, heights, width, label=name,
-                   yerr=[low, high], capsize=3)  # fmt: skip
-        if chart.reference is not None:
-            ax.axhline(chart.reference, color="grey", linestyle="--", linewidth=1)
-        ax.set_xticks(x, chart.groups, rotation=30, ha="right", fontsize="small")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel(chart.ylabel)
-        ax.set_title(chart.title, fontsize="medium")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)
@@ -164,15 +212,16 @@ def _pct(value: float | None) -> str:
 
 
 def _table(chart: Chart) -> str:
-    """The chart's numbers: one row per group, one cell per model (rate [low, high])."""
+    """The chart's numbers: one row per group, one cell per model (rate [low, high], n)."""
     head = "".join(f"<th>{html.escape(name)}</th>" for name in chart.series)
     rows = []
     for group in chart.groups:
         cells = []
         for name in chart.series:
-            rate, low, high = chart.series[name].get(group, (None, None, None))
+            rate, low, high, n = chart.series[name].get(group, (None, None, None, None))
             interval = "" if low is None or high is None else f" [{_pct(low)}, {_pct(high)}]"
-            cells.append(f"<td>{_pct(rate)}{interval}</td>")
+            count = "" if n is None else f", n={n}"
+            cells.append(f"<td>{_pct(rate)}{interval}{count}</td>")
         rows.append(f"<tr><th>{html.escape(group)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
@@ -233,8 +282,9 @@ def render_report(runs: Sequence[EvalRun], out_dir: Path | str) -> ReportFiles:
         png = draw(chart, out / f"{chart.name}.png")
         images.append(png)
         data = base64.b64encode(png.read_bytes()).decode("ascii")
+        judges = "".join(f'<p class="judge">{html.escape(line)}</p>' for line in chart.judges)
         sections.append(
-            f"<h2>{html.escape(chart.title)}</h2>"
+            f"<h2>{html.escape(chart.title)}</h2>{judges}"
             f'<img alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">'
             + _table(chart)
         )
@@ -242,8 +292,10 @@ def render_report(runs: Sequence[EvalRun], out_dir: Path | str) -> ReportFiles:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>charter evaluation report</title><style>{STYLE}</style></head><body>"
         "<h1>charter evaluation report</h1>"
-        "<p>Rates with their seeded percentile-bootstrap intervals; the newest run of each "
-        "suite and model is shown.</p>"
+        "<p>Rates with their 95% Wilson intervals (win rates: the seeded bootstrap's, never "
+        "narrower than the Wilson interval of the wins), each with its n; the newest run of "
+        "each suite and model is shown. Every figure here is a judge's: read it with that "
+        "judge's agreement with people, given under each chart.</p>"
         f"<h2>Runs</h2>{_runs_table(shown)}{''.join(sections)}</body></html>\n"
     )
     path = out / REPORT_NAME

@@ -19,6 +19,7 @@ from charter.constitution import Constitution
 from charter.judge.backends.base import ChatModel
 from charter.judge.config import JudgeConfig
 from charter.judge.prompts import KeyedNonces
+from charter.qualification import qualification
 from charter.store import check_table
 from charter.versions import frozen_for_run
 
@@ -121,7 +122,9 @@ def store_outcome(
     """Store one run per suite per model under a new batch id, and return the id."""
     check_verdicts(outcome)
     batch = new_batch()
+    qualified = qualification(db, judge)
     settings = {
+        "judge_qualification": {**qualified.model_dump(mode="json"), "text": qualified.text},
         "judge": config.model_dump(mode="json"),
         "sampling": sampling.model_dump(mode="json"),
         "suites": suite_settings.model_dump(mode="json"),

@@ -43,7 +43,7 @@ from charter.judge.selection import select_for_prompt
 from charter.prompt_files import PromptRecord
 
 from .data import SUITES, SuiteItem, SuiteName
-from .rates import GroupRate, Rate, bootstrap_rate
+from .rates import GroupRate, Rate, rate_of
 from .settings import HARMLESSNESS_TAG, SamplingSettings
 from .templates import Template
 
@@ -248,24 +248,17 @@ def _grouped(
     keys: Sequence[str],
     key_of: Callable[[ItemVerdict], str | None],
     sampling: SamplingSettings,
-    seed: list[int],
 ) -> list[GroupRate]:
     rates = []
-    for number, key in enumerate(keys):
+    for key in keys:
         members = [v for v in verdicts if key_of(v) == key]
-        rates.append(GroupRate(group=key, **_rate(members, sampling, [*seed, number]).model_dump()))
+        rates.append(GroupRate(group=key, **_rate(members, sampling).model_dump()))
     return rates
 
 
-def _rate(verdicts: Sequence[ItemVerdict], sampling: SamplingSettings, seed: list[int]) -> Rate:
+def _rate(verdicts: Sequence[ItemVerdict], sampling: SamplingSettings) -> Rate:
     decided = [v.flagged for v in verdicts if v.flagged is not None]
-    return bootstrap_rate(
-        decided,
-        failures=len(verdicts) - len(decided),
-        resamples=sampling.resamples,
-        confidence=sampling.confidence,
-        seed=seed,
-    )
+    return rate_of(decided, failures=len(verdicts) - len(decided), confidence=sampling.confidence)
 
 
 def summarise_suite(
@@ -274,19 +267,15 @@ def summarise_suite(
     verdicts: Sequence[ItemVerdict],
     *,
     sampling: SamplingSettings,
-    seed: int,
 ) -> SuiteResult:
-    """Rates with intervals: overall, per category, and (harm) per template and principle.
-
-    Each figure's bootstrap is seeded from the judge seed and the figure's place, so the same
-    verdicts always give the same intervals.
-    """
+    """Rates with their Wilson intervals: overall, per category, and (harm) per template and
+    principle."""
     categories = list(dict.fromkeys(v.category for v in verdicts))
     result = SuiteResult(
         suite=suite,
         model=model,
-        overall=_rate(verdicts, sampling, [seed, 0]),
-        by_category=_grouped(verdicts, categories, lambda v: v.category, sampling, [seed, 2]),
+        overall=_rate(verdicts, sampling),
+        by_category=_grouped(verdicts, categories, lambda v: v.category, sampling),
         items=list(verdicts),
     )
     if suite != "harm":
@@ -294,20 +283,14 @@ def summarise_suite(
     templates = [t for t in dict.fromkeys(v.template for v in verdicts) if t is not None]
     by_principle: list[GroupRate] = []
     asked = list(dict.fromkeys(pid for v in verdicts for pid in v.principles))
-    for number, pid in enumerate(sorted(asked)):
+    for pid in sorted(asked):
         scores = [v.principles[pid] for v in verdicts if pid in v.principles]
         decided = [s < THRESHOLD for s in scores if s is not None]
-        rate = bootstrap_rate(
-            decided,
-            failures=len(scores) - len(decided),
-            resamples=sampling.resamples,
-            confidence=sampling.confidence,
-            seed=[seed, 3, number],
-        )
+        rate = rate_of(decided, failures=len(scores) - len(decided), confidence=sampling.confidence)
         by_principle.append(GroupRate(group=pid, **rate.model_dump()))
     return result.model_copy(
         update={
-            "by_template": _grouped(verdicts, templates, lambda v: v.template, sampling, [seed, 1]),
+            "by_template": _grouped(verdicts, templates, lambda v: v.template, sampling),
             "by_principle": by_principle,
         }
     )
@@ -403,9 +386,7 @@ async def judge_plan(
                 concurrency=concurrency,
                 nonces=nonces,
             )
-            outcome.judged.append(
-                summarise_suite(suite, spec, verdicts, sampling=sampling, seed=config.seed)
-            )
+            outcome.judged.append(summarise_suite(suite, spec, verdicts, sampling=sampling))
     if plan.helpful and baseline is not None:
         records = [p.record for p in plan.helpful]
         pairs = await judge_pairs(

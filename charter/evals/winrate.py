@@ -9,7 +9,8 @@ From the verdicts:
 - **Win rate** = (wins + 0.5 x ties) / (wins + losses + ties). Pairs with no verdict (a model
   or every judgment failed) are excluded and counted as `failures`, never scored as 0.5.
 - **Confidence interval**: percentile bootstrap, resampling prompts with replacement from a
-  seeded generator, so the same run reports the same interval.
+  seeded generator, so the same run reports the same interval; never narrower than the Wilson
+  interval of the wins (ties half), which a bootstrap of a few prompts can be.
 - **Length-controlled win rate**: judges are known to favour longer answers, so a model can
   "win" by rambling. Following AlpacaEval 2's length-controlled win rate, fit a logistic
   regression of the outcome (1, 0.5, 0) on x = tanh(d / sd(d)), d = len(A) - len(B) in
@@ -45,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
+from charter.evals.rates import wilson
 from charter.evals.settings import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MAX_TOKENS,
@@ -432,6 +434,11 @@ def win_rate(
         boot_rates.append(drawn @ s / n)
         boot_b0.append(fit_length_model(s, x, drawn)[0])
     ci = _percentile_interval(np.concatenate(boot_rates), confidence)
+    # At a handful of prompts the bootstrap collapses (4 wins of 4 resample to 4/4 every
+    # time): the interval is never narrower than the Wilson interval of the wins (ties half).
+    floor = wilson(wins + ties / 2, n, confidence)
+    if floor is not None:
+        ci = (min(ci[0], floor[0]), max(ci[1], floor[1]))
     lc_ci = _percentile_interval(_sigmoid(np.concatenate(boot_b0)), confidence)
     return WinRate(
         **counts,

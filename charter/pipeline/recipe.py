@@ -28,7 +28,7 @@ from charter.judge.backends.options import BackendOptions
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
 from charter.settings import DEFAULT_MODEL, DEFAULT_PRINCIPLES_DIR
 
-StageName = Literal["revise", "sft", "compare", "dpo", "reward", "ppo", "eval", "report"]
+StageName = Literal["revise", "sft", "compare", "dpo", "reward", "ppo", "rloo", "eval", "report"]
 STAGES: tuple[StageName, ...] = (
     "revise",
     "sft",
@@ -36,11 +36,14 @@ STAGES: tuple[StageName, ...] = (
     "dpo",
     "reward",
     "ppo",
+    "rloo",
     "eval",
     "report",
 )
 GENERATION_STAGES = ("revise", "compare")
-TRAINING_STAGES = ("sft", "dpo", "reward", "ppo")
+TRAINING_STAGES = ("sft", "dpo", "reward", "ppo", "rloo")
+# The stages that optimise the policy after SFT: a recipe has at most one of them.
+POLICY_STAGES = ("dpo", "ppo", "rloo")
 # Settings each stage gets from the pipeline (the previous stage's output), not from the recipe.
 WIRED: dict[str, set[str]] = {
     "revise": {"mode", "policy", "judge"},
@@ -49,6 +52,7 @@ WIRED: dict[str, set[str]] = {
     "dpo": {"data", "model", "output_dir"},
     "reward": {"data", "model", "output_dir"},
     "ppo": {"data", "model", "output_dir", "reward_model"},
+    "rloo": {"data", "model", "output_dir", "judge", "judge_base_url", "constitution"},
 }
 SUITES = ("harm", "refusal", "helpful", "all")
 RUN_CONFIGS = {
@@ -56,6 +60,7 @@ RUN_CONFIGS = {
     "dpo": "DPORunConfig",
     "reward": "RewardRunConfig",
     "ppo": "PPORunConfig",
+    "rloo": "RLOORunConfig",
 }
 
 
@@ -75,7 +80,7 @@ class PipelineSettings(BaseModel):
     stages: list[StageName] = Field(
         min_length=1,
         description="The stages to run, in this order: revise, sft, compare, dpo (or reward "
-        "then ppo), eval, report.",
+        "then ppo, or rloo), eval, report.",
     )
     model: str = Field(
         min_length=1,
@@ -111,7 +116,8 @@ class GenerationStage(BaseModel):
 
 
 class TrainingStage(BaseModel):
-    """sft / dpo / reward / ppo: `charter train METHOD`'s settings, sorted as it sorts them."""
+    """sft / dpo / reward / ppo / rloo: `charter train METHOD`'s settings, sorted as it sorts
+    them."""
 
     run: dict[str, Any]
     trl: dict[str, Any]
@@ -225,6 +231,12 @@ def load_recipe(path: str | Path) -> Recipe:
             "pipeline", key, "unknown key" + _suggest(key, set(PipelineSettings.model_fields))
         ) from None
     _check_order(pipeline, raw, where)
+    if "ppo" in pipeline.stages:
+        from charter.trainer.ppo import ppo_unavailable
+
+        missing = ppo_unavailable()
+        if missing:
+            raise where.error("pipeline", "stages", missing)
     stages: dict[str, StageSettings] = {
         name: _stage(name, raw.get(name, {}), raw, where) for name in pipeline.stages
     }
@@ -274,6 +286,7 @@ def _check_order(pipeline: PipelineSettings, raw: dict[str, Any], where: _Locato
         "dpo": "compare",
         "reward": "compare",
         "ppo": "reward",
+        "rloo": "compare",
         "report": "eval",
     }
     for stage, needed in needs.items():
@@ -281,6 +294,8 @@ def _check_order(pipeline: PipelineSettings, raw: dict[str, Any], where: _Locato
             raise where.error("pipeline", "stages", f"{stage} needs a {needed} stage before it")
     if "dpo" in names and "ppo" in names:
         raise where.error("pipeline", "stages", "dpo or reward + ppo, not both")
+    if sum(n in names for n in POLICY_STAGES) > 1:
+        raise where.error("pipeline", "stages", "one of dpo, reward + ppo or rloo, not several")
     if "sft" in names and "revise" not in names and "data" not in raw.get("sft", {}):
         raise where.error("sft", "data", "give the SFT data (a file) when there is no revise stage")
     if any(n in names for n in GENERATION_STAGES) and not pipeline.prompts:
@@ -394,6 +409,11 @@ def _training(name: str, values: dict[str, Any], where: _Locator) -> TrainingSta
         found = re.search(r"key '([^']+)'", str(exc)) or re.search(r"'([^']+)'", str(exc))
         reason = str(exc).split(": ", 1)[-1]
         raise where.error(name, found.group(1) if found else None, reason) from None
+    try:  # the run config's own checks (judge settings, reward mode), now rather than later
+        run_cls(**{"data": "", "model": "", "output_dir": "", **run})
+    except TrainError as exc:
+        found = re.search(r"setting (\w+)", str(exc)) or re.search(r"^(\w+) ", str(exc))
+        raise where.error(name, found.group(1) if found else None, str(exc)) from None
     confidence = extra.get("min_confidence")
     if confidence is not None:
         try:

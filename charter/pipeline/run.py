@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,13 @@ log = logging.getLogger("charter.pipeline")
 
 Progress = Callable[[str], None]
 SPEC_PREFIXES = ("openai:", "hf:")
-TRAIN_KINDS = {"sft": "sft", "dpo": "preference", "reward": "preference", "ppo": "prompt"}
+TRAIN_KINDS = {
+    "sft": "sft",
+    "dpo": "preference",
+    "reward": "preference",
+    "ppo": "prompt",
+    "rloo": "prompt",
+}
 
 
 class PipelineError(ValueError):
@@ -264,6 +271,14 @@ def _train(ctx: _Context, name: str, settings: TrainingStage) -> dict[str, Any]:
     run["model"] = model
     if name == "ppo":
         run["reward_model"] = ctx.reward_dir
+    if name == "rloo":  # the pipeline's judge and constitution are the reward
+        run.update(
+            judge=pipeline.judge,
+            judge_base_url=pipeline.judge_base_url or os.environ.get(JUDGE_BASE_URL_ENV),
+            judge_timeout=pipeline.timeout_s,
+            judge_concurrency=pipeline.max_concurrency,
+            constitution=pipeline.principles,
+        )
     inputs = {"method": name, "data": data_job or run.get("data"), **run, "trl": settings.trl}
     if data_job is None and run.get("data"):
         inputs["data_digest"] = content_digest(Path(str(run["data"])))
@@ -293,6 +308,7 @@ def _train(ctx: _Context, name: str, settings: TrainingStage) -> dict[str, Any]:
         "dpo": T.DPORunConfig,
         "reward": T.RewardRunConfig,
         "ppo": T.PPORunConfig,
+        "rloo": T.RLOORunConfig,
     }[name]
     config = run_cls(**run, trl=dict(settings.trl))
     ctx.say(f"  training {name} from {model} into {out}")
