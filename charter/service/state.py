@@ -133,22 +133,27 @@ class Service:
         self.reward_counts = RewardCounts()
         self.auth_failures = FailureLimit(settings.auth_failures_per_minute)
 
+    async def hold_judge(self, spec: str | None, *, within: float | None = None) -> ChatModel:
+        """The judge a request asked for (or the default), held open until
+        `self.pool.release(model)`; an API error if it is not served here or cannot load.
+        `within`: seconds to wait for a judge still loading, else `ModelLoading`."""
+        try:
+            return await self.pool.acquire(spec or self.settings.judge, "judge", within=within)
+        except ModelNotAllowed as exc:
+            raise ApiError(422, "model_not_allowed", str(exc)) from None
+        except ModelUnavailable as exc:
+            raise ApiError(503, "model_unavailable", str(exc)) from None
+
     @contextlib.asynccontextmanager
     async def judge(
         self, spec: str | None, *, within: float | None = None
     ) -> AsyncIterator[ChatModel]:
-        """The judge a request asked for (or the default), open while the block runs; an API
-        error if it is not served here or cannot load. `within`: seconds to wait for a judge
-        still loading, else `ModelLoading` (see `ModelPool.lease`)."""
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                lease = self.pool.lease(spec or self.settings.judge, "judge", within=within)
-                model = await stack.enter_async_context(lease)
-            except ModelNotAllowed as exc:
-                raise ApiError(422, "model_not_allowed", str(exc)) from None
-            except ModelUnavailable as exc:
-                raise ApiError(503, "model_unavailable", str(exc)) from None
+        """`hold_judge` for the length of a block."""
+        model = await self.hold_judge(spec, within=within)
+        try:
             yield model
+        finally:
+            self.pool.release(model)
 
     def feedback(self, judge: JudgeWatch, result: Comparison | RevisionChain | Ranking) -> Response:
         """The result of a feedback call, or the 5xx error saying why it holds no answer."""

@@ -397,20 +397,23 @@ async def start_impact(request: Request, service: ServiceDep, session: SessionDe
     job = _owned(service, session, job_id)
     try:
         edited = service.constitutions.get(version or "current")
-        judge = await service.judge(job.spec.judge)
+        judge = await service.hold_judge(job.spec.judge)  # released when the preview ends
     except ApiError as exc:
         return _message(session, exc.status, f"preview: {exc.message}")
 
     async def work(preview: Preview) -> ImpactReport:
-        return await preview_impact(
-            service.db,
-            job.id,
-            edited,
-            judge,
-            settings,
-            concurrency=service.settings.job_concurrency,
-            on_progress=preview.progress,
-        )
+        try:
+            return await preview_impact(
+                service.db,
+                job.id,
+                edited,
+                judge,
+                settings,
+                concurrency=service.settings.job_concurrency,
+                on_progress=preview.progress,
+            )
+        finally:
+            service.pool.release(judge)
 
     preview = previews_of(request).start(session.owner, job.id, edited.version, settings, work)
     return RedirectResponse(f"/pages/impact/{preview.id}", status_code=303)
