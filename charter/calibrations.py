@@ -31,7 +31,7 @@ from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
 from charter.judge.calibration import Calibration, fit_calibration, holdout_split
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig, Protocol
-from charter.judge.qualify import EvalReport, LabelledPair, judge_pairs, summarise
+from charter.judge.qualify import EvalReport, LabelledPair, judge_pairs, qualification_report
 from charter.judge.results import Comparison
 
 CALIBRATIONS = "calibrations"
@@ -92,9 +92,7 @@ class CalibrationFit:
 def settings_digest(config: JudgeConfig) -> str:
     """Digest of the config's settings that can change a verdict (the protocol is keyed
     apart)."""
-    return canonical_digest(
-        config.model_dump(mode="json", include=set(VERDICT_FIELDS - {"protocol"}))
-    )
+    return canonical_digest(config.identity(include=set(VERDICT_FIELDS - {"protocol"})))
 
 
 def new_record(
@@ -411,7 +409,7 @@ async def calibrate_on_pairs(
         )
     calibration = fit_calibration([p for p, _ in usable], [y for _, y in usable], fit_bias=fit_bias)
     held_pairs = [pairs[i] for i in held_idx]
-    report = summarise(
+    report = qualification_report(
         held_pairs,
         [comparisons[i] for i in held_idx],
         judge=model.spec,

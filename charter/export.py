@@ -20,32 +20,14 @@ import sqlite_utils
 from pydantic import BaseModel
 
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
-from charter.jobs.store import Preference, get_job, load_preferences
+from charter.jobs.store import get_job, load_preferences
 from charter.jobs.summary import CalibrationFigures, JobSummary, summarise_job
-from charter.training_data import select_rows
+from charter.training_data import PROVENANCE, RowKind, select_rows, to_row
 
 log = logging.getLogger(__name__)
 
 Format = Literal["jsonl", "parquet", "hf"]
-Kind = Literal["preference", "sft"]
-
-PROVENANCE = (
-    "source",
-    "p_chosen",
-    "p_chosen_raw",
-    "calibration",
-    "protocol",
-    "margin",
-    "position_consistent",
-    "principles",
-    "critique",
-    "judge",
-    "policy",
-    "constitution_digest",
-    "constitution_version",
-    "job_id",
-    "prompt_key",
-)
+Kind = RowKind
 
 
 class ExportError(Exception):
@@ -88,28 +70,6 @@ def assign_split(prompt_key: str, splits: dict[str, float]) -> str:
         if point < edge:
             return name
     return "train"
-
-
-def to_row(p: Preference, *, conversational: bool, kind: Kind) -> dict[str, Any]:
-    prompt: Any = p.prompt
-    if conversational and isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    elif not conversational and not isinstance(prompt, str):
-        prompt = "\n\n".join(m["content"] for m in prompt)
-    provenance = {name: getattr(p, name) for name in PROVENANCE}
-    if kind == "sft":
-        completion: Any = p.chosen
-        if conversational:
-            completion = [{"role": "assistant", "content": p.chosen}]
-        return {"prompt": prompt, "completion": completion, **provenance}
-    if conversational:
-        return {
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-            **provenance,
-        }
-    return {"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected, **provenance}
 
 
 def export_job(
@@ -235,6 +195,15 @@ def _calibration_text(calibration: CalibrationFigures | None) -> str:
     return text + ")"
 
 
+def _applied_text(summary: JobSummary) -> str:
+    """Relevant selection: each principle that applied, in how many rows, with its mean P."""
+    if summary.applied is None:
+        return "not asked (principles picked at random)"
+    if not summary.applied:
+        return "none"
+    return ", ".join(f.describe() for f in summary.applied)
+
+
 def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: Kind) -> str:
     consistency = summary.position_consistency
     consistency_text = f"{consistency:.1%}" if consistency is not None else "n/a"
@@ -262,6 +231,7 @@ def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: K
         f"| judge protocol | {summary.protocol or 'n/a'} |",
         f"| p_chosen | {_calibration_text(summary.calibration)} |",
         f"| judge position consistency | {consistency_text} |",
+        f"| principles that applied | {_applied_text(summary)} |",
         f"| quality gates | {summary.texts.describe()} |",
         f"| failed judge calls | {summary.parse_failures} unparseable, "
         f"{summary.backend_failures} backend errors, of {summary.judgments} judgments |",

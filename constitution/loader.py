@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from charter.common.datafiles import loads_toml
 
 from .errors import ConstitutionError, Finding, Severity
-from .lint import check_constitution, check_principle
+from .lint import check_constitution, check_principle, key_line
 from .models import Constitution, Defaults, Principle
 
 CONSTITUTION_FILE = "constitution.toml"
@@ -150,7 +150,13 @@ def _read_principle(
         principle = Principle.model_validate(data)
     except ValidationError as exc:
         reported = {f.field for f in findings[before:]}
-        findings.extend(f for f in _validation_findings(path, text, exc) if f.field not in reported)
+        examples_reported = any((f.field or "").startswith("examples") for f in findings[before:])
+        findings.extend(
+            f
+            for f in _validation_findings(path, text, exc)
+            if f.field not in reported
+            and not (examples_reported and (f.field or "").startswith("examples"))
+        )
         return None
     return principle if len(findings) == before else None
 
@@ -217,12 +223,3 @@ def _validation_findings(path: Path, text: str, exc: ValidationError) -> list[Fi
             )
         )
     return out
-
-
-def key_line(text: str, key: str) -> int | None:
-    """The 1-based line where `key = ...` first appears, if it does."""
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
-            return number
-    return None

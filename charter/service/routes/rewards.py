@@ -18,8 +18,8 @@ from charter.judge.config import JudgeConfig
 from charter.judge.reward import (
     ConstitutionRewarder,
     Reward,
-    RewardConfig,
     RewardCounts,
+    RewardDeadline,
     RewardItem,
     fallen_back,
 )
@@ -58,7 +58,7 @@ async def _rewards(
     try:
         async with service.judge(judge, within=ends - time.monotonic()) as model:
             rewarder = ConstitutionRewarder(
-                model, constitution, config, RewardConfig(deadline_s=deadline)
+                model, constitution, config, RewardDeadline(deadline_s=deadline)
             )
             results = await rewarder.rewards(items, deadline_s=ends - time.monotonic())
     except ModelLoading as exc:  # the load carries on for the next batch
