@@ -249,7 +249,7 @@ def _as_given(record: PromptRecord, result: dict[str, Any]) -> PromptRecord:
     stored = [c.get("text") for c in result.get("candidates", [])]
     if record.responses is not None or not stored:
         return record
-    return record.model_copy(update={"responses": [str(t) for t in stored]})
+    return record.model_copy(update={"responses": tuple(str(t) for t in stored)})
 
 
 def _comparisons(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
