@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from charter.constitution import load_constitution
-from charter.judge.reward import ConstitutionRewarder, RewardConfig, RewardCounts, RewardItem
+from charter.judge.reward import ConstitutionRewarder, RewardCounts, RewardDeadline, RewardItem
 from charter.rewards import (
     ConstitutionRewards,
     RewardSettings,
@@ -119,7 +119,7 @@ def _run(
     async def go() -> tuple[list[Any], float, ConstitutionRewarder]:
         model = scripted_model(server, max_retries=0, timeout_s=60)
         rewarder = ConstitutionRewarder(
-            model, constitution, reward_config=RewardConfig(deadline_s=deadline_s)
+            model, constitution, reward_config=RewardDeadline(deadline_s=deadline_s)
         )
         try:
             started = time.perf_counter()

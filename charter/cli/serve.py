@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charter.judge.reward import RewardConfig
+from charter.judge.reward import RewardDeadline
 
 from .common import dir_option, friendly_errors, store_option
 from .fields import field_option
@@ -60,7 +60,7 @@ def _bind(host: str, port: int) -> socket.socket:
 )
 @field_option(
     "deadline_s",
-    RewardConfig.model_fields["deadline_s"],
+    RewardDeadline.model_fields["deadline_s"],
     flag="--reward-deadline",
     param="reward_deadline_s",
     unset_default=True,

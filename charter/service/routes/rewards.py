@@ -16,8 +16,8 @@ from charter.judge.config import JudgeConfig
 from charter.judge.reward import (
     ConstitutionRewarder,
     Reward,
-    RewardConfig,
     RewardCounts,
+    RewardDeadline,
     RewardItem,
     fallen_back,
 )
@@ -49,7 +49,9 @@ async def _rewards(
     """The items' rewards under the service's deadline (or the request's), counted."""
     deadline = service.settings.reward_deadline_s if deadline_s is None else deadline_s
     model = await service.judge(judge)
-    rewarder = ConstitutionRewarder(model, constitution, config, RewardConfig(deadline_s=deadline))
+    rewarder = ConstitutionRewarder(
+        model, constitution, config, RewardDeadline(deadline_s=deadline)
+    )
     results = await rewarder.rewards(items)
     service.reward_counts.add(rewarder.counts)
     return results, deadline
