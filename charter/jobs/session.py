@@ -18,7 +18,7 @@ import sqlite_utils
 
 from charter.constitution import Constitution
 from charter.jobs.leases import LeaseSettings
-from charter.jobs.run import ProgressCallback, run_job
+from charter.jobs.run import ProgressCallback, PromptExecutor, run_job
 from charter.jobs.spec import JobSpec, RunOptions, needs_policy
 from charter.jobs.stopping import StopRequest
 from charter.jobs.store import JobRecord, create_or_get_job
@@ -146,9 +146,10 @@ class JobSession:
         prices: Prices | None = None,
         on_progress: ProgressCallback | None = None,
         stop_request: StopRequest | None = None,
+        executor: PromptExecutor | None = None,
     ) -> JobSummary:
-        """Run (or resume) `job` to its end with this session's models (see `run_job`);
-        `run`'s settings default to `RunOptions`'."""
+        """Run (or resume) `job` to its end with this session's models (see `run_job`), or on
+        `executor`'s (Ray workers); `run`'s settings default to `RunOptions`'."""
         run = run or RunOptions()
         return await run_job(
             self.db,
@@ -163,4 +164,5 @@ class JobSession:
             resume_with=resume_with,
             stop_request=stop_request,
             lease=lease,
+            executor=executor,
         )
