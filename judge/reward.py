@@ -189,10 +189,13 @@ async def within_deadline(
     ]
 
 
-def fallen_back(items: Sequence[RewardItem], error: str) -> list[Reward]:
-    """Every item's reward when the judge could not be had at all: the neutral value, flagged
-    (no group has a known reward to take the mean of)."""
-    return [Reward(NEUTRAL, fallback=True, error=error) for _ in items]
+def fallen_back(
+    items: Sequence[RewardItem], error: str, *, timed_out: bool = False
+) -> list[Reward]:
+    """Every item's reward when the judge could not be had at all (`timed_out`: not by the
+    deadline, e.g. still loading): the neutral value, flagged (no group has a known reward to
+    take the mean of)."""
+    return [Reward(NEUTRAL, fallback=True, timed_out=timed_out, error=error) for _ in items]
 
 
 def fill_by_group(raw: Sequence[float | None], groups: Sequence[str | None]) -> list[float]:
