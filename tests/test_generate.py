@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -461,3 +462,33 @@ def test_dpo_trains_on_the_export(world: dict[str, Path], tmp_path: Path) -> Non
     )  # fmt: skip
     result = trainer.train()
     assert result.global_step == 3
+
+
+def test_progress_lines_come_within_seconds_when_stderr_is_not_a_terminal(
+    tmp_path: Path,
+) -> None:
+    """With output redirected, a progress bar shows nothing: a job logs its calls, tokens and
+    prompts instead, the first line at once and then every CHARTER_PROGRESS_EVERY_S."""
+    world = make_world(tmp_path)
+    with ScriptedJudgeServer(responder(), latency_s=0.4) as server:
+        args = [sys.executable, "-m", "charter.cli",
+                *[a for a in generate_args(world, server) if a != "--json"]]  # fmt: skip
+        env = {**_server_env(server), "CHARTER_PROGRESS_EVERY_S": "1"}
+        started = time.monotonic()
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=tmp_path, text=True)  # fmt: skip
+        assert proc.stderr is not None
+        lines: list[tuple[float, str]] = []
+        for line in proc.stderr:
+            lines.append((time.monotonic() - started, line.rstrip()))
+        proc.wait()
+    assert proc.returncode == 0, "\n".join(text for _, text in lines)
+    progress = [(at, text) for at, text in lines if text.startswith("prompts: ")]
+    assert progress, lines
+    first_at, first = progress[0]
+    assert first_at < 15 and "calls 0 answered" in first and "prompts 0/" in first, first
+    finished_at = max(at for at, _ in lines)
+    middle = [text for at, text in progress if at < finished_at - 0.5]
+    assert any(re.search(r"calls [1-9]\d* answered", t) for t in middle), progress
+    assert any(re.search(r"tokens [1-9][\d,]* answered", t) for t in middle), progress
+    assert re.search(r"prompts (\d+)/\1,", progress[-1][1]), progress[-1]

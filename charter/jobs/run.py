@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from charter.call_cache import CachedModel, CallStats, store_secret
+from charter.jobs.activity import Activity, Tracker, watch
 from charter.jobs.leases import LeaseSettings, held
 from charter.jobs.modes import process_prompt
 from charter.jobs.results import count_failed_calls, first_error
@@ -79,6 +80,7 @@ async def run_job(
     *,
     concurrency: int = 8,
     on_progress: ProgressCallback | None = None,
+    on_activity: Callable[[Activity], None] | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     prices: Prices | None = None,
@@ -98,6 +100,8 @@ async def run_job(
     The job's lease (`charter.jobs.leases`, `lease` or the environment's settings) is held
     throughout: a second runner of the same job gets `LeaseHeld` instead of paying for the
     same calls. `stop_request` ends the run early with `JobStopped` (see `StopRequest`).
+    `on_activity` hears the run's calls, tokens and prompts at once and every few seconds
+    (`charter.jobs.activity`).
     """
     ensure_tables(db)  # a store from an earlier release gains the columns rows now carry
     async with held(db, job.id, lease):
@@ -108,6 +112,7 @@ async def run_job(
             policy,
             concurrency=concurrency,
             on_progress=on_progress,
+            on_activity=on_activity,
             min_confidence=min_confidence,
             max_attempts=max_attempts,
             prices=prices,
@@ -124,6 +129,7 @@ async def _run_held(
     *,
     concurrency: int,
     on_progress: ProgressCallback | None,
+    on_activity: Callable[[Activity], None] | None,
     min_confidence: float,
     max_attempts: int,
     prices: Prices | None,
@@ -194,12 +200,15 @@ async def _run_held(
                 on_progress(finished, total)
 
     set_status(db, job.id, "running")
+    cached = [m for m in (cached_judge, cached_policy) if m is not None]
+    tracker = Tracker([m.stats for m in cached], [judge, policy], lambda: (finished, total))
     with tallying() as endpoints:  # this run's calls to each endpoint of a shared fleet
-        work = asyncio.ensure_future(asyncio.gather(*(one(pos, rec) for pos, rec in pending)))
-        if stop_request is None:
-            await work
-        else:
-            await finish_or_stop(work, stop_request, gates)
+        async with watch(tracker, on_activity):
+            work = asyncio.ensure_future(asyncio.gather(*(one(pos, rec) for pos, rec in pending)))
+            if stop_request is None:
+                await work
+            else:
+                await finish_or_stop(work, stop_request, gates)
 
     summary = summarise_job(db, job, min_confidence=min_confidence, prices=prices)
     summary.calls = JobCalls(

@@ -9,7 +9,7 @@ process, or the service's shared pool) and in what they tell their user along th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 import sqlite_utils
 
 from charter.constitution import Constitution
+from charter.jobs.activity import Activity
 from charter.jobs.leases import LeaseSettings
 from charter.jobs.run import ProgressCallback, run_job
 from charter.jobs.spec import JobSpec, RunOptions, needs_policy
@@ -145,6 +146,7 @@ class JobSession:
         run: RunOptions | None = None,
         prices: Prices | None = None,
         on_progress: ProgressCallback | None = None,
+        on_activity: Callable[[Activity], None] | None = None,
         stop_request: StopRequest | None = None,
     ) -> JobSummary:
         """Run (or resume) `job` to its end with this session's models (see `run_job`);
@@ -157,6 +159,7 @@ class JobSession:
             self.policy,
             concurrency=concurrency,
             on_progress=on_progress,
+            on_activity=on_activity,
             min_confidence=run.min_confidence,
             max_attempts=run.max_attempts,
             prices=prices,
