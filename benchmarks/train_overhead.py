@@ -1,19 +1,23 @@
-"""What charter's DPO costs over a plain TRL script: wall time and peak memory, same run.
+"""What `charter train dpo|rloo` costs over a plain TRL script: wall time and peak memory.
 
 Both sides train the same tiny model (built here, no hub) on the same 64 preference pairs with
 the same settings, each in its own fresh Python process so neither inherits the other's imports
 or allocations:
 
-- charter: `python -m charter.cli train dpo --data prefs.jsonl ...` (data checks, model checks,
-  logging callback, model card);
-- plain: a short script calling `trl.DPOTrainer` directly, as a user would without charter.
+- charter: `python -m charter.cli train dpo|rloo --data prefs.jsonl ...` (data checks, model
+  checks, logging callback, model card);
+- plain: a short script calling `trl.DPOTrainer` / `trl.RLOOTrainer` directly, as a user would
+  without charter. RLOO's reward on both sides is the constitution judge (a scripted judge
+  server on loopback, in this process, answering at once) against each prompt's chosen answer:
+  the plain script takes it as TRL users do, `charter.rewards.ConstitutionRewards(...)
+  .trl_reward_func()`, so the difference measured is `charter train`'s own work around TRL.
 
 Runs alternate (plain, charter, charter, plain, ...) after one untimed warm-up, so page-cache
 and machine-load drift fall on both sides. Reported per side: the median process wall time,
 the median `trainer.train()` time, and the peak RSS of the process (`wait4` rusage, exact per
 child). Target: charter / plain wall time <= 1.05.
 
-    .venv/bin/python benchmarks/train_overhead.py [--rounds 3] [--steps 40] [--rows 64]
+    .venv/bin/python benchmarks/train_overhead.py [--method dpo|rloo|all] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,10 +31,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.support.generation import write_constitution  # noqa: E402
+from tests.support.scripted_server import (  # noqa: E402
+    Reply,
+    ScriptedJudgeServer,
+    last_user_message,
+)
 from tests.support.tiny_models import build_tiny_chat_model  # noqa: E402
 
 PLAIN_SCRIPT = """
@@ -58,6 +69,44 @@ train_s = time.perf_counter() - started
 trainer.save_model(out)
 print(json.dumps({"train_s": train_s}))
 """
+
+
+PLAIN_RLOO = """
+import json, sys, time
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import RLOOConfig, RLOOTrainer
+from charter.rewards import ConstitutionRewards
+
+data, model_dir, out, steps, batch, judge_url, principles = sys.argv[1:8]
+rows = [json.loads(line) for line in open(data)]
+dataset = Dataset.from_list([{"prompt": r["prompt"], "reference": r["chosen"]} for r in rows])
+rewards = ConstitutionRewards(judge="openai:scripted", judge_base_url=judge_url,
+                              principles=principles)
+args = RLOOConfig(
+    output_dir=out, max_steps=int(steps), per_device_train_batch_size=int(batch),
+    num_generations=4, max_completion_length=8, beta=0.05, learning_rate=1e-4,
+    logging_steps=10, save_strategy="no", gradient_checkpointing=False,
+    bf16=False, use_cpu=True, report_to="none", disable_tqdm=True,
+)
+trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
+                      reward_funcs=[rewards.trl_reward_func()], args=args,
+                      train_dataset=dataset,
+                      processing_class=AutoTokenizer.from_pretrained(model_dir))
+started = time.perf_counter()
+trainer.train()
+train_s = time.perf_counter() - started
+trainer.save_model(out)
+rewards.close()
+print(json.dumps({"train_s": train_s}))
+"""
+
+
+def judge_reply(body: dict[str, object]) -> Reply:
+    """A verdict for every comparison ("A", confident); plain text for anything else."""
+    if "<<<RESPONSE_A" not in last_user_message(body):  # type: ignore[arg-type]
+        return Reply("Scripted text.")
+    return Reply("A", top_logprobs=[("A", -0.105), ("B", -2.303)])
 
 
 def write_data(path: Path, rows: int) -> None:
@@ -102,45 +151,22 @@ def run(cmd: list[str], env: dict[str, str], logs: Path) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="Timed runs per side (x2, ABBA).")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rows", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args()
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        model = build_tiny_chat_model(tmp / "model")
-        data = tmp / "prefs.jsonl"
-        write_data(data, args.rows)
-        script = tmp / "plain_dpo.py"
-        script.write_text(PLAIN_SCRIPT)
-        common = [str(args.steps), str(args.batch)]
-        plain = [sys.executable, str(script), str(data), str(model), str(tmp / "plain"), *common]
-        charter = [
-            sys.executable, "-m", "charter.cli", "train", "-q", "dpo", "--data", str(data),
-            "--model", str(model), "--out", str(tmp / "charter"), "--overwrite",
-            "--max-steps", str(args.steps), "--batch-size", str(args.batch), "--lr", "1e-3",
-            "--logging-steps", "10", "--set", "save_strategy='no'",
-            "--set", "gradient_checkpointing=false", "--json",
-        ]  # fmt: skip
-        sides = {"plain": plain, "charter": charter}
-        run(plain, env, tmp)  # warm-up: page cache for imports and the model files
-        results: dict[str, list[dict[str, float]]] = {"plain": [], "charter": []}
-        for n in range(args.rounds):
-            order = ["plain", "charter"] if n % 2 == 0 else ["charter", "plain"]
-            for name in order + order[::-1]:
-                results[name].append(run(sides[name], env, tmp))
-                last = results[name][-1]
-                print(
-                    f"  {name:<8} wall {last['wall_s']:6.2f} s  cpu {last['cpu_s']:6.2f} s  "
-                    f"train {last['train_s']:6.2f} s  "
-                    f"peak RSS {last['peak_rss_mib']:7.1f} MiB",
-                    flush=True,
-                )
+def measure(
+    method: str, sides: dict[str, list[str]], env: dict[str, str], tmp: Path, args: Any
+) -> None:
+    """Alternate the two sides (ABBA) after a warm-up; print each run and the medians."""
+    run(sides["plain"], env, tmp)  # warm-up: page cache for imports and the model files
+    results: dict[str, list[dict[str, float]]] = {"plain": [], "charter": []}
+    for n in range(args.rounds):
+        order = ["plain", "charter"] if n % 2 == 0 else ["charter", "plain"]
+        for name in order + order[::-1]:
+            results[name].append(run(sides[name], env, tmp))
+            last = results[name][-1]
+            print(
+                f"  {method} {name:<8} wall {last['wall_s']:6.2f} s  cpu {last['cpu_s']:6.2f} s  "
+                f"train {last['train_s']:6.2f} s  peak RSS {last['peak_rss_mib']:7.1f} MiB",
+                flush=True,
+            )
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
@@ -148,8 +174,9 @@ def main() -> None:
     def peak(name: str) -> float:
         return max(r["peak_rss_mib"] for r in results[name])
 
+    steps = args.rloo_steps if method == "rloo" else args.steps
     print(
-        f"\nDPO, tiny Llama, {args.rows} pairs, {args.steps} steps, batch {args.batch}, "
+        f"\n{method.upper()}, tiny Llama, {args.rows} pairs, {steps} steps, batch {args.batch}, "
         f"{len(results['plain'])} runs per side (medians):"
     )
     for name in ("plain", "charter"):
@@ -166,7 +193,56 @@ def main() -> None:
     print(f"  wall time ratio charter/plain: {wall_ratio:.3f} ({verdict} the <= 1.05 target)")
     print(f"  CPU time ratio (user+sys):     {cpu_ratio:.3f}")
     print(f"  train() time ratio:            {train_ratio:.3f}")
-    print(f"  peak memory ratio:             {rss_ratio:.3f}")
+    print(f"  peak memory ratio:             {rss_ratio:.3f}\n", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", choices=["dpo", "rloo", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=3, help="Timed runs per side (x2, ABBA).")
+    parser.add_argument("--steps", type=int, default=40, help="DPO steps.")
+    parser.add_argument("--rloo-steps", type=int, default=8, help="RLOO steps.")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    with tempfile.TemporaryDirectory() as tmp_name, ScriptedJudgeServer(judge_reply) as judge:
+        tmp = Path(tmp_name)
+        model = build_tiny_chat_model(tmp / "model")
+        principles = write_constitution(tmp / "principles")
+        data = tmp / "prefs.jsonl"
+        write_data(data, args.rows)
+        (tmp / "plain_dpo.py").write_text(PLAIN_SCRIPT)
+        (tmp / "plain_rloo.py").write_text(PLAIN_RLOO)
+        shared = ["--overwrite", "--batch-size", str(args.batch), "--logging-steps", "10",
+                  "--set", "save_strategy='no'", "--set", "gradient_checkpointing=false",
+                  "--json"]  # fmt: skip
+        runs = {
+            "dpo": {
+                "plain": [sys.executable, str(tmp / "plain_dpo.py"), str(data), str(model),
+                          str(tmp / "plain"), str(args.steps), str(args.batch)],
+                "charter": [sys.executable, "-m", "charter.cli", "train", "-q", "dpo",
+                            "--data", str(data), "--model", str(model),
+                            "--out", str(tmp / "charter"), "--max-steps", str(args.steps),
+                            "--lr", "1e-3", *shared],
+            },
+            "rloo": {
+                "plain": [sys.executable, str(tmp / "plain_rloo.py"), str(data), str(model),
+                          str(tmp / "plain-rloo"), str(args.rloo_steps), str(args.batch),
+                          judge.base_url, str(principles)],
+                "charter": [sys.executable, "-m", "charter.cli", "train", "-q", "rloo",
+                            "--data", str(data), "--model", str(model),
+                            "--out", str(tmp / "charter-rloo"),
+                            "--max-steps", str(args.rloo_steps), "--lr", "1e-4",
+                            "--num-generations", "4", "--max-completion-length", "8",
+                            "--beta", "0.05", "--reward-mode", "reference",
+                            "--judge", "openai:scripted", "--judge-base-url", judge.base_url,
+                            "--dir", str(principles), *shared],
+            },
+        }  # fmt: skip
+        for method in ("dpo", "rloo") if args.method == "all" else (args.method,):
+            measure(method, runs[method], env, tmp, args)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
 from charter.judge.calibration import Calibration, fit_calibration, holdout_split
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig, Protocol
-from charter.judge.qualify import EvalReport, LabelledPair, judge_pairs, summarise
+from charter.judge.qualify import EvalReport, LabelledPair, judge_pairs, qualification_report
 from charter.judge.results import Comparison
 
 CALIBRATIONS = "calibrations"
@@ -411,7 +411,7 @@ async def calibrate_on_pairs(
         )
     calibration = fit_calibration([p for p, _ in usable], [y for _, y in usable], fit_bias=fit_bias)
     held_pairs = [pairs[i] for i in held_idx]
-    report = summarise(
+    report = qualification_report(
         held_pairs,
         [comparisons[i] for i in held_idx],
         judge=model.spec,

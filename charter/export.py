@@ -20,32 +20,14 @@ import sqlite_utils
 from pydantic import BaseModel
 
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
-from charter.jobs.store import Preference, get_job, load_preferences
+from charter.jobs.store import get_job, load_preferences
 from charter.jobs.summary import CalibrationFigures, JobSummary, summarise_job
-from charter.training_data import select_rows
+from charter.training_data import PROVENANCE, RowKind, select_rows, to_row
 
 log = logging.getLogger(__name__)
 
 Format = Literal["jsonl", "parquet", "hf"]
-Kind = Literal["preference", "sft"]
-
-PROVENANCE = (
-    "source",
-    "p_chosen",
-    "p_chosen_raw",
-    "calibration",
-    "protocol",
-    "margin",
-    "position_consistent",
-    "principles",
-    "critique",
-    "judge",
-    "policy",
-    "constitution_digest",
-    "constitution_version",
-    "job_id",
-    "prompt_key",
-)
+Kind = RowKind
 
 
 class ExportError(Exception):
@@ -88,28 +70,6 @@ def assign_split(prompt_key: str, splits: dict[str, float]) -> str:
         if point < edge:
             return name
     return "train"
-
-
-def to_row(p: Preference, *, conversational: bool, kind: Kind) -> dict[str, Any]:
-    prompt: Any = p.prompt
-    if conversational and isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    elif not conversational and not isinstance(prompt, str):
-        prompt = "\n\n".join(m["content"] for m in prompt)
-    provenance = {name: getattr(p, name) for name in PROVENANCE}
-    if kind == "sft":
-        completion: Any = p.chosen
-        if conversational:
-            completion = [{"role": "assistant", "content": p.chosen}]
-        return {"prompt": prompt, "completion": completion, **provenance}
-    if conversational:
-        return {
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-            **provenance,
-        }
-    return {"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected, **provenance}
 
 
 def export_job(

@@ -41,6 +41,24 @@ if TYPE_CHECKING:
 RowKind = Literal["preference", "sft"]
 TrainKind = Literal["preference", "sft", "prompt"]
 
+PROVENANCE = (  # the columns after the data in every exported row
+    "source",
+    "p_chosen",
+    "p_chosen_raw",
+    "calibration",
+    "protocol",
+    "margin",
+    "position_consistent",
+    "principles",
+    "critique",
+    "judge",
+    "policy",
+    "constitution_digest",
+    "constitution_version",
+    "job_id",
+    "prompt_key",
+)
+
 
 def select_rows(
     preferences: list[Preference], kind: RowKind, min_confidence: float
@@ -61,6 +79,30 @@ def select_rows(
     return rows
 
 
+def to_row(p: Preference, *, conversational: bool, kind: RowKind) -> dict[str, Any]:
+    """A stored preference as a TRL row of `kind`, plain or conversational, with its
+    provenance columns."""
+    prompt: Any = p.prompt
+    if conversational and isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    elif not conversational and not isinstance(prompt, str):
+        prompt = "\n\n".join(m["content"] for m in prompt)
+    provenance = {name: getattr(p, name) for name in PROVENANCE}
+    if kind == "sft":
+        completion: Any = p.chosen
+        if conversational:
+            completion = [{"role": "assistant", "content": p.chosen}]
+        return {"prompt": prompt, "completion": completion, **provenance}
+    if conversational:
+        return {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+            **provenance,
+        }
+    return {"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected, **provenance}
+
+
 def job_rows(
     db: sqlite_utils.Database,
     job: JobRecord,
@@ -70,8 +112,6 @@ def job_rows(
     conversational: bool = False,
 ) -> list[dict[str, Any]]:
     """The job's rows in TRL's format (see the module docstring), provenance columns included."""
-    from charter.export import to_row
-
     stored = load_preferences(db, job.id)
     row_kind: RowKind = "sft" if kind == "sft" else "preference"
     rows = [

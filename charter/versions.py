@@ -18,6 +18,7 @@ import sqlite_utils
 from charter.constitution import Constitution, FreezeResult, LabelsSeen
 from charter.constitution import freeze as freeze_version
 from charter.constitution import freeze_for_run as freeze_run_version
+from charter.store import write_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def freeze(
 
 def frozen_for_run(db: sqlite_utils.Database, constitution: Constitution) -> Constitution:
     """The constitution as a run must record it: frozen, and labelled as frozen."""
-    result = freeze_run_version(db, constitution, seen=labels_seen(db))
+    with write_lock(db):  # reads labels then writes: two runs starting at once take turns
+        result = freeze_run_version(db, constitution, seen=labels_seen(db))
     frozen = result.frozen
     if result.relabelled_from is not None:
         log.warning(

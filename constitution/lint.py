@@ -25,8 +25,6 @@ def principle_keys() -> set[str]:
 
 def check_principle(path: Path, data: dict[str, Any], text: str) -> list[Finding]:
     """File-level checks on one parsed principle file."""
-    from .loader import key_line
-
     findings: list[Finding] = []
     allowed = principle_keys()
     for key in sorted(set(data) - allowed):
@@ -121,3 +119,12 @@ def check_constitution(
             )
         )
     return findings
+
+
+def key_line(text: str, key: str) -> int | None:
+    """The 1-based line where `key = ...` first appears, if it does."""
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return None

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from charter.common.datafiles import loads_toml
 
 from .errors import ConstitutionError, Finding, Severity
-from .lint import check_constitution, check_principle
+from .lint import check_constitution, check_principle, key_line
 from .models import Constitution, Defaults, Principle
 
 CONSTITUTION_FILE = "constitution.toml"
@@ -217,12 +217,3 @@ def _validation_findings(path: Path, text: str, exc: ValidationError) -> list[Fi
             )
         )
     return out
-
-
-def key_line(text: str, key: str) -> int | None:
-    """The 1-based line where `key = ...` first appears, if it does."""
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
-            return number
-    return None

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
         judge_pairs,
         load_pairs,
         parse_pairs,
+        qualification_report,
         recommend,
-        summarise,
     )
     from .rank import RankedPair, Ranking, rank, rank_sync, select_pairs
     from .results import Comparison, Judgment, PrincipleVerdict, ResponseScore, ScoreJudgment
@@ -111,7 +111,7 @@ _EXPORTS: dict[str, str] = {
     "select_for_pair": ".selection",
     "select_for_prompt": ".selection",
     "select_pairs": ".rank",
-    "summarise": ".qualify",
+    "qualification_report": ".qualify",
     "win_probability": ".bradley_terry",
     "load_model": ".backends.registry",
 }
@@ -162,6 +162,7 @@ __all__ = [
     "load_pairs",
     "parse_pairs",
     "parse_verdict",
+    "qualification_report",
     "rank",
     "rank_sync",
     "recommend",
@@ -172,7 +173,6 @@ __all__ = [
     "select_for_pair",
     "select_for_prompt",
     "select_pairs",
-    "summarise",
     "win_probability",
 ]
 

@@ -267,7 +267,7 @@ def label_quality(
     )
 
 
-def summarise(
+def qualification_report(
     pairs: Sequence[LabelledPair],
     comparisons: Sequence[Comparison],
     *,
@@ -435,7 +435,7 @@ async def evaluate(
         on_result=on_result,
         nonces=nonces,
     )
-    return summarise(
+    return qualification_report(
         pairs,
         comparisons,
         judge=model.spec,

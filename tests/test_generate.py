@@ -435,6 +435,8 @@ def test_sigkill_mid_job_then_resume_matches_an_uninterrupted_run(tmp_path: Path
 
 
 def test_dpo_trains_on_the_export(world: dict[str, Path], tmp_path: Path) -> None:
+    """Stock TRL (the installed, current release; no charter code in the loop) loads the
+    preference export as it is and trains on it."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -492,3 +494,36 @@ def test_progress_lines_come_within_seconds_when_stderr_is_not_a_terminal(
     assert any(re.search(r"calls [1-9]\d* answered", t) for t in middle), progress
     assert any(re.search(r"tokens [1-9][\d,]* answered", t) for t in middle), progress
     assert re.search(r"prompts (\d+)/\1,", progress[-1][1]), progress[-1]
+
+
+def test_stock_sft_trains_on_the_sft_export(world: dict[str, Path], tmp_path: Path) -> None:
+    """Stock TRL's SFTTrainer (current release, no charter code in the loop) trains on
+    `charter export --kind sft` as it is: prompt -> completion rows, loss on the completion."""
+    import math
+
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from tests.support.tiny_models import build_tiny_chat_model
+
+    with ScriptedJudgeServer(responder()) as server:
+        job_id = run_generate(world, server)["job_id"]
+    rows = export_rows(world, job_id, "--kind", "sft")
+    assert rows and all(set(r) >= {"prompt", "completion"} for r in rows)
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = datasets.load_dataset("json", data_files=str(path))["train"]
+    model_dir = build_tiny_chat_model(tmp_path / "tiny")
+    config = SFTConfig(
+        output_dir=str(tmp_path / "sft"), max_steps=3, per_device_train_batch_size=4,
+        learning_rate=1e-3, bf16=False, use_cpu=True, report_to=[], logging_steps=1,
+        save_strategy="no",
+    )  # fmt: skip
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir), args=config,
+        train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model_dir),
+    )  # fmt: skip
+    result = trainer.train()
+    assert result.global_step == 3
+    assert math.isfinite(result.training_loss)

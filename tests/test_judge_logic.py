@@ -1,6 +1,6 @@
 """Judge logic: parsing, selection, prompts, aggregation and BT as pure functions, and the
-orchestration (compare, critique, rank, summarise) driving the real OpenAI backend against the
-scripted loopback server, the judge's one test fake."""
+orchestration (compare, critique, rank, qualification_report) driving the real OpenAI backend
+against the scripted loopback server, the judge's one test fake."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ from charter.judge import (
     decide,
     load_pairs,
     parse_verdict,
+    qualification_report,
     rank,
     revision_schedule,
     select_for_pair,
-    summarise,
     win_probability,
 )
 from charter.judge._sync import run_sync
@@ -709,7 +709,7 @@ def test_summarise_reports_agreement_and_biases(loopback: Loopback) -> None:
 
     judge = loopback(verdict)
     comparisons = [run(judge, compare(judge, c, p.prompt, p.a, p.b)) for p in pairs]
-    report = summarise(pairs, comparisons, judge=judge.spec, constitution=c)
+    report = qualification_report(pairs, comparisons, judge=judge.spec, constitution=c)
     assert (report.pairs, report.decided, report.correct, report.ties, report.failures) == (
         3,
         2,

@@ -27,9 +27,9 @@ from charter.judge import (
     compare,
     fit_calibration,
     judge_pairs,
+    qualification_report,
     rank,
     score,
-    summarise,
 )
 from charter.judge.calibration import logit, sigmoid
 from charter.judge.prompts import KeyedNonces
@@ -233,7 +233,7 @@ def test_calibration_recovers_a_deliberately_wrong_confidence() -> None:
     )
     assert calibration.temperature == pytest.approx(2.5, rel=0.10)
     assert calibration.bias == pytest.approx(-0.3 / 2.5, abs=0.05)
-    report = summarise(
+    report = qualification_report(
         held_pairs,
         held_judged,
         judge="openai:scripted",

@@ -7,6 +7,7 @@ import html
 import json
 import math
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from statistics import NormalDist
@@ -406,3 +407,52 @@ def test_impact_and_rerun_errors_are_one_line(tmp_path: Path) -> None:
             lines = err.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("Error:") and expected in lines[0], err
             assert server.calls == calls
+
+
+def test_constitution_diff_previews_an_edit_on_a_job_in_the_background(
+    service: WorkService,
+) -> None:
+    world = service.world
+    edited = edit_harmless(world["principles"], world["tmp"] / "edited-1.1", version="1.1")
+    code, _, err = invoke(["constitution", "freeze", "--dir", str(edited),
+                           "--store", str(world["store"])])  # fmt: skip
+    assert code == 0, err
+    with sign_in(service.base_url, TOKEN_A) as alice:
+        page = alice.get("/pages/constitution", params={"a": "1.0", "b": "1.1"}).text
+        form = page[page.index('id="impact-form"') :]
+        assert f'<option value="{service.job_a}">' in form and service.job_b not in form
+        before = service.server.calls
+        started = alice.post(
+            "/pages/constitution/impact",
+            data={"csrf": csrf_of(page), "job": service.job_a, "b": "1.1", "sample": "7"},
+        )
+        assert started.status_code == 303, started.text
+        url = started.headers["location"]
+        assert re.fullmatch(r"/pages/impact/[0-9a-f]{16}", url)
+        deadline = time.monotonic() + 60
+        while alice.get(f"{url}/progress.json").json()["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        progress = alice.get(f"{url}/progress.json").json()
+        assert progress == {"state": "done", "total": 7, "done": 7}
+        assert service.server.calls - before == 7 * 2  # harmless, both orders, each prompt
+        report = alice.get(url).text
+        assert 'id="impact-touched">harmless<' in report
+        assert "1 of 7 comparisons" in report
+        shown = re.findall(r'<tr class="flipped-row"><td>(\d+)</td>', report)
+        assert shown == ["6"]
+        assert "14 made for this preview" in report
+        bad = alice.post(
+            "/pages/constitution/impact",
+            data={"csrf": csrf_of(page), "job": service.job_a, "b": "1.1", "sample": "0"},
+        )
+        assert bad.status_code == 422 and "preview sample:" in bad.text
+    with sign_in(service.base_url, TOKEN_B) as bob:
+        assert bob.get(url).status_code == 404
+        assert bob.get(f"{url}/progress.json").status_code == 404
+        page = bob.get("/pages/constitution", params={"a": "1.0", "b": "1.1"}).text
+        refused = bob.post(
+            "/pages/constitution/impact",
+            data={"csrf": csrf_of(page), "job": service.job_a, "b": "1.1"},
+        )
+        assert refused.status_code == 404

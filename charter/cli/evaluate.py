@@ -23,41 +23,14 @@ from charter.settings import (
 
 from .common import dir_option, echo_json, friendly_errors, json_option
 from .fields import model_options
-from .models import judge_options, open_model
+from .models import judge_options, open_model, resolve_spec
+from .winrate import print_winrate
 
 if TYPE_CHECKING:
-    from charter.evals.winrate import Generated, ModelEvalReport, WinRate
+    from collections.abc import Coroutine
+    from typing import Any
 
-SPEC_PREFIXES = ("openai:", "hf:")
-
-
-def resolve_spec(text: str, flag: str) -> str:
-    """A model spec as given, or `hf:PATH` for a bare local path; fails fast on a missing path.
-
-    Checked before anything is loaded, so a typo costs no model load or generation.
-    """
-    value = text.strip()
-    if value.startswith(SPEC_PREFIXES) or value == "smollm2":
-        if value.startswith("hf:"):
-            _check_local(value[3:], flag)
-        return value
-    path = Path(value).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise click.BadParameter(f"{value!r} is not a model directory", param_hint=flag)
-        return f"hf:{value}"
-    raise click.BadParameter(
-        f"model path {value!r} does not exist (give a model directory, hf:ORG/NAME for a model "
-        "in the local Hugging Face cache, openai:MODEL, or smollm2)",
-        param_hint=flag,
-    )
-
-
-def _check_local(path_or_id: str, flag: str) -> None:
-    """`hf:` with something path-shaped (not a hub id) must exist."""
-    looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1
-    if looks_like_path and not Path(path_or_id).expanduser().exists():
-        raise click.BadParameter(f"model path {path_or_id!r} does not exist", param_hint=flag)
+    from charter.evals.winrate import ModelEvalReport
 
 
 @click.command("eval")
@@ -207,10 +180,8 @@ def eval_models(
         raise click.UsageError(
             "the win rate needs --prompts and --baseline (or choose an evaluation --suite)"
         )
-    max_tokens, temperature = sampling.max_tokens, sampling.temperature
-    resamples, confidence = sampling.resamples, sampling.confidence
     from charter.constitution import load_constitution
-    from charter.evals.winrate import generate_completions, judge_pairs, summarise
+    from charter.evals.winrate import InTurn, evaluate_models
     from charter.judge.prompts import RANDOM_NONCES, KeyedNonces, NonceSource
     from charter.prompt_files import load_prompts
 
@@ -233,150 +204,34 @@ def eval_models(
         if not as_json:
             click.echo(message, err=True)
 
-    async def generate(spec: str, base_url: str | None, role: str) -> list[Generated]:
-        say(f"{role}: loading {spec}")
-        chat_model = open_model(
-            spec, base_url, timeout, concurrency, POLICY_BASE_URL_ENV, option=f"--{role}"
+    def in_turn(spec: str, base_url: str | None, role: str, env: str) -> InTurn:
+        return InTurn(
+            spec, lambda: open_model(spec, base_url, timeout, concurrency, env, option=f"--{role}")
         )
-        try:
-            say(f"{role}: answering {len(prompts)} prompts")
-            return await generate_completions(
-                chat_model,
-                prompts,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                seed=config.seed,
-                concurrency=concurrency,
-            )
-        finally:
-            await chat_model.aclose()
 
-    async def run() -> ModelEvalReport:
-        import time
-
-        from charter.call_cache import CachedModel
-
-        started = time.perf_counter()
-        outputs_a = await generate(model, model_base_url, "model")
-        outputs_b = await generate(baseline, baseline_base_url, "baseline")
-        say(f"judge: loading {judge_spec}")
-        judge = open_model(
-            judge_spec, judge_base_url, timeout, concurrency, JUDGE_BASE_URL_ENV, option="--judge"
-        )
-        cached = CachedModel(judge, db) if db is not None else None
-        try:
-            say(f"judge: comparing {len(prompts)} pairs")
-            pairs = await judge_pairs(
-                cached or judge,
-                constitution,
-                prompts,
-                outputs_a,
-                outputs_b,
-                config=config,
-                concurrency=concurrency,
-                nonces=nonces,
-            )
-        finally:
-            await judge.aclose()
-        return summarise(
-            pairs,
-            model=model,
-            baseline=baseline,
-            judge=judge.spec,
-            constitution=constitution,
+    def run() -> Coroutine[Any, Any, ModelEvalReport]:
+        return evaluate_models(
+            in_turn(model, model_base_url, "model", POLICY_BASE_URL_ENV),
+            in_turn(baseline, baseline_base_url, "baseline", POLICY_BASE_URL_ENV),
+            in_turn(judge_spec, judge_base_url, "judge", JUDGE_BASE_URL_ENV),
+            constitution,
+            prompts,
             config=config,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            resamples=resamples,
-            confidence=confidence,
-            judge_calls_reused=cached.stats.reused if cached is not None else None,
-            latency_s=time.perf_counter() - started,
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            resamples=sampling.resamples,
+            confidence=sampling.confidence,
+            concurrency=concurrency,
+            nonces=nonces,
+            store=db,
+            say=say,
         )
 
     report = asyncio.run(run())
     if as_json:
         echo_json(report)
     else:
-        _print_report(report, show_pairs)
+        print_winrate(report, show_pairs)
     if report.overall.n == 0:
         first = next((p.error for p in report.pairs if p.error), "unknown")
         raise click.ClickException(f"no pair got a verdict; first error: {first}")
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    return "n/a" if low is None or high is None else f"[{_pct(low)}, {_pct(high)}]"
-
-
-def _line(*cells: str) -> str:
-    label, win, ci, lc, lc_ci, wtl, failed = cells
-    return f"  {label:<22} {win:>6}  {ci:<16}  {lc:>6}  {lc_ci:<16}  {wtl:>9}  {failed:>6}"
-
-
-def _row(label: str, r: WinRate) -> str:
-    return _line(
-        label,
-        _pct(r.win_rate),
-        _interval(r.ci_low, r.ci_high),
-        _pct(r.length_controlled),
-        _interval(r.length_controlled_ci_low, r.length_controlled_ci_high),
-        f"{r.wins}/{r.ties}/{r.losses}",
-        str(r.failures),
-    )
-
-
-def _print_report(r: ModelEvalReport, show_pairs: bool) -> None:
-    o = r.overall
-    lines = [
-        f"model    {r.model}",
-        f"baseline {r.baseline}",
-        f"judge    {r.judge}, constitution {r.constitution_version} "
-        f"({r.constitution_digest[:12]}), {r.k} principle(s) per pair, {r.protocol}",
-        f"prompts  {r.prompts}: {o.n} scored ({r.identical} identical pairs scored as ties), "
-        f"{o.failures} without a verdict",
-        "",
-        _line("", "win", f"{r.confidence:.0%} CI", "LC win", "LC CI", "W/T/L", "failed"),
-        _row("overall", o),
-    ]
-    lines += [_row(p.principle_id, p) for p in r.principles]
-    lines += [
-        "",
-        f"soft win rate (mean P(model better))  {_pct(o.soft_win_rate)}",
-        "lengths  mean "
-        + ("n/a" if r.mean_length_a is None else f"{r.mean_length_a:.0f}")
-        + " chars (model) vs "
-        + ("n/a" if r.mean_length_b is None else f"{r.mean_length_b:.0f}")
-        + f" (baseline); model longer in {_pct(r.a_longer_rate)} of unequal pairs; "
-        + "length coefficient "
-        + ("n/a" if o.length_coefficient is None else f"{o.length_coefficient:+.2f}"),
-        f"position consistency {_pct(r.position_consistency)} of judged pairs",
-    ]
-    if r.empty_a or r.empty_b:
-        lines.append(
-            f"empty completions: {r.empty_a} from the model, {r.empty_b} from the baseline"
-        )
-    failures = r.generation_failures_a + r.generation_failures_b
-    if failures:
-        lines.append(
-            f"generation failures: {r.generation_failures_a} model, "
-            f"{r.generation_failures_b} baseline"
-        )
-    t = r.tokens
-    lines.append(
-        f"tokens   {t['model'].completion_tokens} generated by the model, "
-        f"{t['baseline'].completion_tokens} by the baseline; judge {t['judge'].prompt_tokens} "
-        f"prompt + {t['judge'].completion_tokens} "
-        "completion"
-        + ("" if r.judge_calls_reused is None else f" ({r.judge_calls_reused} calls reused)")
-    )
-    if o.n and o.n < 30:
-        lines.append(f"note: only {o.n} scored pairs; the interval is wide and approximate")
-    click.echo("\n".join(lines))
-    if show_pairs:
-        click.echo("")
-        for p in r.pairs:
-            verdict = p.error or f"{p.winner} (p_a {p.p_a:.2f})"
-            click.echo(f"  [{p.index}] {verdict}  {p.prompt[:50]!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -198,3 +199,35 @@ def _backend_options(
         timeout_s=timeout,
         max_concurrency=concurrency,
     )
+
+
+SPEC_PREFIXES = ("openai:", "hf:")
+
+
+def resolve_spec(text: str, flag: str) -> str:
+    """A model spec as given, or `hf:PATH` for a bare local path; fails fast on a missing path.
+
+    Checked before anything is loaded, so a typo costs no model load or generation.
+    """
+    value = text.strip()
+    if value.startswith(SPEC_PREFIXES) or value == "smollm2":
+        if value.startswith("hf:"):
+            _check_local(value[3:], flag)
+        return value
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise click.BadParameter(f"{value!r} is not a model directory", param_hint=flag)
+        return f"hf:{value}"
+    raise click.BadParameter(
+        f"model path {value!r} does not exist (give a model directory, hf:ORG/NAME for a model "
+        "in the local Hugging Face cache, openai:MODEL, or smollm2)",
+        param_hint=flag,
+    )
+
+
+def _check_local(path_or_id: str, flag: str) -> None:
+    """`hf:` with something path-shaped (not a hub id) must exist."""
+    looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1
+    if looks_like_path and not Path(path_or_id).expanduser().exists():
+        raise click.BadParameter(f"model path {path_or_id!r} does not exist", param_hint=flag)

@@ -63,7 +63,7 @@ def run_suites(
     from charter.qualification import qualification
     from charter.store import open_store
 
-    from .evaluate import resolve_spec
+    from .models import resolve_spec
 
     constitution = load_constitution(directory)
     suites = expand(suite, has_baseline=baseline_spec is not None)
@@ -177,12 +177,12 @@ def _print_judged(result: SuiteResult) -> list[str]:
 
 
 def _print(outcome: SuiteOutcome, batch: str, store: Path) -> None:
-    from .evaluate import _print_report
+    from .winrate import print_winrate
 
     for result in outcome.judged:
         click.echo("\n".join(_print_judged(result)) + "\n")
     if outcome.helpful is not None:
         click.echo("helpful: win rate on benign prompts")
-        _print_report(outcome.helpful, show_pairs=False)
+        print_winrate(outcome.helpful, show_pairs=False)
         click.echo("")
     click.echo(f"stored as batch {batch} in {store}")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from charter.impact_settings import ImpactSettings
+from charter.jobs.impact_settings import ImpactSettings
 from charter.judge.conflicts import ConflictSettings
 from charter.settings import JUDGE_BASE_URL_ENV
 
@@ -22,9 +22,9 @@ from .models import base_url_option, open_model
 from .progress import ProgressBar
 
 if TYPE_CHECKING:
-    from charter.conflicts import JobConflicts
-    from charter.impact import ImpactReport
-    from charter.job_diff import JobDiff
+    from charter.jobs.conflicts import JobConflicts
+    from charter.jobs.diff import JobDiff
+    from charter.jobs.impact import ImpactReport
 
 
 @click.command("conflicts")
@@ -47,7 +47,7 @@ def conflicts(
     """For each pair of principles that voted on the same comparisons of JOB_ID: how often
     both were confident and opposite, over how many shared comparisons, and where; and the
     principle most often confidently against the overall verdict."""
-    from charter.conflicts import job_conflicts
+    from charter.jobs.conflicts import job_conflicts
     from charter.store import open_store
 
     found = job_conflicts(open_store(store_path, create=False), job_id, settings)
@@ -141,7 +141,7 @@ def impact(
     calls (and cost) applying the edit to the whole job takes.
     """
     from charter.constitution import load_constitution
-    from charter.impact import preview_impact
+    from charter.jobs.impact import preview_impact
     from charter.jobs.store import get_job
     from charter.jobs.summary import Prices
     from charter.store import open_store
@@ -244,7 +244,7 @@ def rerun(ctx: click.Context, /, job_id: str, directory: Path, **_: object) -> N
     Takes `charter generate`'s model options (--judge-base-url, --policy-base-url, --timeout,
     --concurrency, --json...)."""
     from charter.constitution import load_constitution
-    from charter.job_diff import derive_job, diff_jobs
+    from charter.jobs.diff import derive_job, diff_jobs
     from charter.store import open_store
 
     from .generate import generate
@@ -293,7 +293,7 @@ def diff(
 ) -> None:
     """Set two jobs' rows side by side, prompt by prompt: the same pair kept, moved, flipped,
     gone or new, and the rows the export gains or loses (e.g. a job and its `rerun`)."""
-    from charter.job_diff import diff_jobs
+    from charter.jobs.diff import diff_jobs
     from charter.store import open_store
 
     found = diff_jobs(open_store(store_path, create=False), before_id, after_id, min_confidence)

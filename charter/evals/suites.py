@@ -31,7 +31,7 @@ from charter.evals.winrate import (
     ModelEvalReport,
     generate_completions,
     judge_pairs,
-    summarise,
+    winrate_report,
 )
 from charter.judge._sync import synced
 from charter.judge.backends.base import ChatModel, Usage
@@ -399,7 +399,7 @@ async def judge_plan(
             concurrency=concurrency,
             nonces=nonces,
         )
-        outcome.helpful = summarise(
+        outcome.helpful = winrate_report(
             pairs,
             model=model,
             baseline=baseline,

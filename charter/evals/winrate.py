@@ -37,14 +37,18 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
+from charter.call_cache import CachedModel
 from charter.constitution import Constitution
 from charter.evals.rates import wilson
 from charter.evals.settings import (
@@ -453,7 +457,7 @@ def win_rate(
     )
 
 
-def summarise(
+def winrate_report(
     pairs: Sequence[PairResult],
     *,
     model: str,
@@ -560,10 +564,34 @@ def _mean(values: Sequence[int]) -> float | None:
 # ---------------------------------------------------------------------------- the whole run
 
 
+@dataclass(frozen=True)
+class InTurn:
+    """A model opened when its turn comes and closed when its turn ends, so evaluating two
+    local checkpoints needs memory for one model at a time."""
+
+    spec: str
+    open: Callable[[], ChatModel]
+
+
+@contextlib.asynccontextmanager
+async def _turn(
+    phase: str, given: ChatModel | InTurn, say: Callable[[str], None]
+) -> AsyncIterator[ChatModel]:
+    if not isinstance(given, InTurn):
+        yield given
+        return
+    say(f"{phase}: loading {given.spec}")
+    chat_model = given.open()
+    try:
+        yield chat_model
+    finally:
+        await chat_model.aclose()
+
+
 async def evaluate_models(
-    model: ChatModel,
-    baseline: ChatModel,
-    judge: ChatModel,
+    model: ChatModel | InTurn,
+    baseline: ChatModel | InTurn,
+    judge: ChatModel | InTurn,
     constitution: Constitution,
     prompts: Sequence[PromptRecord],
     *,
@@ -574,16 +602,20 @@ async def evaluate_models(
     confidence: float = DEFAULT_CONFIDENCE,
     concurrency: int = 8,
     nonces: NonceSource = RANDOM_NONCES,
+    store: sqlite_utils.Database | None = None,
     on_progress: ProgressCallback | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> ModelEvalReport:
     """Generate with `model` and `baseline`, judge every pair, and report the win rate.
 
-    The models are used in turn (model, baseline, judge); a caller short of memory can instead
-    call `generate_completions` / `judge_pairs` / `summarise` itself, loading one at a time.
+    The models are used in turn (model, baseline, judge); one given `InTurn` is opened for its
+    turn alone. With a `store`, the judge's calls go through it (`CachedModel`): a re-run pays
+    only for the calls it has not made. `say` hears each phase begin, in words.
     """
     if not prompts:
         raise ValueError("no prompts to evaluate on")
     started = time.perf_counter()
+    tell = say or (lambda _: None)
 
     def progress(phase: str) -> Callable[[int, int], None] | None:
         if on_progress is None:
@@ -592,38 +624,47 @@ async def evaluate_models(
         return lambda done, total: report(phase, done, total)
 
     outputs: dict[str, list[Generated]] = {}
-    for phase, chat_model in (("model", model), ("baseline", baseline)):
-        outputs[phase] = await generate_completions(
-            chat_model,
+    specs: dict[str, str] = {}
+    for phase, given in (("model", model), ("baseline", baseline)):
+        async with _turn(phase, given, tell) as chat_model:
+            tell(f"{phase}: answering {len(prompts)} prompts")
+            specs[phase] = given.spec if isinstance(given, InTurn) else chat_model.spec
+            outputs[phase] = await generate_completions(
+                chat_model,
+                prompts,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=config.seed,
+                concurrency=concurrency,
+                on_progress=progress(phase),
+            )
+    async with _turn("judge", judge, tell) as judge_model:
+        cached = CachedModel(judge_model, store) if store is not None else None
+        tell(f"judge: comparing {len(prompts)} pairs")
+        pairs = await judge_pairs(
+            cached or judge_model,
+            constitution,
             prompts,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=config.seed,
+            outputs["model"],
+            outputs["baseline"],
+            config=config,
             concurrency=concurrency,
-            on_progress=progress(phase),
+            nonces=nonces,
+            on_progress=progress("judge"),
         )
-    pairs = await judge_pairs(
-        judge,
-        constitution,
-        prompts,
-        outputs["model"],
-        outputs["baseline"],
-        config=config,
-        concurrency=concurrency,
-        nonces=nonces,
-        on_progress=progress("judge"),
-    )
-    return summarise(
+        specs["judge"] = judge_model.spec
+    return winrate_report(
         pairs,
-        model=model.spec,
-        baseline=baseline.spec,
-        judge=judge.spec,
+        model=specs["model"],
+        baseline=specs["baseline"],
+        judge=specs["judge"],
         constitution=constitution,
         config=config,
         temperature=temperature,
         max_tokens=max_tokens,
         resamples=resamples,
         confidence=confidence,
+        judge_calls_reused=cached.stats.reused if cached is not None else None,
         latency_s=time.perf_counter() - started,
     )
 

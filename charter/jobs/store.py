@@ -135,7 +135,7 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
             },
             pk="id",
         )
-    else:  # a store from an earlier release: add the lease (see `charter.leases`)
+    else:  # a store from an earlier release: add the lease (see `charter.jobs.leases`)
         have = set(db[JOBS].columns_dict)
         for name, kind in (("lease_holder", str), ("lease_expires", float)):
             if name not in have:

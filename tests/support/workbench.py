@@ -77,13 +77,16 @@ def principled_judge(
     return PrincipledResponder(by_marker, default)
 
 
-def edit_harmless(principles: Path, into: Path) -> Path:
-    """A copy of the principles with harmless asking `EDITED_QUESTION`."""
+def edit_harmless(principles: Path, into: Path, version: str | None = None) -> Path:
+    """A copy of the principles with harmless asking `EDITED_QUESTION` (and the constitution
+    labelled `version`, when given)."""
     into.mkdir(parents=True, exist_ok=True)
     for path in principles.iterdir():
         text = path.read_text()
         if path.name == "harmless.toml":
             text = text.replace(PRINCIPLES["harmless"], EDITED_QUESTION)
+        if path.name == "constitution.toml" and version is not None:
+            text = text.replace('version = "1.0"', f'version = "{version}"')
         (into / path.name).write_text(text)
     return into
 
@@ -106,6 +109,7 @@ class WorkService:
     job_a: str
     job_b: str
     server: ScriptedJudgeServer
+    world: dict[str, Path]
 
 
 @contextmanager
@@ -129,6 +133,6 @@ def work_service(root: Path) -> Iterator[WorkService]:
             with CharterClient(service.base_url, TOKEN_B) as b:
                 job_b = b.create_job([work_items()[0]]).job.id  # type: ignore[arg-type]
                 b.wait_for_job(job_b, timeout=120)
-            yield WorkService(service.base_url, job_a, job_b, server)
+            yield WorkService(service.base_url, job_a, job_b, server, world)
         finally:
             service.stop()

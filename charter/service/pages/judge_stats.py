@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from charter.conflicts import done_results
+from charter.jobs.conflicts import done_results
 from charter.jobs.store import JOB_PROMPTS
 
 SAMPLE = 200

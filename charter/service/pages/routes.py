@@ -19,8 +19,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from charter.calibrations import CalibrationError, calibrate_on_pairs, save, stored
-from charter.conflicts import job_conflicts
 from charter.constitution import Principle, diff_constitutions, history
+from charter.jobs.conflicts import job_conflicts
+from charter.jobs.impact import ImpactReport, preview_impact
+from charter.jobs.impact_settings import ImpactSettings
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
 from charter.jobs.store import JobRecord, get_job, job_prompts
 
@@ -33,6 +35,7 @@ from . import audit, charts, rows
 from .detail import row_detail
 from .guard import PAGE_HEADERS, SessionDep, check_csrf, check_same_origin, sessions_of
 from .judge_stats import SAMPLE, judge_stats
+from .previews import Preview, previews_of
 from .render import HERE, page
 from .sessions import COOKIE, Session
 
@@ -43,6 +46,7 @@ PRINCIPLE = r"^[a-z0-9][a-z0-9_-]*$"
 STATIC = {"pages.css": "text/css", "live.js": "text/javascript"}
 JobId = Annotated[str, PathParam(pattern=JOB_ID)]
 RowKey = Annotated[str, PathParam(pattern=KEY)]
+PreviewId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 
 
 async def _same_origin_posts(request: Request) -> None:
@@ -351,6 +355,9 @@ async def constitution_page(
     except ApiError as exc:
         error = exc.message
     context: dict[str, Any] = {"a": a or "", "b": b or "", "error": error}
+    if diff is not None:
+        context["jobs"] = records.owned_job_ids(service.db, session.owner, 200)
+        context["impact"] = ImpactSettings()
     return page(
         "constitution.html",
         session=session,
@@ -360,6 +367,74 @@ async def constitution_page(
         diff=diff,
         **context,
     )
+
+
+@router.post("/pages/constitution/impact")
+async def start_impact(request: Request, service: ServiceDep, session: SessionDep) -> Response:
+    """Preview what constitution version `b` would change in one of the token's jobs (the
+    `charter constitution impact` path), in the background; redirects to its page."""
+    form = await request.form()
+    check_csrf(request, session, str(form.get("csrf") or ""))
+    job_id, version = str(form.get("job") or ""), str(form.get("b") or "")
+    try:
+        settings = ImpactSettings.model_validate(
+            {k: form.get(k) for k in ImpactSettings.model_fields if form.get(k)}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return _message(session, 422, f"preview {first['loc'][0]}: {first['msg']}")
+    if not re.fullmatch(JOB_ID, job_id):
+        return _message(session, 422, "preview: choose one of your jobs")
+    job = _owned(service, session, job_id)
+    try:
+        edited = service.constitutions.get(version or "current")
+        judge = await service.judge(job.spec.judge)
+    except ApiError as exc:
+        return _message(session, exc.status, f"preview: {exc.message}")
+
+    async def work(preview: Preview) -> ImpactReport:
+        return await preview_impact(
+            service.db,
+            job.id,
+            edited,
+            judge,
+            settings,
+            concurrency=service.settings.job_concurrency,
+            on_progress=preview.progress,
+        )
+
+    preview = previews_of(request).start(session.owner, job.id, edited.version, settings, work)
+    return RedirectResponse(f"/pages/impact/{preview.id}", status_code=303)
+
+
+@router.get("/pages/impact/{preview_id}/progress.json")
+async def impact_progress(
+    preview_id: PreviewId, request: Request, session: SessionDep
+) -> JSONResponse:
+    preview = _preview(request, session, preview_id)
+    body = {"state": preview.state, "total": preview.total, "done": preview.done}
+    return JSONResponse(body, headers=PAGE_HEADERS)
+
+
+@router.get("/pages/impact/{preview_id}")
+async def impact_page(
+    preview_id: PreviewId, request: Request, service: ServiceDep, session: SessionDep
+) -> HTMLResponse:
+    preview = _preview(request, session, preview_id)
+    return page(
+        "impact.html",
+        session=session,
+        preview=preview,
+        report=preview.report,
+        live=preview.state == "running",
+    )
+
+
+def _preview(request: Request, session: Session, preview_id: str) -> Preview:
+    found = previews_of(request).get(preview_id, session.owner)
+    if found is None:
+        raise PageNotFound(f"no preview {preview_id} for this token")
+    return found
 
 
 def _message(session: Session | None, status: int, text: str) -> HTMLResponse:

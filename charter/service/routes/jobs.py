@@ -16,11 +16,11 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from charter.export import to_row
 from charter.jobs.results import is_exportable
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE, JobOptions
 from charter.jobs.store import get_job
 from charter.prompt_files import FORMATS, PromptFileError, PromptRecord, load_prompts
+from charter.training_data import to_row
 
 from .. import records
 from ..auth import OwnerDep

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from charter import calibrations
 from charter.call_cache import CachedModel, store_secret
 from charter.constitution import Constitution
-from charter.impact_settings import ImpactSettings
+from charter.jobs.impact_settings import ImpactSettings
 from charter.jobs.modes import process_prompt
 from charter.jobs.results import is_exportable, stored_judgments
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
