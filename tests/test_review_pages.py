@@ -324,3 +324,49 @@ def test_sign_out_ends_the_session_server_side(world: ReviewWorld) -> None:
         assert out.status_code == 303 and out.headers["location"] == "/pages/sign-in"
     with httpx.Client(base_url=world.base_url, cookies={"charter_session": session}) as replay:
         assert replay.get("/pages/jobs").status_code == 303  # the old cookie is worth nothing
+
+
+def test_an_operator_sees_the_cli_jobs_and_no_other_token_does(tmp_path: Path) -> None:
+    """Jobs made with the CLI belong to no token: an operator (CHARTER_OPERATORS names it)
+    sees them in the review pages; every other token, as before, sees only its own."""
+    from click.testing import CliRunner
+
+    from charter.cli.main import cli
+    from charter.service.settings import SettingsError
+    from tests.support.generation import make_world, responder
+    from tests.support.scripted_server import ScriptedJudgeServer
+    from tests.support.service import running_service
+
+    world = make_world(tmp_path, ["How do I boil an egg?", "How do I tie a knot?"])
+    store = ["--dir", str(world["principles"]), "--store", str(world["store"])]
+    with ScriptedJudgeServer(responder(["How do I boil an egg?", "How do I tie a knot?"])) as s:
+        models = ["--judge", "openai:scripted", "--policy", "openai:scripted"]
+        models += ["--judge-base-url", s.base_url, "--policy-base-url", s.base_url]
+        result = CliRunner().invoke(
+            cli, ["generate", "--prompts", str(world["prompts"]), *store, *models, "--json"]
+        )
+    assert result.exit_code == 0, result.output
+    job_id = json.loads(result.stdout)["job_id"]
+    env = {"CHARTER_API_TOKENS": f"alice={TOKEN_A},{TOKEN_B}", "CHARTER_OPERATORS": "alice"}
+    settings = ServiceSettings.from_env(
+        env, store_path=world["store"], principles_dir=world["principles"], preload_judge=False
+    )
+    assert settings.operators == ("alice",)
+    with pytest.raises(SettingsError, match="operators bob: no token is named so"):
+        ServiceSettings.from_env({**env, "CHARTER_OPERATORS": "bob"})
+    with running_service(settings) as service:
+        with sign_in(service.base_url, TOKEN_A) as alice:
+            assert job_id in alice.get("/pages/jobs").text
+            page = alice.get(f"/pages/jobs/{job_id}")
+            assert page.status_code == 200 and job_id in page.text
+            assert alice.get(f"/pages/jobs/{job_id}/rows").status_code == 200
+        with sign_in(service.base_url, TOKEN_B) as bob:
+            assert job_id not in bob.get("/pages/jobs").text
+            assert bob.get(f"/pages/jobs/{job_id}").status_code == 404
+        with httpx.Client(base_url=service.base_url) as api:  # the API stays per token
+            listed = api.get("/v1/jobs", headers={"Authorization": f"Bearer {TOKEN_A}"}).json()
+            assert job_id not in json.dumps(listed)
+    plain = settings.model_copy(update={"operators": ()})
+    with running_service(plain) as service, sign_in(service.base_url, TOKEN_A) as alice:
+        assert job_id not in alice.get("/pages/jobs").text
+        assert alice.get(f"/pages/jobs/{job_id}").status_code == 404

@@ -850,3 +850,12 @@ def test_serve_refuses_to_start_without_tokens(
     assert "no API tokens" in result.stderr and "Traceback" not in result.stderr
     default_host = next(p for p in cli.commands["serve"].params if p.name == "host").default
     assert default_host == "127.0.0.1"
+
+
+def test_the_default_answer_length_is_the_one_the_demo_gives_rows_with() -> None:
+    """An answer cut off at its token limit is never chosen: at 128 tokens every answer of the
+    embedded model was cut off and a job made 0 rows. The API's (and the CLI's) default is
+    the length the demo runs with."""
+    demo = (Path(__file__).resolve().parent.parent / "scripts" / "demo").read_text()
+    lengths = {int(n) for n in re.findall(r"--max-tokens (\d+)", demo)}
+    assert lengths == {JobOptions().max_tokens} == {256}

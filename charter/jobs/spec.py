@@ -163,7 +163,11 @@ class JobOptions(JudgeConfig, QualityConfig):
         default=0.8, ge=0, le=2, description="Sampling temperature of the policy's candidates."
     )
     max_tokens: int = Field(
-        default=128, ge=1, le=4096, description="Max new tokens per sampled candidate."
+        default=256,
+        ge=1,
+        le=4096,
+        description="Max new tokens per sampled candidate (an answer cut off at the limit is "
+        "never chosen: 128 cut off every answer of the embedded model, and gave no rows).",
     )
     frequency_penalty: float = Field(
         default=0.0,

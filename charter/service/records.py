@@ -88,6 +88,27 @@ def owned_job_ids(db: sqlite_utils.Database, owner: str, limit: int) -> list[str
     return [r[0] for r in rows]
 
 
+def untenanted_job_ids(db: sqlite_utils.Database, limit: int) -> list[str]:
+    """Jobs no token owns (made with the CLI or the pipeline), most recently updated first:
+    what an operator sees besides its own."""
+    rows = db.execute(
+        f"SELECT j.id FROM {JOBS} j WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {OWNERS} o WHERE o.job_id = j.id) ORDER BY j.updated_at DESC LIMIT ?",
+        [limit],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def untenanted(db: sqlite_utils.Database, job_id: str) -> bool:
+    """Whether the job exists and no token owns it."""
+    row = db.execute(
+        f"SELECT 1 FROM {JOBS} j WHERE j.id = ? AND NOT EXISTS "
+        f"(SELECT 1 FROM {OWNERS} o WHERE o.job_id = j.id)",
+        [job_id],
+    ).fetchone()
+    return row is not None
+
+
 def interrupted_job_ids(db: sqlite_utils.Database) -> list[str]:
     """Service jobs still marked running: a previous process stopped before finishing them."""
     rows = db.execute(

@@ -35,6 +35,7 @@ from charter.settings import (
 
 TOKENS_ENV = "CHARTER_API_TOKENS"
 TOKENS_FILE_ENV = "CHARTER_API_TOKENS_FILE"
+OPERATORS_ENV = "CHARTER_OPERATORS"
 MODELS_ENV = "CHARTER_SERVICE_MODELS"
 MAX_BODY_ENV = "CHARTER_SERVICE_MAX_BODY"
 MAX_JOBS_ENV = "CHARTER_SERVICE_MAX_JOBS"
@@ -102,6 +103,12 @@ class ServiceSettings(BaseModel):
         description="A person's name per token hash, from `name=token` entries of the tokens; "
         "the review pages show it as who labelled a pair (never the token).",
     )
+    operators: tuple[str, ...] = Field(
+        default=(),
+        description="Names, from `name=token` entries of the tokens, of operators: in the "
+        "review pages they also see the jobs made with the CLI, which belong to no token (no "
+        "other token does). From CHARTER_OPERATORS, comma-separated.",
+    )
     allowed_models: tuple[str, ...] = Field(
         default=("openai:*",),
         description="fnmatch patterns of model specs a request may name; the defaults always are.",
@@ -145,6 +152,16 @@ class ServiceSettings(BaseModel):
             )
         return tokens
 
+    @model_validator(mode="after")
+    def _operators_are_named_tokens(self) -> ServiceSettings:
+        unknown = sorted(set(self.operators) - set(self.owner_names.values()))
+        if unknown:
+            raise ValueError(
+                f"operators {', '.join(unknown)}: no token is named so; list the operator's "
+                f"token as NAME=TOKEN in {TOKENS_ENV} or {TOKENS_FILE_ENV}"
+            )
+        return self
+
     @field_validator("judge_base_url", "policy_base_url")
     @classmethod
     def _url_list(cls, value: str | None) -> str | None:
@@ -155,6 +172,10 @@ class ServiceSettings(BaseModel):
     @property
     def owners(self) -> frozenset[str]:
         return frozenset(owner_of(t.get_secret_value()) for t in self.tokens)
+
+    def is_operator(self, owner: str) -> bool:
+        """Whether the token hash `owner` is an operator's (sees the CLI's jobs)."""
+        return self.owner_names.get(owner) in self.operators
 
     def owner_name(self, owner: str) -> str:
         """Who a token hash stands for: its declared name, else a short form of the hash."""
@@ -202,6 +223,10 @@ class ServiceSettings(BaseModel):
                     split_base_urls(env[name], f"${name}")
                 except ValueError as exc:
                     raise SettingsError(str(exc)) from None
+        if env.get(OPERATORS_ENV):
+            values["operators"] = tuple(
+                n.strip() for n in env[OPERATORS_ENV].split(",") if n.strip()
+            )
         if env.get(MODELS_ENV):
             values["allowed_models"] = tuple(
                 p.strip() for p in env[MODELS_ENV].split(",") if p.strip()

@@ -65,9 +65,19 @@ class PageNotFound(Exception):
 
 
 def _owned(service: Service, session: Session, job_id: str) -> JobRecord:
-    if not records.owns(service.db, job_id, session.owner):
+    if not records.owns(service.db, job_id, session.owner) and not (
+        service.settings.is_operator(session.owner) and records.untenanted(service.db, job_id)
+    ):
         raise PageNotFound(f"no job {job_id} for this token")
     return get_job(service.db, job_id)
+
+
+def _visible_job_ids(service: Service, session: Session, limit: int) -> list[str]:
+    """The session's jobs; an operator's also include the CLI's (which no token owns)."""
+    ids = records.owned_job_ids(service.db, session.owner, limit)
+    if service.settings.is_operator(session.owner):
+        ids += records.untenanted_job_ids(service.db, limit)
+    return ids
 
 
 def _min_confidence(job: JobRecord) -> float:
@@ -135,7 +145,7 @@ async def sign_out(request: Request, session: SessionDep) -> Response:
 
 @router.get("/pages/jobs")
 async def jobs_page(service: ServiceDep, session: SessionDep) -> HTMLResponse:
-    ids = records.owned_job_ids(service.db, session.owner, 200)
+    ids = _visible_job_ids(service, session, 200)
     views = [service.view(get_job(service.db, i)) for i in ids]
     return page("jobs.html", session=session, jobs=views)
 
@@ -356,7 +366,7 @@ async def constitution_page(
         error = exc.message
     context: dict[str, Any] = {"a": a or "", "b": b or "", "error": error}
     if diff is not None:
-        context["jobs"] = records.owned_job_ids(service.db, session.owner, 200)
+        context["jobs"] = _visible_job_ids(service, session, 200)
         context["impact"] = ImpactSettings()
     return page(
         "constitution.html",
