@@ -92,9 +92,7 @@ class CalibrationFit:
 def settings_digest(config: JudgeConfig) -> str:
     """Digest of the config's settings that can change a verdict (the protocol is keyed
     apart)."""
-    return canonical_digest(
-        config.model_dump(mode="json", include=set(VERDICT_FIELDS - {"protocol"}))
-    )
+    return canonical_digest(config.identity(include=set(VERDICT_FIELDS - {"protocol"})))
 
 
 def new_record(

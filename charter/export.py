@@ -195,6 +195,15 @@ def _calibration_text(calibration: CalibrationFigures | None) -> str:
     return text + ")"
 
 
+def _applied_text(summary: JobSummary) -> str:
+    """Relevant selection: each principle that applied, in how many rows, with its mean P."""
+    if summary.applied is None:
+        return "not asked (principles picked at random)"
+    if not summary.applied:
+        return "none"
+    return ", ".join(f.describe() for f in summary.applied)
+
+
 def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: Kind) -> str:
     consistency = summary.position_consistency
     consistency_text = f"{consistency:.1%}" if consistency is not None else "n/a"
@@ -222,6 +231,7 @@ def dataset_card(job_id: str, summary: JobSummary, rows: dict[str, int], kind: K
         f"| judge protocol | {summary.protocol or 'n/a'} |",
         f"| p_chosen | {_calibration_text(summary.calibration)} |",
         f"| judge position consistency | {consistency_text} |",
+        f"| principles that applied | {_applied_text(summary)} |",
         f"| quality gates | {summary.texts.describe()} |",
         f"| failed judge calls | {summary.parse_failures} unparseable, "
         f"{summary.backend_failures} backend errors, of {summary.judgments} judgments |",

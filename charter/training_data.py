@@ -50,6 +50,7 @@ PROVENANCE = (  # the columns after the data in every exported row
     "margin",
     "position_consistent",
     "principles",
+    "applicable",
     "critique",
     "judge",
     "policy",
@@ -88,6 +89,8 @@ def to_row(p: Preference, *, conversational: bool, kind: RowKind) -> dict[str, A
     elif not conversational and not isinstance(prompt, str):
         prompt = "\n\n".join(m["content"] for m in prompt)
     provenance = {name: getattr(p, name) for name in PROVENANCE}
+    if p.applicable is not None:
+        provenance["applicable"] = [a.model_dump(mode="json") for a in p.applicable]
     if kind == "sft":
         completion: Any = p.chosen
         if conversational:

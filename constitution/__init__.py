@@ -17,7 +17,7 @@ from .history import (
     resolve,
 )
 from .loader import CONSTITUTION_FILE, Inspection, inspect_directory, load_constitution
-from .models import Constitution, Defaults, Principle, canonical_digest
+from .models import Constitution, Defaults, Example, Principle, canonical_digest
 from .scaffold import scaffold_principle
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ConstitutionDiff",
     "ConstitutionError",
     "Defaults",
+    "Example",
     "FieldChange",
     "Finding",
     "FreezeResult",

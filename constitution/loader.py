@@ -150,7 +150,13 @@ def _read_principle(
         principle = Principle.model_validate(data)
     except ValidationError as exc:
         reported = {f.field for f in findings[before:]}
-        findings.extend(f for f in _validation_findings(path, text, exc) if f.field not in reported)
+        examples_reported = any((f.field or "").startswith("examples") for f in findings[before:])
+        findings.extend(
+            f
+            for f in _validation_findings(path, text, exc)
+            if f.field not in reported
+            and not (examples_reported and (f.field or "").startswith("examples"))
+        )
         return None
     return principle if len(findings) == before else None
 

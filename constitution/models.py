@@ -18,12 +18,34 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_le
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 PRINCIPLE_TEXT_FIELDS = ("title", "critique", "revision", "comparison")
+EXAMPLE_FIELDS = ("prompt", "better", "worse", "why", "applies")
 
 
 def canonical_digest(payload: Any) -> str:
     """sha256 of a canonical JSON serialisation (sorted keys, no insignificant whitespace)."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class Example(BaseModel):
+    """A worked case of one principle: a prompt, a response that follows the principle better
+    than another, and optionally why and whether the principle's `applies` question should say
+    Yes for this prompt. `charter principles test` judges them; with `few_shot` the judge sees
+    them as demonstrations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: Text
+    better: Text = Field(description="The response that follows the principle better.")
+    worse: Text = Field(description="The response that follows it worse.")
+    why: Text | None = Field(default=None, description="Why `better` is better (for people).")
+    applies: bool | None = Field(
+        default=None,
+        description="What the principle's `applies` question should answer for this prompt.",
+    )
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class Principle(BaseModel):
@@ -43,9 +65,19 @@ class Principle(BaseModel):
         description="A Yes/No question about one response, for pointwise judging "
         "(default: built from the title).",
     )
+    applies: Text | None = Field(
+        default=None,
+        description="A Yes/No question about the conversation alone (not the response): does "
+        "this principle have anything to say here? Without it the principle always applies.",
+    )
     weight: float = Field(default=1.0, gt=0, description="Relative weight when averaging verdicts.")
     tags: tuple[str, ...] = ()
     enabled: bool = True
+    examples: tuple[Example, ...] = Field(
+        default=(),
+        description="Worked cases: what the principle prefers, checked by "
+        "`charter principles test`, shown to the judge with `few_shot`.",
+    )
 
     @field_validator("tags")
     @classmethod
@@ -60,14 +92,26 @@ class Principle(BaseModel):
         """The pointwise question: the file's `score`, else one built from the title."""
         return self.score or f'Does the response follow the principle "{self.title}"?'
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the principle applies only where its `applies` question says Yes."""
+        return self.applies is not None
+
     def canonical(self) -> dict[str, Any]:
         """The principle's meaning, as plain data (no `enabled`: that belongs to the set).
 
-        An absent `score` is left out, so principles written before it existed keep their
-        digests (and their stored judgments).
+        Optional fields left out (`score`, `applies`, `examples`) are absent, so principles
+        written before they existed keep their digests (and their stored judgments). Examples
+        are part of the meaning: the judge is shown them as demonstrations (`few_shot`), so an
+        edited example must change the digest like an edited question does.
         """
-        exclude = {"enabled"} if self.score is not None else {"enabled", "score"}
-        return self.model_dump(mode="json", exclude=exclude)
+        data = self.model_dump(mode="json", exclude={"enabled", "examples"})
+        for name in ("score", "applies"):
+            if data[name] is None:
+                del data[name]
+        if self.examples:
+            data["examples"] = [example.canonical() for example in self.examples]
+        return data
 
     @property
     def digest(self) -> str:

@@ -27,9 +27,20 @@ comparison = """
 # "Does the response ...?" (without it, one is built from the title).
 # score = ""
 
+# Optional: a Yes/No question about the conversation alone, e.g. "Does the user ask ...?"
+# (without it, the principle always applies).
+# applies = ""
+
 weight = 1.0
 tags = []
 enabled = true
+
+# Optional, after every other key: worked cases `charter principles test` checks.
+# [[examples]]
+# prompt = ""
+# better = ""
+# worse = ""
+# why = ""
 '''
 
 

@@ -29,11 +29,12 @@ from .aggregate import (
     to_original,
     weighted_p_a,
 )
+from .applicability import relevance_for
 from .backends.base import BackendError, ChatModel, GenerationRequest, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .parse import Letter, parse_verdict
 from .prompts import OPTIONS, RANDOM_NONCES, NonceSource, comparison_messages
-from .results import Comparison, Judgment, Order, Tally
+from .results import Comparison, Judgment, Order, Relevance, Tally
 from .score import compare_pointwise
 from .selection import select_for_pair
 
@@ -70,7 +71,7 @@ async def judge_once(
     try:
         if config.cot:
             tally.messages = comparison_messages(
-                principle, prompt, first, second, cot=True, nonces=nonces
+                principle, prompt, first, second, cot=True, nonces=nonces, few_shot=config.few_shot
             )
             thought = await model.generate(
                 GenerationRequest(
@@ -92,6 +93,7 @@ async def judge_once(
                     reasoning=reasoning,
                     attempt=tally.attempts + 1,
                     nonces=nonces,
+                    few_shot=config.few_shot,
                 )
             )
             reply = await model.choose(tally.messages, OPTIONS)
@@ -130,18 +132,27 @@ async def compare(
     config: JudgeConfig = DEFAULT_CONFIG,
     *,
     nonces: NonceSource = RANDOM_NONCES,
+    relevance: Relevance | None = None,
 ) -> Comparison:
     """Compare `a` and `b` as answers to `prompt` under `constitution`, as `config` says.
 
     Pairwise: K principles, each asked in both orders (see `aggregate.weighted_p_a` for
     `require_both_orders`). Pointwise: each response scored alone (see `charter.judge.score`).
-    K and the tie margin default to the constitution's.
+    K and the tie margin default to the constitution's. With relevant selection the K are
+    picked among the principles that apply to the prompt: `relevance` when the caller asked
+    once for the prompt (a ranking), else asked here and recorded on the comparison.
     """
     if config.protocol_for(model.spec) == "pointwise":
-        return await compare_pointwise(model, constitution, prompt, a, b, config, nonces=nonces)
+        return await compare_pointwise(
+            model, constitution, prompt, a, b, config, nonces=nonces, relevance=relevance
+        )
     margin = config.margin(constitution)
-    principles = select_for_pair(constitution, prompt, a, b, config.k(constitution), config.seed)
     started = time.perf_counter()
+    asked = await relevance_for(model, constitution, prompt, config, relevance, nonces=nonces)
+    own = asked if relevance is None else None
+    principles = select_for_pair(
+        constitution, prompt, a, b, config.k(constitution), config.seed, asked
+    )
     judgments = list(
         await asyncio.gather(
             *(
@@ -170,7 +181,8 @@ async def compare(
         k=len(principles),
         cot=config.cot,
         protocol="pairwise",
-        usage=Usage.total(j.usage for j in judgments),
+        relevance=own,
+        usage=Usage.total([*(j.usage for j in judgments), own.usage if own else Usage()]),
         latency_s=time.perf_counter() - started,
     )
 

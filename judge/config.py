@@ -8,7 +8,7 @@ one. Change a setting here and every front end follows.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,8 @@ from charter.constitution import Constitution
 
 Protocol = Literal["pairwise", "pointwise"]
 ProtocolChoice = Literal["auto", "pairwise", "pointwise"]
+Selection = Literal["relevant", "random"]
+SelectionChoice = Literal["auto", "relevant", "random"]
 
 MAX_SEED = 2**31 - 1
 MAX_JUDGE_TOKENS = 8192
@@ -27,6 +29,11 @@ The embedded SmolLM2-135M answers pairwise questions by slot, not content (posit
 on a few percent of pairs), but its pointwise Yes/No scores agree with people well above chance.
 Every other judge defaults to pairwise until measured with `charter judge eval --protocol`.
 """
+
+RECOMMENDED_SELECTIONS: dict[str, Selection] = {}
+"""Judges whose principle selection was measured on the shipped labelled pairs (BENCHMARKS.md,
+"Principles that fit the conversation"); every other judge selects at random, as before
+`applies` existed, until measured."""
 
 
 class JudgeConfig(BaseModel):
@@ -53,6 +60,35 @@ class JudgeConfig(BaseModel):
         ge=0,
         le=MAX_SEED,
         description="Seeds principle sampling and candidate sampling, so runs are reproducible.",
+    )
+    selection: SelectionChoice = Field(
+        default="auto",
+        description="Which K principles judge: relevant: picked among those whose `applies` "
+        "question the judge answers Yes for the prompt (asked once per prompt), topped up from "
+        "the principles that always apply. random: picked among all, by rendezvous hashing. "
+        "auto: what measured best for the judge (see BENCHMARKS.md).",
+    )
+    applies_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="A principle applies to a prompt when the judge's P(Yes) to its `applies` "
+        "question is at least this.",
+    )
+    applies_limit: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Most `applies` questions asked per prompt (bounds the cost for large "
+        "constitutions): beyond it, a per-prompt rendezvous order decides which are asked; "
+        "the rest count as not applying.",
+    )
+    few_shot: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="Principle examples shown to the judge as demonstrations in score, "
+        "comparison and critique prompts (0: none).",
     )
     cot: bool = Field(
         default=False, description="Pairwise judge reasons before its verdict (chain of thought)."
@@ -109,11 +145,31 @@ class JudgeConfig(BaseModel):
     )
 
     def resolved(self, judge_spec: str) -> JudgeConfig:
-        """The config with `protocol` decided for this judge (what a job records and hashes)."""
-        if self.protocol != "auto":
-            return self
-        protocol = RECOMMENDED_PROTOCOLS.get(judge_spec.strip(), "pairwise")
-        return self.model_copy(update={"protocol": protocol})
+        """The config with `protocol` and `selection` decided for this judge (what a job
+        records and hashes)."""
+        update: dict[str, Any] = {}
+        if self.protocol == "auto":
+            update["protocol"] = RECOMMENDED_PROTOCOLS.get(judge_spec.strip(), "pairwise")
+        if self.selection == "auto":
+            update["selection"] = RECOMMENDED_SELECTIONS.get(judge_spec.strip(), "random")
+        return self.model_copy(update=update) if update else self
+
+    def selection_for(self, judge_spec: str) -> Selection:
+        """How this config picks principles with the judge `judge_spec`."""
+        selection = self.resolved(judge_spec).selection
+        return "relevant" if selection == "relevant" else "random"
+
+    def identity(self, include: set[str] | None = None) -> dict[str, Any]:
+        """The settings as JSON data for hashing (a job's id, a calibration's key): settings
+        that behave as before they existed are left out (random selection makes the
+        `applies_*` settings moot; no demonstrations), so ids made before them still match."""
+        data = self.model_dump(mode="json", include=include)
+        if self.selection == "random":
+            for name in ("selection", "applies_threshold", "applies_limit"):
+                data.pop(name, None)
+        if self.few_shot == 0:
+            data.pop("few_shot", None)
+        return data
 
     def protocol_for(self, judge_spec: str) -> Protocol:
         """The protocol this config runs with the judge `judge_spec`."""

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from charter.constitution import Constitution, Principle
 
 from ._sync import synced
+from .applicability import relevance_for
 from .backends.base import BackendError, ChatModel, GenerationRequest, Message, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .prompts import (
@@ -33,6 +34,7 @@ from .prompts import (
     revision_messages,
 )
 from .quality import Flaw, answer_flaw, critique_flaw
+from .results import Relevance
 from .selection import revision_schedule
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,11 @@ class RevisionChain(BaseModel):
     constitution_version: str
     judge: str
     seed: int
+    relevance: Relevance | None = Field(
+        default=None,
+        description="The prompt's `applies` answers the rounds' principles were picked with "
+        "(relevant selection); None when random.",
+    )
     usage: Usage = Usage()
     latency_s: float = 0.0
 
@@ -228,20 +235,24 @@ async def critique_and_revise(
     *,
     temperature: float = 0.0,
     nonces: NonceSource = RANDOM_NONCES,
+    relevance: Relevance | None = None,
 ) -> RevisionChain:
     """Run the config's critique→revision rounds (default: the constitution's `revisions`),
-    each call at most `config.critique_max_tokens` new tokens."""
+    each call at most `config.critique_max_tokens` new tokens. With relevant selection the
+    rounds' principles are picked among those that apply to the prompt (`relevance`, else
+    asked here)."""
     rounds_wanted = config.rounds(constitution)
     seed = config.seed
-    schedule = revision_schedule(constitution, prompt, response, rounds_wanted, seed)
     started = time.perf_counter()
+    relevance = await relevance_for(model, constitution, prompt, config, relevance, nonces=nonces)
+    schedule = revision_schedule(constitution, prompt, response, rounds_wanted, seed, relevance)
     current = response
     rounds: list[RevisionRound] = []
-    usage = Usage()
+    usage = relevance.usage if relevance is not None else Usage()
     for index, principle in enumerate(schedule):
         critique = await _step(
             model,
-            critique_messages(principle, prompt, current, nonces=nonces),
+            critique_messages(principle, prompt, current, nonces=nonces, few_shot=config.few_shot),
             config,
             temperature,
             echoes=(prompt,),
@@ -281,6 +292,7 @@ async def critique_and_revise(
         constitution_version=constitution.version,
         judge=model.spec,
         seed=seed,
+        relevance=relevance,
         usage=usage,
         latency_s=time.perf_counter() - started,
     )

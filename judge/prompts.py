@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from charter.constitution import Principle
+from charter.constitution import Example, Principle
 
 from .backends.base import Message
 
@@ -140,32 +140,55 @@ def comparison_messages(
     attempt: int = 0,
     nonces: NonceSource = RANDOM_NONCES,
     draw: Callable[[], str] | None = None,
+    few_shot: int = 0,
 ) -> tuple[Message, ...]:
     """The judge prompt for one comparison; `first` is shown as A and `second` as B.
 
     `cot=True` asks for reasoning ending in `Answer: X` (for `generate`). Passing `reasoning`
     builds the follow-up verdict prompt: the same comparison with that reasoning fenced as data
     and a request for the single letter. Both keep the responses in the last user message.
+    `few_shot` > 0 puts that many of the principle's examples first, as earlier comparisons
+    answered with a letter (the better one in slot A, then B, alternately).
     """
+    shots = demonstrations(principle, few_shot)
     texts = [prompt, first, second, principle.comparison]
     if reasoning is not None:
         texts.append(reasoning)
-    draw = draw or nonces.drawer("compare", str(cot), str(attempt), *texts)
-    nonce = choose_nonce(texts, draw)
-    parts = [
-        "Here is a prompt and two candidate responses to it.",
-        fence("PROMPT", prompt, nonce),
-        fence("RESPONSE_A", first, nonce),
-        fence("RESPONSE_B", second, nonce),
-        f"Principle: {principle.comparison}",
-    ]
+    shot_texts = [t for e in shots for t in (e.prompt, e.better, e.worse)]
+    draw = draw or nonces.drawer("compare", str(cot), str(attempt), *texts, *shot_texts)
+    nonce = choose_nonce([*texts, *shot_texts], draw)
+
+    def ask(user: str, slot_a: str, slot_b: str) -> list[str]:
+        return [
+            "Here is a prompt and two candidate responses to it.",
+            fence("PROMPT", user, nonce),
+            fence("RESPONSE_A", slot_a, nonce),
+            fence("RESPONSE_B", slot_b, nonce),
+            f"Principle: {principle.comparison}",
+        ]
+
+    turns: list[Message] = []
+    for n, example in enumerate(shots):
+        a_first = n % 2 == 0
+        pair = (example.better, example.worse) if a_first else (example.worse, example.better)
+        turns.append(
+            Message(
+                role="user", content="\n\n".join([*ask(example.prompt, *pair), VERDICT_INSTRUCTION])
+            )
+        )
+        turns.append(Message(role="assistant", content="A" if a_first else "B"))
+    parts = ask(prompt, first, second)
     if reasoning is not None:
         parts.append("Your earlier analysis of the two responses (also data):")
         parts.append(fence("REASONING", reasoning, nonce))
         parts.append(VERDICT_INSTRUCTION)
     else:
         parts.append(COT_INSTRUCTION if cot else VERDICT_INSTRUCTION)
-    return (_system(COMPARE_SYSTEM, nonce), Message(role="user", content="\n\n".join(parts)))
+    return (
+        _system(COMPARE_SYSTEM, nonce),
+        *turns,
+        Message(role="user", content="\n\n".join(parts)),
+    )
 
 
 def score_messages(
@@ -175,6 +198,7 @@ def score_messages(
     *,
     attempt: int = 0,
     nonces: NonceSource = RANDOM_NONCES,
+    few_shot: int = 0,
 ) -> tuple[Message, ...]:
     """Ask the principle's Yes/No `score_question` about one response (pointwise judging).
 
@@ -187,30 +211,66 @@ def score_messages(
     Measured with the embedded SmolLM2-135M on the shipped labelled pairs, this agrees with
     people on 0.64-0.67 of pairs, where the pairwise prompt's long system preamble and named
     markers put it at chance (BENCHMARKS.md, "Judge protocols").
+
+    `few_shot` > 0 puts that many of the principle's examples first, as earlier turns of the
+    same question answered Yes (its `better`) and No (its `worse`).
     """
     question = principle.score_question
-    texts = [prompt, response, question]
+    shots = demonstrations(principle, few_shot)
+    texts = [prompt, response, question, *(t for e in shots for t in (e.prompt, e.better, e.worse))]
     # Keyed by the prompt and question alone: every candidate for a prompt is asked under the
     # same markers (a small judge's answers move with the marker text), unless a candidate
     # contains the nonce, which is then redrawn for it.
-    draw = nonces.drawer("score", str(attempt), prompt, question)
+    draw = nonces.drawer("score", str(attempt), prompt, question, *(e.prompt for e in shots))
     nonce = choose_nonce(texts, lambda: draw()[:SCORE_NONCE_CHARS])
 
-    def fenced(role: str, text: str) -> str:
-        return f"{role} (between the {nonce} markers):\n<<<{nonce}>>>\n{text}\n<<<{nonce}>>>"
+    def ask(user: str, assistant: str) -> Message:
+        return Message(
+            role="user",
+            content=f"{_short_fence('User', user, nonce)}\n"
+            f"{_short_fence('Assistant', assistant, nonce)}\n\n{question} {SCORE_INSTRUCTION}",
+        )
 
-    content = (
-        f"{fenced('User', prompt)}\n{fenced('Assistant', response)}\n\n"
-        f"{question} {SCORE_INSTRUCTION}"
-    )
+    turns: list[Message] = []
+    for example in shots:
+        turns += [ask(example.prompt, example.better), Message(role="assistant", content="Yes")]
+        turns += [ask(example.prompt, example.worse), Message(role="assistant", content="No")]
+    return (*turns, ask(prompt, response))
+
+
+def _short_fence(role: str, text: str, nonce: str) -> str:
+    return f"{role} (between the {nonce} markers):\n<<<{nonce}>>>\n{text}\n<<<{nonce}>>>"
+
+
+def demonstrations(principle: Principle, few_shot: int) -> tuple[Example, ...]:
+    """The principle's first `few_shot` examples (its file order: the author's choice)."""
+    return principle.examples[:few_shot] if few_shot > 0 else ()
+
+
+def applies_messages(
+    principle: Principle,
+    prompt: str,
+    *,
+    attempt: int = 0,
+    nonces: NonceSource = RANDOM_NONCES,
+) -> tuple[Message, ...]:
+    """Ask the principle's Yes/No `applies` question about the conversation alone (no response):
+    the same short layout as a score, so it costs a fraction of a score call."""
+    question = principle.applies
+    if question is None:
+        raise ValueError(f"principle {principle.id!r} has no applies question")
+    draw = nonces.drawer("applies", str(attempt), prompt, question)
+    nonce = choose_nonce([prompt, question], lambda: draw()[:SCORE_NONCE_CHARS])
+    content = f"{_short_fence('User', prompt, nonce)}\n\n{question} {SCORE_INSTRUCTION}"
     return (Message(role="user", content=content),)
 
 
 CRITIQUE_INTRO = "Here is a prompt and a response to it."
+EXAMPLES_INTRO = "Examples of this principle: for each prompt, a better and a worse response."
 CRITIQUE_TASK = "Write a concise critique of the response. Do not rewrite it yet."
 REVISION_INTRO = "Here is a prompt, a response to it, and a critique of the response."
 REVISION_TASK = "Reply with the revised response only: no preamble, no markers, no commentary."
-INSTRUCTION_TEXTS = (CRITIQUE_INTRO, CRITIQUE_TASK, REVISION_INTRO, REVISION_TASK)
+INSTRUCTION_TEXTS = (CRITIQUE_INTRO, CRITIQUE_TASK, REVISION_INTRO, REVISION_TASK, EXAMPLES_INTRO)
 """What we write into critique and revision requests (an answer repeating it is an echo)."""
 
 
@@ -220,11 +280,24 @@ def critique_messages(
     response: str,
     *,
     nonces: NonceSource = RANDOM_NONCES,
+    few_shot: int = 0,
 ) -> tuple[Message, ...]:
-    """Ask for a critique of `response` under `principle` (SL-CAI step 1)."""
+    """Ask for a critique of `response` under `principle` (SL-CAI step 1); `few_shot` > 0
+    first shows that many of the principle's examples (a better and a worse answer, and why)."""
+    shots = demonstrations(principle, few_shot)
+    shot_texts = [t for e in shots for t in (e.prompt, e.better, e.worse, e.why or "")]
     texts = [prompt, response, principle.critique]
-    nonce = choose_nonce(texts, nonces.drawer("critique", *texts))
-    parts = [
+    nonce = choose_nonce([*texts, *shot_texts], nonces.drawer("critique", *texts, *shot_texts))
+    parts = []
+    if shots:
+        parts.append(EXAMPLES_INTRO)
+        for n, example in enumerate(shots, start=1):
+            parts.append(fence(f"EXAMPLE_{n}_PROMPT", example.prompt, nonce))
+            parts.append(fence(f"EXAMPLE_{n}_BETTER", example.better, nonce))
+            parts.append(fence(f"EXAMPLE_{n}_WORSE", example.worse, nonce))
+            if example.why:
+                parts.append(f"Why the better one is better: {example.why}")
+    parts += [
         CRITIQUE_INTRO,
         fence("PROMPT", prompt, nonce),
         fence("RESPONSE", response, nonce),

@@ -21,13 +21,14 @@ from charter.constitution import Constitution
 
 from ._sync import synced
 from .aggregate import decide
+from .applicability import relevance_for
 from .backends.base import ChatModel, Usage
 from .bradley_terry import DEFAULT_PRIOR, bradley_terry
 from .calibration import Calibration
 from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
 from .prompts import RANDOM_NONCES, NonceSource, shared_within_call
-from .results import Comparison, ResponseScore
+from .results import Comparison, Relevance, ResponseScore
 from .score import score, versus
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,11 @@ class Ranking(BaseModel):
     response_scores: list[ResponseScore] = Field(
         default=[],
         description="Pointwise: each response's score, once (the comparisons are made from them).",
+    )
+    relevance: Relevance | None = Field(
+        default=None,
+        description="The prompt's `applies` answers, asked once for every comparison (relevant "
+        "selection); None when principles were picked at random.",
     )
     constitution_digest: str
     constitution_version: str
@@ -205,18 +211,32 @@ async def rank(
     gate = asyncio.Semaphore(max_concurrency)
     started = time.perf_counter()
     scored: list[ResponseScore] = []
+    nonces = shared_within_call(nonces)
+    # Asked once for the prompt, shared by every candidate and comparison.
+    relevance = await relevance_for(model, constitution, prompt, config, None, nonces=nonces)
 
     async def one(i: int, j: int) -> Comparison:
         async with gate:
             return await compare(
-                model, constitution, prompt, responses[i], responses[j], config, nonces=nonces
+                model,
+                constitution,
+                prompt,
+                responses[i],
+                responses[j],
+                config,
+                nonces=nonces,
+                relevance=relevance,
             )
 
     if config.protocol_for(model.spec) == "pointwise":
-        nonces = shared_within_call(nonces)
         scored = list(
             await asyncio.gather(
-                *(score(model, constitution, prompt, r, config, nonces=nonces) for r in responses)
+                *(
+                    score(
+                        model, constitution, prompt, r, config, nonces=nonces, relevance=relevance
+                    )
+                    for r in responses
+                )
             )
         )
         comparisons = [
@@ -227,6 +247,8 @@ async def rank(
     else:
         comparisons = list(await asyncio.gather(*(one(i, j) for i, j in index_pairs)))
         usage = Usage.total(c.usage for c in comparisons)
+    if relevance is not None:
+        usage = usage + relevance.usage
     if calibration is not None:
         comparisons = [calibrated(c, calibration, calibrate_only) for c in comparisons]
     outcomes: list[tuple[int, int, float]] = []
@@ -265,6 +287,7 @@ async def rank(
         comparisons=comparisons,
         failed_comparisons=failed,
         response_scores=scored,
+        relevance=relevance,
         protocol=config.protocol_for(model.spec),
         constitution_digest=constitution.digest,
         constitution_version=constitution.version,

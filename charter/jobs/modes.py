@@ -16,12 +16,13 @@ from charter.jobs.results import first_error
 from charter.jobs.spec import JobSpec
 from charter.jobs.store import JobRecord, Preference
 from charter.judge import compare, critique_and_revise, rank
+from charter.judge.applicability import relevance_for
 from charter.judge.backends.base import ChatModel, GenerationRequest
 from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
 from charter.judge.quality import Flaw, answer_flaw
 from charter.judge.rank import calibrated
-from charter.judge.results import Comparison
+from charter.judge.results import Comparison, Relevance
 from charter.prompt_files import PromptRecord
 
 
@@ -109,6 +110,7 @@ class _Judging:
     job: JobRecord
     nonces: KeyedNonces
     calibration: CalibrationFit | None
+    relevance: Relevance | None = None
 
     @property
     def calibration_id(self) -> str | None:
@@ -156,6 +158,7 @@ async def _compare(
             margin=pair.margin,
             position_consistent=pair.position_consistent,
             principles=pair.principle_ids,
+            applicable=ranking.relevance.applied if ranking.relevance else None,
         )
         for pair in ranking.pairs
         if pair.chosen not in flawed
@@ -169,6 +172,15 @@ async def _revise(
     """Critique and revise every candidate; keep the revisions the judge prefers (if asked)."""
     job = judging.job
     originals = [c.text for c in candidates if c.flaw != "empty"]
+    # Asked once for the prompt: every chain and every check shares the answers.
+    judging.relevance = await relevance_for(
+        judging.judge,
+        job.constitution,
+        record.text,
+        job.spec.judge_config,
+        None,
+        nonces=judging.nonces,
+    )
     chains = await asyncio.gather(
         *(
             critique_and_revise(
@@ -178,6 +190,7 @@ async def _revise(
                 original,
                 job.spec.judge_config,
                 nonces=judging.nonces,
+                relevance=judging.relevance,
             )
             for original in originals
         )
@@ -191,7 +204,8 @@ async def _revise(
             checks[i] = verdict
     result: dict[str, Any] = {
         "candidates": [c.model_dump(mode="json") for c in candidates],
-        "chains": [c.model_dump(mode="json") for c in chains],
+        "relevance": judging.relevance.model_dump(mode="json") if judging.relevance else None,
+        "chains": [c.model_dump(mode="json", exclude={"relevance"}) for c in chains],
         "verifications": [c.model_dump(mode="json") for c in checks if c is not None],
         "rejected": [
             _rejection(chain, is_revised, check)
@@ -207,6 +221,7 @@ async def _revise(
             rejected=chain.original,
             source="revision",
             principles=[r.principle_id for r in chain.rounds if r.ok],
+            applicable=judging.relevance.applied if judging.relevance else None,
             critique=next(
                 (r.critique.text for r in reversed(chain.rounds) if r.ok and r.critique.text),
                 None,
@@ -238,6 +253,7 @@ async def _verify(judging: _Judging, chain: RevisionChain) -> Comparison:
         chain.original,
         judging.job.spec.judge_config,
         nonces=judging.nonces,
+        relevance=judging.relevance,
     )
     if judging.calibration is not None:
         fit = judging.calibration

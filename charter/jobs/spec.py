@@ -124,7 +124,7 @@ class JobSpec(BaseModel):
         config = {name: data.pop(name) for name in _LEGACY_JUDGE_FIELDS if name in data}
         if "max_tokens" in data:  # the old CLI had no upper bound; JudgeConfig has one
             config["critique_max_tokens"] = min(data["max_tokens"], MAX_JUDGE_TOKENS)
-        data["judge_config"] = {"protocol": "pairwise", **config}
+        data["judge_config"] = {"protocol": "pairwise", "selection": "random", **config}
         return data
 
     @classmethod
@@ -133,14 +133,18 @@ class JobSpec(BaseModel):
         without checking revisions: they resume so (a new spec defaults to checking)."""
         data = json.loads(stored)
         data.setdefault("quality", {"verify_revisions": False})
+        if isinstance(data.get("judge_config"), dict):  # before `selection`: at random
+            data["judge_config"].setdefault("selection", "random")
         return cls.model_validate(data)
 
     @property
     def job_id(self) -> str:
-        """A hash of the spec; a job without a tenant hashes as before tenants existed, so the
-        CLI's jobs keep their ids."""
+        """A hash of the spec; a job without a tenant hashes as before tenants existed, and one
+        selecting principles at random as before `selection` existed, so jobs keep their ids."""
         untenanted = {"tenant"} if self.tenant is None else None
-        blob = json.dumps(self.model_dump(mode="json", exclude=untenanted), sort_keys=True)
+        data = self.model_dump(mode="json", exclude=untenanted)
+        data["judge_config"] = self.judge_config.identity()  # as before settings it lacked
+        blob = json.dumps(data, sort_keys=True)
         return "job-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

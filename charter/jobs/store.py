@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.constitution import Constitution
 from charter.jobs.spec import JobSpec
+from charter.judge.results import AppliedPrinciple
 from charter.prompt_files import PromptRecord
 from charter.store import check_table, write_lock
 from charter.versions import frozen_for_run
@@ -58,6 +59,12 @@ class Preference(BaseModel):
     margin: float | None = None
     position_consistent: bool | None = None
     principles: list[str] = []
+    applicable: list[AppliedPrinciple] | None = Field(
+        default=None,
+        description="The principles that applied to the prompt (relevant selection), with the "
+        "judge's P(Yes) to each `applies` question (None: always applies); None: principles "
+        "were picked at random.",
+    )
     critique: str | None = None
     judge: str
     policy: str
@@ -301,6 +308,8 @@ def finish_prompt(
             row = pref.model_dump(mode="json")
             row["prompt"] = json.dumps(row["prompt"], ensure_ascii=False)
             row["principles"] = json.dumps(row["principles"])
+            if row["applicable"] is not None:
+                row["applicable"] = json.dumps(row["applicable"])
             db.execute(
                 f"INSERT OR IGNORE INTO {PREFERENCES} ({', '.join(['key', *row])}) "
                 f"VALUES ({', '.join('?' * (len(row) + 1))})",
@@ -362,6 +371,7 @@ def preference_from_row(row: dict[str, Any]) -> Preference:
     data.pop("key")
     data["prompt"] = json.loads(data["prompt"])
     data["principles"] = json.loads(data["principles"])
+    data["applicable"] = json.loads(data["applicable"]) if data.get("applicable") else None
     if data["position_consistent"] is not None:
         data["position_consistent"] = bool(data["position_consistent"])
     return Preference.model_validate(data)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from charter import calibrations
 from charter.calibrations import CalibrationFit
@@ -123,12 +123,42 @@ class JobCalls(_Figures):
         return self.judge.reused + (self.policy.reused if self.policy else 0)
 
 
+class AppliedFigures(_Figures):
+    principle_id: str
+    rows: int
+    mean_p: float | None
+
+    def describe(self) -> str:
+        p = "always" if self.mean_p is None else f"P {self.mean_p:.2f}"
+        return f"{self.principle_id} ({self.rows} rows, {p})"
+
+
+def applied_figures(preferences: list[Preference]) -> list[AppliedFigures] | None:
+    """Which principles applied to the rows' prompts (None when no row selected by relevance)."""
+    rows = [p for p in preferences if p.applicable is not None]
+    if not rows:
+        return None
+    seen: dict[str, list[float | None]] = {}
+    for row in rows:
+        for applied in row.applicable or []:
+            seen.setdefault(applied.principle_id, []).append(applied.p)
+    figures = [
+        AppliedFigures(
+            principle_id=pid,
+            rows=len(ps),
+            mean_p=None if any(p is None for p in ps) else sum(p or 0.0 for p in ps) / len(ps),
+        )
+        for pid, ps in seen.items()
+    ]
+    return sorted(figures, key=lambda f: (-f.rows, f.principle_id))
+
+
 class JobSummary(_Figures):
     """A job's figures. `calls` is the last run's (absent when read back without a run),
     `cost_usd` is there when prices were given, `error` when prompts failed, `batch` when the
     judge answered through the Batch API."""
 
-    absent_when_none = frozenset({"cost_usd", "calls", "error", "batch"})
+    absent_when_none = frozenset({"cost_usd", "calls", "error", "batch", "applied"})
 
     job_id: str
     mode: Mode
@@ -156,6 +186,11 @@ class JobSummary(_Figures):
     calls: JobCalls | None = None
     error: str | None = None
     batch: dict[str, Any] | None = None
+    applied: list[AppliedFigures] | None = Field(
+        default=None,
+        description="Relevant selection: each principle that applied to some row's prompt, in "
+        "how many rows, and the judge's mean P(Yes) (None: it always applies).",
+    )
 
 
 def summarise_job(
@@ -222,6 +257,7 @@ def summarise_job(
         position_consistency=(sum(consistency) / len(consistency) if consistency else None),
         ties=sum(1 for c in comparisons if c.get("winner") == "tie"),
         tokens=Tokens(prompt=prompt_tokens, completion=completion_tokens),
+        applied=applied_figures(preferences),
         cost_usd=(
             round((prompt_tokens * prices.prompt + completion_tokens * prices.completion) / 1e6, 6)
             if prices is not None
