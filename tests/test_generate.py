@@ -472,10 +472,10 @@ def test_progress_lines_come_within_seconds_when_stderr_is_not_a_terminal(
     """With output redirected, a progress bar shows nothing: a job logs its calls, tokens and
     prompts instead, the first line at once and then every CHARTER_PROGRESS_EVERY_S."""
     world = make_world(tmp_path)
-    with ScriptedJudgeServer(responder(), latency_s=0.4) as server:
+    with ScriptedJudgeServer(responder(), latency_s=0.8) as server:
         args = [sys.executable, "-m", "charter.cli",
                 *[a for a in generate_args(world, server) if a != "--json"]]  # fmt: skip
-        env = {**_server_env(server), "CHARTER_PROGRESS_EVERY_S": "1"}
+        env = {**_server_env(server), "CHARTER_PROGRESS_EVERY_S": "0.3"}
         started = time.monotonic()
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 cwd=tmp_path, text=True)  # fmt: skip
