@@ -21,7 +21,7 @@ asks it, made once): a small judge's answer moves with the marker text, so the c
 differ only in which principles they ask.
 
     nice .venv/bin/python benchmarks/principle_selection.py [--judges smollm2,scripted]
-        [--pairs N] [--json FILE]
+        [--pairs N] [--every N] [--json FILE]
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """How far one charter process goes, and what Ray adds (docs/scale.md, BENCHMARKS.md).
 
     .venv/bin/python benchmarks/scale.py ceiling [--calls 6000]
+    .venv/bin/python benchmarks/scale.py commit [--calls 40000] [--feeders 2]
+    .venv/bin/python benchmarks/scale.py scaling [--prompts 500] [--latency-ms 0]
 
 `ceiling`: judge calls per second from one process against a judge that answers at once
 (`benchmarks/instant_server.py`, its own process), at 256 and 512 calls in flight, through the
@@ -9,12 +11,23 @@ judge's prompts, the call cache committing every reply to SQLite, the prompt's r
 client's CPU per call (`time.process_time` of this process) and the server's (from /proc), so
 a reader sees how the two cores were shared. One core's worth of client CPU divided by the
 CPU per call is the ceiling a process has on a machine where the server runs elsewhere.
+
+`commit`: the driver's side of a job on Ray alone. Feeder actors stream `Report`s shaped as a
+worker's (8 judge calls of real size per prompt, then the prompt's outcome and row) as fast as
+Ray carries them; the driver receives them and commits them exactly as `RayExecutor` does
+(`keep_calls` per report, then `JobRun.settle` per prompt) into a real job's store. Calls per
+second and the driver's CPU per call.
+
+`scaling`: the same job (two given candidates per prompt, K=4 pairwise: 8 judge calls a
+prompt) in one process, then on `--ray-workers 2` of a local Ray, against a judge in its own
+process; only the run is timed (not Ray's start). Calls/s and efficiency (ratio / 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -22,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -179,14 +193,179 @@ async def ceiling(calls: int) -> None:
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
+def given_job(db: Any, prompts: int, tag: str) -> Any:
+    """A compare job of `prompts` prompts with two given candidates each (8 judge calls)."""
+    constitution = load_constitution(REPO / "principles")
+    records = [
+        PromptRecord(
+            prompt=f"{tag} prompt {i}: how do I keep basil alive?", responses=(A_TEXT, B_TEXT)
+        )
+        for i in range(prompts)
+    ]
+    spec = JobSpec(
+        judge="openai:instant",
+        policy="given",
+        judge_config=JudgeConfig(protocol="pairwise", principles=K),
+        prompts_digest=prompts_digest(records),
+        constitution_digest=constitution.digest,
+    )
+    job, _ = create_or_get_job(db, spec, constitution, records, "benchmark")
+    return job
+
+
+class Feeder:
+    """Streams reports shaped as a worker's: per prompt, 8 calls of real size, then its
+    outcome (one row)."""
+
+    def __init__(self, job: Any, positions: list[int], per_report: int) -> None:
+        from charter.call_cache import CallRecord
+        from charter.jobs.run import Outcome
+        from charter.jobs.store import Preference
+        from charter.ray.worker import Report
+
+        request = json.dumps(
+            {"messages": [{"role": "user", "content": "q" * 1800}], "options": ["A", "B"]}
+        )
+        reply = json.dumps(
+            {
+                "text": "A",
+                "option_logprobs": {"A": -0.22, "B": -1.6},
+                "usage": {"prompt_tokens": 450, "completion_tokens": 1},
+            }
+        )
+        self.reports: list[Any] = []
+        for start in range(0, len(positions), per_report):
+            report = Report()
+            for position in positions[start : start + per_report]:
+                for j in range(CALLS_PER_PROMPT):
+                    key = f"{job.id}-{position}-{j}".ljust(64, "0")
+                    report.calls.append(CallRecord(key, job.spec.judge, "choose", request, reply))
+                row = Preference(
+                    job_id=job.id, position=position, prompt_key=f"k{position}", prompt="p",
+                    chosen=A_TEXT, rejected=B_TEXT, source="comparison", p_chosen=0.8,
+                    judge=job.spec.judge, policy="given", constitution_digest="d",
+                    constitution_version="1",
+                )  # fmt: skip
+                report.outcomes.append((position, Outcome([row], {"comparisons": []}, None)))
+                report.made["judge"] = report.made.get("judge", 0) + CALLS_PER_PROMPT
+            self.reports.append(report)
+
+    async def run(self) -> Any:
+        for report in self.reports:
+            yield report
+
+
+async def commit(calls: int, feeders: int, per_report: int) -> None:
+    from charter.jobs.run import JobRun
+    from charter.ray.cluster import connected
+    from charter.ray.driver import RayExecutor
+    from charter.ray.options import LOCAL, RayOptions
+    from charter.ray.worker import WorkerModels
+
+    prompts = calls // CALLS_PER_PROMPT
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
+    with tempfile.TemporaryDirectory() as tmp, connected(LOCAL, local_cpus=feeders) as ray:
+        db = open_store(Path(tmp) / "commit.db")
+        from charter.call_cache import ensure_tables
+
+        ensure_tables(db)
+        job = given_job(db, prompts, "commit")
+        run = JobRun(db, job, max_attempts=3, on_progress=None, stop_request=None)
+        models = WorkerModels(judge=job.spec.judge, judge_options=BackendOptions())
+        driver = RayExecutor(ray, RayOptions(ray_workers=feeders), models, "bench")
+        remote = ray.remote(num_cpus=1)(Feeder)
+        share = [list(range(i, prompts, feeders)) for i in range(feeders)]
+        actors = [remote.remote(job, positions, per_report) for positions in share]
+        ray.get([a.__ray_ready__.remote() for a in actors])  # built before the clock starts
+
+        async def drain(actor: Any) -> None:
+            unsettled = {p: PromptRecord(prompt="p") for p in range(prompts)}
+            async for ref in actor.run.remote():
+                driver._commit(run, await ref, unsettled)  # type: ignore[arg-type]
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(drain(a) for a in actors))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        stored = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+        done = db.execute("SELECT count(*) FROM job_prompts WHERE status = 'done'").fetchone()[0]
+    assert stored == prompts * CALLS_PER_PROMPT and done == prompts, (stored, done)
+    print(
+        f"{feeders} feeders, {per_report} prompts per report: {stored} calls and {done} prompts "
+        f"committed in {wall:.2f} s = {stored / wall:,.0f} calls/s "
+        f"({done / wall:,.0f} prompts/s); driver CPU {1000 * cpu / stored:.3f} ms per call "
+        f"(one core's ceiling {stored / cpu:,.0f} calls/s)"
+    )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+async def scaling(prompts: int, concurrency: int) -> None:
+    from charter.jobs.session import LocalModels
+    from charter.ray.cluster import connected
+    from charter.ray.driver import RayWorkers
+    from charter.ray.options import LOCAL, RayOptions
+
+    argv = [sys.executable, str(REPO / "benchmarks" / "instant_server.py")]
+    proc, base_url = start_ready(argv, "instant server")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
+    rates: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = open_store(Path(tmp) / "one.db")
+            job = given_job(db, prompts, "one")
+            model = OpenAIChatModel("instant", options(base_url, concurrency))
+            t0 = time.perf_counter()
+            try:
+                summary = await run_job(db, job, model, None, concurrency=concurrency)
+            finally:
+                await model.aclose()
+            assert summary.calls is not None
+            rates["1 process"] = summary.calls.judge.made / (time.perf_counter() - t0)
+            with connected(LOCAL, local_cpus=2) as ray:
+                db = open_store(Path(tmp) / "ray.db")
+                job = given_job(db, prompts, "ray")
+                local = LocalModels(base_url, None, 60.0, concurrency)
+                source = RayWorkers(ray, RayOptions(ray_workers=2), local, "bench")
+                executor = await source.start(job.spec, [])
+                try:
+                    t0 = time.perf_counter()
+                    summary = await run_job(db, job, None, None, executor=executor)
+                    assert summary.calls is not None
+                    elapsed = time.perf_counter() - t0
+                    rates["--ray-workers 2"] = summary.calls.judge.made / elapsed
+                finally:
+                    await executor.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    one = rates["1 process"]
+    ray_rate = rates["--ray-workers 2"]
+    print(f"{'1 process':<18} {one:>9.1f} calls/s")
+    print(
+        f"{'--ray-workers 2':<18} {ray_rate:>9.1f} calls/s  ratio {ray_rate / one:.2f}  "
+        f"efficiency {ray_rate / one / 2:.0%}"
+    )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     top = commands.add_parser("ceiling", help="one process's calls/s and CPU per call")
     top.add_argument("--calls", type=int, default=6000, help="calls per row")
+    feed = commands.add_parser("commit", help="the driver's commit ceiling with Ray")
+    feed.add_argument("--calls", type=int, default=40000)
+    feed.add_argument("--feeders", type=int, default=2)
+    feed.add_argument("--per-report", type=int, default=16, help="prompts per report")
+    scale = commands.add_parser("scaling", help="1 process vs --ray-workers 2")
+    scale.add_argument("--prompts", type=int, default=500)
+    scale.add_argument("--concurrency", type=int, default=32, help="prompts in flight")
     ns = parser.parse_args()
     if ns.command == "ceiling":
         asyncio.run(ceiling(ns.calls))
+    elif ns.command == "commit":
+        asyncio.run(commit(ns.calls, ns.feeders, ns.per_report))
+    else:
+        asyncio.run(scaling(ns.prompts, ns.concurrency))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ Failed calls and unusable replies (a verdict that names no option, an empty text
 remembered: a re-run asks them again, so a judge that misbehaved for a while is given another
 chance rather than having its bad answers replayed.
 
+Where the store is not at hand the same keys travel: a Ray worker's `RecordingModel` answers
+from the replies its driver looked up for it (with `StoreLookup`, which runs the prompt's own
+code against the store and notes what it finds) and sends every new reply back as a
+`CallRecord`, which the driver writes with `keep_calls`.
+
 The service's tenants share the stored calls (no call is paid twice), but what one tenant
 learns from its job must not tell it what another asked. A `CachedModel` with a `tenant`
 therefore counts a stored call as `reused` only if that tenant has had it before (the
@@ -41,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter.common.environment import model_from_env
 from charter.judge.backends.base import (
+    BackendError,
     ChatModel,
     ChatModelBase,
     Completion,
@@ -148,27 +154,61 @@ def store_secret(db: sqlite_utils.Database, name: str = "nonce-key") -> bytes:
     return bytes.fromhex(row[0])
 
 
-class CachedModel(ChatModelBase):
-    """A `ChatModel` that answers repeated calls from the store; closing it closes `inner`.
-    `tenant`: whose calls these are, so its counts and timings reveal nothing of other
-    tenants' calls."""
+@dataclass(frozen=True)
+class CallRecord:
+    """One completed call as the `calls` table keeps it (request and reply as JSON text), so
+    it can travel (from a Ray worker to the driver that commits it) and be written as is."""
 
-    def __init__(
-        self,
-        inner: ChatModel,
-        db: sqlite_utils.Database,
-        tenant: str | None = None,
-        reuse: ReuseSettings | None = None,
-    ) -> None:
-        ensure_tables(db)
+    key: str
+    model: str
+    kind: str
+    request: str
+    completion: str
+
+    @classmethod
+    def of(
+        cls, key: str, model: str, kind: str, payload: dict[str, Any], completion: Completion
+    ) -> CallRecord:
+        return cls(
+            key, model, kind, json.dumps(payload, ensure_ascii=False), completion.model_dump_json()
+        )
+
+
+def keep_calls(db: sqlite_utils.Database, records: Sequence[CallRecord]) -> None:
+    """Write completed calls (those already kept are left as they are); call inside a
+    transaction: the caller decides what commits with them."""
+    at = datetime.now(UTC).isoformat()
+    db.conn.executemany(
+        f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(r.key, r.model, r.kind, r.request, r.completion, at) for r in records],
+    )
+
+
+def stored_completions(db: sqlite_utils.Database, keys: Sequence[str]) -> dict[str, str]:
+    """The stored reply (JSON) of each of `keys` the store has."""
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 500):  # SQLite's bound on parameters per statement
+        chunk = unique[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = db.execute(f"SELECT key, completion FROM {CALLS} WHERE key IN ({marks})", chunk)
+        found.update(dict(rows.fetchall()))
+    return found
+
+
+class CallCache(ChatModelBase):
+    """A `ChatModel` that answers a call it has the reply of, and otherwise asks `inner` and
+    keeps the reply when it is usable; closing it closes `inner`.
+
+    Where replies are found and kept is the subclass's: the store (`CachedModel`), or calls
+    handed over and sent back (`RecordingModel`, a Ray worker's). The keys, the usable rule
+    and the counts are the same for all, so every path pays for the same calls.
+    """
+
+    def __init__(self, inner: ChatModel) -> None:
         self.inner = inner
-        self.db = db
-        self.tenant = tenant
-        self.reuse = reuse or (ReuseSettings.from_env() if tenant is not None else ReuseSettings())
         self.stats = CallStats()
-        #: Set once the store refused a write (locked, read-only, full): later calls fail at
-        #: once instead of paying for replies that could not be kept either.
-        self._refused: Exception | None = None
 
     @property
     def spec(self) -> str:
@@ -203,24 +243,10 @@ class CachedModel(ChatModelBase):
         call: Callable[[], Awaitable[Completion]],
         usable: Callable[[Completion], bool],
     ) -> Completion:
-        row = self.db.execute(f"SELECT completion FROM {CALLS} WHERE key = ?", [key]).fetchone()
-        if row is not None:
-            stored = Completion.model_validate_json(row[0])
-            if self._had(key):
-                self.stats.reused += 1
-                return stored
-            delay = min(stored.latency_s, self.reuse.max_delay_s)  # as slow as its call, capped
-            self.stats.waiting += 1
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                self.stats.waiting -= 1
-                self.stats.waited_s += delay
-            with self.db.conn:
-                self._note(key)
-            self.stats.made += 1
+        stored = await self._stored(key)
+        if stored is not None:
             return stored
-        self._raise_if_refused()
+        self._before_call()
         self.stats.in_flight += 1
         try:
             completion = await call()
@@ -228,28 +254,74 @@ class CachedModel(ChatModelBase):
             self.stats.in_flight -= 1
         self.stats.made += 1
         self.stats.tokens += completion.usage.total_tokens
-        if not usable(completion):
-            return completion
+        if usable(completion):
+            self._keep(CallRecord.of(key, self.spec, kind, payload, completion))
+        return completion
+
+    async def _stored(self, key: str) -> Completion | None:
+        """The kept reply of call `key`, counted (None: the call must be made)."""
+        raise NotImplementedError
+
+    def _before_call(self) -> None:
+        """Called before a call is made (a subclass may refuse it by raising)."""
+
+    def _keep(self, record: CallRecord) -> None:
+        """Keep a usable reply that was just paid for."""
+        raise NotImplementedError
+
+
+class CachedModel(CallCache):
+    """Calls kept in the store, committed as each is answered. `tenant`: whose calls these
+    are, so its counts and timings reveal nothing of other tenants' calls."""
+
+    def __init__(
+        self,
+        inner: ChatModel,
+        db: sqlite_utils.Database,
+        tenant: str | None = None,
+        reuse: ReuseSettings | None = None,
+    ) -> None:
+        ensure_tables(db)
+        super().__init__(inner)
+        self.db = db
+        self.tenant = tenant
+        self.reuse = reuse or (ReuseSettings.from_env() if tenant is not None else ReuseSettings())
+        #: Set once the store refused a write (locked, read-only, full): later calls fail at
+        #: once instead of paying for replies that could not be kept either.
+        self._refused: Exception | None = None
+
+    async def _stored(self, key: str) -> Completion | None:
+        row = self.db.execute(f"SELECT completion FROM {CALLS} WHERE key = ?", [key]).fetchone()
+        if row is None:
+            return None
+        stored = Completion.model_validate_json(row[0])
+        if self._had(key):
+            self.stats.reused += 1
+            return stored
+        delay = min(stored.latency_s, self.reuse.max_delay_s)  # as slow as its call, capped
+        self.stats.waiting += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.stats.waiting -= 1
+            self.stats.waited_s += delay
+        with self.db.conn:
+            self._note(key)
+        self.stats.made += 1
+        return stored
+
+    def _before_call(self) -> None:
+        self._raise_if_refused()
+
+    def _keep(self, record: CallRecord) -> None:
         self._raise_if_refused()  # calls in flight when it happened need not wait to fail
         try:
             with self.db.conn:
-                self.db.execute(
-                    f"INSERT OR IGNORE INTO {CALLS} (key, model, kind, request, completion, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        key,
-                        self.spec,
-                        kind,
-                        json.dumps(payload, ensure_ascii=False),
-                        completion.model_dump_json(),
-                        datetime.now(UTC).isoformat(),
-                    ],
-                )
-                self._note(key)
+                keep_calls(self.db, [record])
+                self._note(record.key)
         except SqliteError as exc:
             self._refused = exc
             raise
-        return completion
 
     def _raise_if_refused(self) -> None:
         if self._refused is not None:
@@ -272,6 +344,93 @@ class CachedModel(ChatModelBase):
                 f"INSERT OR IGNORE INTO {CALL_TENANTS} (key, tenant) VALUES (?, ?)",
                 [key, self.tenant],
             )
+
+
+class RecordingModel(CallCache):
+    """Calls answered from `stored` (key -> reply JSON, looked up by whoever holds the store),
+    the rest made with `inner` and each usable reply handed to `record` as it comes: a model
+    for a process that never opens the store (a Ray worker, whose driver commits what it
+    records)."""
+
+    def __init__(
+        self,
+        inner: ChatModel,
+        stored: Mapping[str, str],
+        record: Callable[[CallRecord], None],
+    ) -> None:
+        super().__init__(inner)
+        self.stored = dict(stored)
+        self.record = record
+
+    def add(self, stored: Mapping[str, str]) -> None:
+        """More replies to answer from (the next shard's)."""
+        self.stored.update(stored)
+
+    async def _stored(self, key: str) -> Completion | None:
+        found = self.stored.get(key)
+        if found is None:
+            return None
+        self.stats.reused += 1
+        return Completion.model_validate_json(found)
+
+    def _keep(self, record: CallRecord) -> None:
+        self.stored[record.key] = record.completion  # asked again within the shard: reused
+        self.record(record)
+
+
+class NotStored(BackendError):
+    """A call a `StoreLookup` could not answer from the store."""
+
+
+class StoreLookup(CallCache):
+    """Answers only from the store and notes every reply it found (`found`): run the prompt's
+    own code through it to learn which stored calls the prompt will need.
+
+    A call the store lacks is not made. A `choose` gets an empty, unusable reply, so the judge
+    goes on to its retries (whose replies may be stored); a `generate` fails with `NotStored`,
+    since what follows depends on its text. So the lookup reaches every stored call that a run
+    given the same replies would ask for.
+    """
+
+    def __init__(self, spec: str, db: sqlite_utils.Database) -> None:
+        super().__init__(_Missing(spec))
+        self.db = db
+        self.found: dict[str, str] = {}
+        self.missing = 0
+
+    async def _stored(self, key: str) -> Completion | None:
+        found = self.found.get(key)
+        if found is None:
+            row = self.db.execute(f"SELECT completion FROM {CALLS} WHERE key = ?", [key]).fetchone()
+            if row is None:
+                self.missing += 1
+                return None
+            found = self.found[key] = row[0]
+        self.stats.reused += 1
+        return Completion.model_validate_json(found)
+
+    def _keep(self, record: CallRecord) -> None:
+        raise AssertionError("a lookup makes no call")  # its inner model answers nothing usable
+
+
+class _Missing(ChatModelBase):
+    """What a `StoreLookup` asks when the store lacks a call: no model at all."""
+
+    def __init__(self, spec: str) -> None:
+        self._spec = spec
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        raise NotStored(f"{self._spec}: not in the store")
+
+    async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
+        return Completion(text="")  # unusable: the judge asks its next attempt
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _has_text(completion: Completion) -> bool:

@@ -30,10 +30,12 @@ on a few percent of pairs), but its pointwise Yes/No scores agree with people we
 Every other judge defaults to pairwise until measured with `charter judge eval --protocol`.
 """
 
-RECOMMENDED_SELECTIONS: dict[str, Selection] = {}
+RECOMMENDED_SELECTIONS: dict[str, Selection] = {"smollm2": "random"}
 """Judges whose principle selection was measured on the shipped labelled pairs (BENCHMARKS.md,
-"Principles that fit the conversation"); every other judge selects at random, as before
-`applies` existed, until measured."""
+"Principles that fit the conversation"). The embedded SmolLM2-135M cannot answer `applies`
+questions (P(Yes) 0.17-0.50 whatever the prompt), so relevant selection leaves it the universal
+principles alone and measured no better, at 8x the calls. Every other judge selects at random,
+as before `applies` existed, until measured."""
 
 
 class JudgeConfig(BaseModel):

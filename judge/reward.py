@@ -1,7 +1,7 @@
 """The constitution as an RL reward, with a deadline: one core for every trainer and front end.
 
 An RL step waits on its slowest reward, so every batch of rewards has a deadline
-(`RewardConfig.deadline_s`). Each item is judged concurrently:
+(`RewardDeadline.deadline_s`). Each item is judged concurrently:
 
 - without a reference answer, its reward is the pointwise P(yes) under the constitution
   (`charter.judge.score`, K principles per prompt);
@@ -44,8 +44,10 @@ MAX_DEADLINE_S = OPENRLHF_CLIENT_TIMEOUT_S - 10.0
 """The longest deadline: a reply still reaches OpenRLHF's client before it gives up."""
 
 
-class RewardConfig(BaseModel):
-    """How long rewards may take: declared once, read by the CLI, the service and the clients."""
+class RewardDeadline(BaseModel):
+    """How long rewards may take: declared once, read by the CLI, the service and the clients.
+    (Not `RewardConfig`: that is TRL's reward-model trainer config, which `trainer.reward`
+    uses.)"""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,9 +61,9 @@ class RewardConfig(BaseModel):
     )
 
 
-DEFAULT_REWARD_CONFIG = RewardConfig()
+DEFAULT_REWARD_DEADLINE = RewardDeadline()
 
-DEADLINE_FIELD: Any = RewardConfig.model_fields["deadline_s"]
+DEADLINE_FIELD: Any = RewardDeadline.model_fields["deadline_s"]
 """The deadline's one declaration, for settings models that carry it (the service's, the
 clients'): `deadline_s: float = DEADLINE_FIELD` keeps its default, bounds and help."""
 
@@ -187,10 +189,13 @@ async def within_deadline(
     ]
 
 
-def fallen_back(items: Sequence[RewardItem], error: str) -> list[Reward]:
-    """Every item's reward when the judge could not be had at all: the neutral value, flagged
-    (no group has a known reward to take the mean of)."""
-    return [Reward(NEUTRAL, fallback=True, error=error) for _ in items]
+def fallen_back(
+    items: Sequence[RewardItem], error: str, *, timed_out: bool = False
+) -> list[Reward]:
+    """Every item's reward when the judge could not be had at all (`timed_out`: not by the
+    deadline, e.g. still loading): the neutral value, flagged (no group has a known reward to
+    take the mean of)."""
+    return [Reward(NEUTRAL, fallback=True, timed_out=timed_out, error=error) for _ in items]
 
 
 def fill_by_group(raw: Sequence[float | None], groups: Sequence[str | None]) -> list[float]:
@@ -217,7 +222,7 @@ class ConstitutionRewarder:
         model: ChatModel,
         constitution: Constitution,
         config: JudgeConfig = DEFAULT_CONFIG,
-        reward_config: RewardConfig = DEFAULT_REWARD_CONFIG,
+        reward_config: RewardDeadline = DEFAULT_REWARD_DEADLINE,
     ) -> None:
         self.model = model
         self.constitution = constitution
@@ -279,7 +284,7 @@ class ConstitutionRewarder:
 
     async def pointwise(self, prompt: str, response: str) -> Judged:
         """P(yes) of the response alone under the constitution."""
-        from .score import score  # not at import: the CLI reads `RewardConfig` (no numpy)
+        from .score import score  # not at import: the CLI reads `RewardDeadline` (no numpy)
 
         result = await score(self.model, self.constitution, prompt, response, self.config)
         self.counts.judged += 1

@@ -244,6 +244,7 @@ def test_selection_settings_resolve_and_keep_old_identities() -> None:
     config = JudgeConfig()
     assert config.selection == "auto"
     assert config.resolved("openai:gpt-4o-mini").selection == "random"
+    assert config.resolved("smollm2").selection == "random"  # measured: BENCHMARKS.md
     # Random selection (as before `applies` existed) dumps for identity exactly as before it.
     identity = config.resolved("openai:x").identity()
     assert not {"selection", "applies_threshold", "applies_limit", "few_shot"} & set(identity)
@@ -336,6 +337,25 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
         got = {a["principle_id"]: a["p"] for a in row["applicable"]}
         assert set(got) == set(topic) | {"manners"}
         assert got["manners"] is None
+    # The review page's row view shows them, rendered by the page's own template.
+    from charter.jobs.store import get_job, load_preferences
+    from charter.service.pages.detail import row_detail
+    from charter.service.pages.render import page
+    from charter.service.pages.rows import prompt_text
+    from charter.store import open_store
+
+    db = open_store(store)
+    row = load_preferences(db, job_id)[0]
+    html = page(
+        "row.html",
+        job=get_job(db, job_id),
+        row=row,
+        key=row.key,
+        prompt=prompt_text(row.prompt),
+        detail=row_detail(db, row),
+    ).body.decode()
+    cell = html[html.index('class="applicable"') :].split("</td>")[0]
+    assert "manners (always)" in cell and "(P 0.90)" in cell
     card = tmp_path / "card"
     code, _, err = invoke(
         "export", job_id, "--store", str(store), "--out", str(card), "--format", "hf"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from charter.constitution import load_constitution
-from charter.judge.reward import ConstitutionRewarder, RewardConfig, RewardCounts, RewardItem
+from charter.judge.reward import ConstitutionRewarder, RewardCounts, RewardDeadline, RewardItem
 from charter.rewards import (
     ConstitutionRewards,
     RewardSettings,
@@ -119,7 +119,7 @@ def _run(
     async def go() -> tuple[list[Any], float, ConstitutionRewarder]:
         model = scripted_model(server, max_retries=0, timeout_s=60)
         rewarder = ConstitutionRewarder(
-            model, constitution, reward_config=RewardConfig(deadline_s=deadline_s)
+            model, constitution, reward_config=RewardDeadline(deadline_s=deadline_s)
         )
         try:
             started = time.perf_counter()
@@ -549,6 +549,9 @@ def test_verl_and_trl_against_charter_serve_started_from_the_cli(
         service.start()
         rewards = ConstitutionRewards(url=service.base_url, token=TOKEN_A)
         row = verl_row(P1, good(P1))
+        # The deadline counts from a request's arrival: a fresh process's first judge call
+        # (imports, connections) can use it up on a loaded machine, so warm it once.
+        rewards.compute_score(**verl_row(P2, good(P2)))
         assert rewards.compute_score(**row)["score"] > 0.8  # type: ignore[index]
         started = time.perf_counter()
         late = rewards.compute_score(**verl_row(P1, SLOW))
@@ -559,7 +562,9 @@ def test_verl_and_trl_against_charter_serve_started_from_the_cli(
         stats = httpx.get(
             service.base_url + "/v1/rewards/stats", headers={"Authorization": f"Bearer {TOKEN_A}"}
         ).json()
-        assert stats["deadline_s"] == 1.5 and stats["timeouts"] == 2 and stats["batches"] == 3
+        assert (
+            stats["deadline_s"] == 1.5 and stats["timeouts"] == 2 and stats["batches"] == 4
+        )  # with the warm-up
         rewards.close()
     finally:
         service.stop()

@@ -72,6 +72,10 @@ CRITIQUE = "The response contains a mix of stereotypes, slurs, and unfair genera
         # SmolLM2's own sample for a Python question ended so (the demo, as the rejected text).
         ("Begin with simple projects.\nAnswer: No", {}, "echo_instructions"),
         ("Boil it for six minutes.\n  answer: yes.  \n", {}, "echo_instructions"),
+        # The pairwise verdict's form too: a tail naming a slot, as our judge answers "A" or "B".
+        ("Boil it for six minutes.\nAnswer: A", {}, "echo_instructions"),
+        ("Start with the basics.\n answer: b. \n", {}, "echo_instructions"),
+        ("Answer: A good start is a small project; grow from there.", {}, None),
         ("Answer: it depends on the altitude; six minutes at sea level.", {}, None),
         ("Answer: No\nThe egg is not done until the white is firm.", {}, None),
         ("Boil it. The response is too long and could be edited.", {}, "commentary"),

@@ -29,6 +29,7 @@ from charter.judge.backends.base import GenerationRequest, Message
 from charter.prompt_files import PromptRecord
 from charter.service import records
 from charter.service.app import create_app
+from charter.service.limits import FailureLimit
 from charter.service.settings import ServiceSettings, SettingsError, owner_of
 from charter.store import open_store
 from tests.support.generation import PROMPTS, bad, good, responder, write_constitution
@@ -160,6 +161,102 @@ def test_every_v1_endpoint_refuses_a_missing_or_bad_token(
     assert judge_server.calls == 0
 
 
+MALFORMED_BODIES = [
+    (b'{"prompt": ', "application/json"),  # cut short
+    (b"\xff\xfe not json", "application/json"),
+    (b'{"query": "x", "items": 3}', "application/json"),  # JSON, but no route's shape
+    (b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\n", "multipart/form-data"),
+]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"}])
+def test_credentials_are_checked_before_the_body_on_every_route(
+    tmp_path: Path, judge_server: ScriptedJudgeServer, headers: dict[str, str]
+) -> None:
+    """A caller without a valid token learns nothing about the body it sent: 401, never a 422
+    that parsed it (every /v1 route, read from the route table)."""
+    settings = settings_for(tmp_path, judge_server, auth_failures_per_minute=10_000)
+    endpoints = v1_endpoints(settings)
+    assert ("POST", "/v1/rewards/openrlhf") in endpoints
+    with running_service(settings) as running:
+        for method, path in endpoints:
+            for body, kind in MALFORMED_BODIES:
+                if kind == "multipart/form-data":
+                    kind += "; boundary=x"
+                response = httpx.request(
+                    method,
+                    running.base_url + path,
+                    content=body,
+                    headers={**headers, "content-type": kind},
+                )
+                assert response.status_code == 401, (method, path, body, response.text)
+                assert error_of(response)["code"] == "unauthorized"
+    assert judge_server.calls == 0
+
+
+def test_failed_tokens_are_limited_per_address_with_a_429_and_retry_after(
+    tmp_path: Path, judge_server: ScriptedJudgeServer
+) -> None:
+    """Guessing tokens (API or sign-in) is slowed to the limit: past it every request from the
+    address that needs a token gets 429 and Retry-After, before its token or body is looked
+    at (a right token too, or the limit would say when a guess was right). Another address is
+    not limited, and requests with a valid token never count."""
+    limit = 4  # one attempt back every 15 s: none comes back while the test runs
+    settings = settings_for(tmp_path, judge_server, auth_failures_per_minute=limit)
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    right = {"Authorization": f"Bearer {TOKEN_A}"}
+    compare = {"prompt": PROMPT, "a": good(PROMPT), "b": bad(PROMPT)}
+    with running_service(settings) as running:
+        url = running.base_url
+        for _ in range(3 * limit):  # valid tokens are never counted
+            assert httpx.get(f"{url}/v1/jobs", headers=right).status_code == 200
+        for i in range(limit - 1):
+            assert httpx.get(f"{url}/v1/jobs", headers=wrong).status_code == 401, i
+        refused = httpx.post(f"{url}/pages/sign-in", data={"token": "not-a-token-0123456789"})
+        assert refused.status_code == 401  # a failed sign-in counts the same: the limit's last
+        for method, path, headers, body in [
+            ("GET", "/v1/jobs", wrong, None),
+            ("GET", "/v1/jobs", right, None),
+            ("POST", "/v1/feedback/compare", right, compare),
+            ("POST", "/v1/rewards/openrlhf", {}, {"query": 3}),  # no body is read
+        ]:
+            limited = httpx.request(method, url + path, headers=headers, json=body)
+            assert limited.status_code == 429, (path, limited.text)
+            error = error_of(limited)
+            assert error["code"] == "rate_limited"
+            wait = int(limited.headers["retry-after"])
+            assert 1 <= wait <= 60 / limit + 1
+            assert error["message"] == (
+                f"too many failed tokens from this address; try again in {wait} s"
+            )
+        page = httpx.post(f"{url}/pages/sign-in", data={"token": TOKEN_A})
+        assert page.status_code == 429 and 1 <= int(page.headers["retry-after"]) <= 60 / limit + 1
+        assert "Too many failed sign-ins from this address" in page.text
+        assert judge_server.calls == 0
+        # Health needs no token and is never limited; another address is not limited.
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        other = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=other) as elsewhere:
+            assert elsewhere.get(f"{url}/v1/jobs", headers=right).status_code == 200
+            assert elsewhere.get(f"{url}/v1/jobs", headers=wrong).status_code == 401
+
+
+def test_the_failure_limit_refills_and_stays_bounded() -> None:
+    now = [0.0]
+    limit = FailureLimit(60, clock=lambda: now[0], max_addresses=100)
+    for _ in range(60):
+        assert limit.retry_after("a") is None
+        limit.failed("a")
+    assert limit.retry_after("a") == 1  # one attempt a second comes back
+    now[0] += 1.0
+    assert limit.retry_after("a") is None
+    limit.failed("a")
+    assert limit.retry_after("a") == 1
+    for i in range(1000):  # a stream of addresses cannot grow the table without bound
+        limit.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(limit._buckets) <= 100
+
+
 # ---------------------------------------------------------------- feedback
 
 
@@ -203,15 +300,18 @@ def test_critique_and_rank(client: CharterClient) -> None:
     assert ranking.failed_comparisons == 0
 
 
-def test_named_constitution_and_model(
-    client: CharterClient, settings: ServiceSettings, judge_server: ScriptedJudgeServer
-) -> None:
-    result = client.compare(PROMPT, good(PROMPT), bad(PROMPT), judge="openai:other-model")
-    assert result.judge == "openai:other-model"
-    assert {b["model"] for b in judge_server.requests[-4:]} == {"other-model"}
-    with pytest.raises(CharterAPIError) as missing:
-        client.compare(PROMPT, good(PROMPT), bad(PROMPT), constitution="9.9")
-    assert missing.value.status == 404 and "9.9" in missing.value.message
+def test_named_constitution_and_model(tmp_path: Path, judge_server: ScriptedJudgeServer) -> None:
+    settings = settings_for(tmp_path, judge_server, allowed_models=("openai:other-*",))
+    with running_service(settings) as running, CharterClient(running.base_url, TOKEN_A) as client:
+        result = client.compare(PROMPT, good(PROMPT), bad(PROMPT), judge="openai:other-model")
+        assert result.judge == "openai:other-model"
+        assert {b["model"] for b in judge_server.requests[-4:]} == {"other-model"}
+        with pytest.raises(CharterAPIError) as refused:  # not an allowed pattern
+            client.compare(PROMPT, good(PROMPT), bad(PROMPT), judge="openai:another")
+        assert refused.value.status == 422 and "openai:other-*" in refused.value.message
+        with pytest.raises(CharterAPIError) as missing:
+            client.compare(PROMPT, good(PROMPT), bad(PROMPT), constitution="9.9")
+        assert missing.value.status == 404 and "9.9" in missing.value.message
 
 
 def closed_port_url() -> str:
@@ -349,7 +449,10 @@ def test_other_bad_requests(client: CharterClient, judge_server: ScriptedJudgeSe
     local = http.post("/v1/feedback/compare", json={"prompt": "p", "a": "x", "b": "y",
                                                      "judge": "hf:/etc"})  # fmt: skip
     assert local.status_code == 422
-    assert error_of(local)["code"] == "model_not_allowed" and "openai:*" in local.text
+    assert error_of(local)["code"] == "model_not_allowed"
+    assert error_of(local)["message"] == (
+        "model 'hf:/etc' is not served here; allowed: openai:scripted"
+    )
     text = http.post("/v1/jobs", content=b"prompt", headers={"content-type": "text/plain"})
     assert text.status_code == 415
     bad_id = http.get("/v1/jobs/not-a-job")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from charter.cli.main import cli
 from charter.judge.agreement import AgreementSettings, principle_agreement, wilson
 from charter.judge.conflicts import ConflictSettings, Votes, find_conflicts
+from tests.support.generation import make_world, responder
 from tests.support.review import csrf_of, sign_in
 from tests.support.scripted_server import ScriptedJudgeServer
 from tests.support.service import TOKEN_A, TOKEN_B
@@ -456,3 +457,43 @@ def test_constitution_diff_previews_an_edit_on_a_job_in_the_background(
             data={"csrf": csrf_of(page), "job": service.job_a, "b": "1.1"},
         )
         assert refused.status_code == 404
+
+
+def test_impact_on_sampled_candidates_asks_the_policy_nothing(tmp_path: Path) -> None:
+    """A job whose candidates the policy sampled: the preview takes them (and how each ended)
+    from the store, and asks only the edited principle's questions."""
+    world = make_world(tmp_path)
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for path in world["principles"].iterdir():
+        (edited / path.name).write_text(path.read_text().replace("more honest", "more truthful"))
+    with ScriptedJudgeServer(responder()) as server:
+        code, out, err = invoke(
+            [
+                "generate",
+                "--prompts",
+                str(world["prompts"]),
+                "--dir",
+                str(world["principles"]),
+                "--store",
+                str(world["store"]),
+                "--judge",
+                "openai:scripted",
+                "--policy",
+                "openai:scripted",
+                "--judge-base-url",
+                server.base_url,
+                "--policy-base-url",
+                server.base_url,
+                "--json",
+            ]
+        )
+        assert code == 0, err
+        job = json.loads(out)["job_id"]
+        before = len(server.requests)
+        report = _impact(world, job, edited, server)
+        asked = server.requests[before:]
+    assert report["touched"] == ["honest"]
+    assert len(asked) == report["calls_made"] == report["touched_in_sample"] > 0
+    assert all(body.get("max_tokens", 0) <= 4 for body in asked)  # verdicts only
+    assert report["comparisons"] == report["sampled_prompts"] == 8 and report["flipped"] == 0

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from charter.judge.config import JudgeConfig
-from charter.judge.reward import DEFAULT_REWARD_CONFIG, RewardConfig
+from charter.judge.reward import DEFAULT_REWARD_DEADLINE, RewardDeadline
 
 from .common import peft_config, prepare, train_to_card
 from .config import RunConfig
@@ -64,7 +64,7 @@ class JudgedRunConfig(RunConfig):
     `constitution`: a principles directory or a loaded `Constitution`.
     `judge_config`: how the judge is asked (a `JudgeConfig`, or a dict of its fields); the
     CLI and config files give its fields as `judge_<field>` keys (`judge_protocol`, ...).
-    `judge_deadline_s`: `RewardConfig.deadline_s` for each step's rewards: a judgment not
+    `judge_deadline_s`: `RewardDeadline.deadline_s` for each step's rewards: a judgment not
     back by then gets its group's mean (zero advantage), so a slow judge never stalls a step.
     """
 
@@ -75,11 +75,11 @@ class JudgedRunConfig(RunConfig):
     constitution: Any = "principles"
     reward_mode: RewardMode = "auto"
     judge_config: Any = None
-    judge_deadline_s: float = DEFAULT_REWARD_CONFIG.deadline_s
+    judge_deadline_s: float = DEFAULT_REWARD_DEADLINE.deadline_s
 
     def __post_init__(self) -> None:
         try:
-            RewardConfig(deadline_s=self.judge_deadline_s)
+            RewardDeadline(deadline_s=self.judge_deadline_s)
         except ValidationError as exc:
             raise TrainError(
                 f"bad judge setting judge_deadline_s: {exc.errors()[0]['msg']}"

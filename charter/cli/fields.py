@@ -3,8 +3,9 @@
 As TRL's parser builds its CLI from its config dataclasses, `model_options(JudgeConfig)` turns
 each field into an option: its name (`critique_max_tokens` -> `--critique-max-tokens`), type
 and bounds (`ge`/`le` -> an `IntRange`), choices (`Literal` -> `Choice`), flags (`bool` ->
-`--x/--no-x`), default and help all come from the field. The command receives one validated
-model instead of a dozen loose arguments.
+`--x/--no-x`), default and help all come from the field; a field whose `json_schema_extra`
+names a `flag_value` is an option whose value may be left out (`--ray` alone, or `--ray
+ADDRESS`). The command receives one validated model instead of a dozen loose arguments.
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ def field_option(
     default = None if unset_default else info.default
     if unset_default and info.default is not None:
         help_text += f" [default: {info.default}]"
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if "flag_value" in extra:  # `--x` alone means `flag_value`; `--x VALUE` gives a value
+        return click.option(
+            dashed,
+            param or name,
+            is_flag=False,
+            flag_value=extra["flag_value"],
+            default=default,
+            metavar=str(extra.get("metavar", "[VALUE]")),
+            help=help_text,
+        )
     if _unwrap_optional(info.annotation) is bool:
         return click.option(
             f"{dashed}/--no-{dashed[2:]}",

@@ -14,10 +14,11 @@ import click
 
 from charter.batches.options import BatchOptions
 from charter.jobs.spec import JobOptions, RunOptions
+from charter.ray.options import RayOptions
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
 from .fields import model_options
-from .models import judge_options, load_for, open_batch_judge, policy_options
+from .models import check_spec, judge_options, load_for, open_batch_judge, policy_options
 from .progress import ProgressBar
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from charter.jobs.store import JobRecord
     from charter.jobs.summary import CalibrationFigures, JobSummary
     from charter.judge import ChatModel
+    from charter.ray.driver import RayWorkers
 
 
 @click.command()
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 @model_options(JobOptions, into="options", exclude={"policy", "judge"}, flags={"n": "-n"})
 @model_options(RunOptions, into="run")
 @model_options(BatchOptions, into="batching")
+@model_options(RayOptions, into="scaling")
 @click.option("--resume", "resume_id", metavar="JOB_ID", help="Resume a stored job by id.")
 @click.option(
     "--price-in",
@@ -74,6 +77,7 @@ def generate(
     options: JobOptions,
     run: RunOptions,
     batching: BatchOptions,
+    scaling: RayOptions,
     resume_id: str | None,
     price_in: float | None,
     price_out: float | None,
@@ -101,6 +105,10 @@ def generate(
     --batch sends the judge's calls through the OpenAI Batch API; the batches are recorded in
     the store, and a run stopped while they are answered resumes polling them.
 
+    --ray deals the prompts to Ray workers (--ray-workers), each with its own model clients;
+    this process keeps the store, the lease and the job id, and commits what they send back
+    (see docs/scale.md).
+
     \b
     Examples:
       charter generate --prompts examples/prompts.jsonl --mode revise
@@ -118,6 +126,7 @@ def generate(
     from charter.prompt_files import load_prompts
     from charter.store import open_store
 
+    on_ray = _ray_or_none(scaling, batching)  # before anything is read or written
     if not resume_id:  # bad inputs are refused before a store is opened (or created)
         if prompts_path is None:
             raise click.UsageError("give --prompts FILE (or --resume JOB_ID)")
@@ -138,9 +147,17 @@ def generate(
             db, records, constitution, default_judge=judge_spec, default_policy=policy_spec
         )
         job_id = spec.job_id
-    models = _CliModels(
-        LocalModels(judge_base_url, policy_base_url, timeout, concurrency), db, batching
-    )
+    local = LocalModels(judge_base_url, policy_base_url, timeout, concurrency)
+    models: _CliModels | RayWorkers
+    workers: RayWorkers | None = None
+    if on_ray is not None:
+        from charter.ray.driver import RayWorkers
+
+        for role, model_spec in (("judge", spec.judge), ("policy", spec.policy)):
+            check_spec(model_spec, f"--{role}")
+        models = workers = RayWorkers(on_ray, scaling, local, name=job_id)
+    else:
+        models = _CliModels(local, db, batching)
     prices = (
         Prices(prompt=price_in or 0.0, completion=price_out or 0.0)
         if price_in is not None or price_out is not None
@@ -150,6 +167,8 @@ def generate(
 
     async def go() -> JobSummary:
         async with job_session(db, models, spec, records) as session:
+            # On Ray the workers start and open the models before the job is written.
+            executor = await workers.start(spec, records) if workers is not None else None
             if resume_id:
                 job = resumed
                 _note(
@@ -175,7 +194,7 @@ def generate(
                     as_json, f"judging {job.spec.judge_config.protocol}; calibration: {calibrated}"
                 )
             stop = StopRequest()
-            batch_judge = models.batch_judge
+            batch_judge = models.batch_judge if isinstance(models, _CliModels) else None
             with (
                 ProgressBar("prompts", quiet=as_json) as progress,
                 _stop_on_signals(stop, received),
@@ -194,15 +213,17 @@ def generate(
                     prices=prices,
                     stop_request=stop,
                     lease=LeaseSettings.from_env(),
+                    executor=executor,
                 )
 
     def with_batches(summary: JobSummary) -> JobSummary:
-        if models.batch_judge is not None:
+        if isinstance(models, _CliModels) and models.batch_judge is not None:
             summary.batch = models.batch_judge.stats.as_dict()
         return summary
 
     try:
-        summary = with_batches(asyncio.run(go()))
+        with _on_cluster(on_ray, scaling):
+            summary = with_batches(asyncio.run(go()))
     except JobFailed as exc:
         raise click.ClickException(
             f"{exc}\nNothing finished was lost; fix the model and resume with "
@@ -216,6 +237,39 @@ def generate(
     if summary.prompts.failed:
         click.echo(f"Error: {summary.error}", err=True)
         raise SystemExit(1)
+
+
+def _ray_or_none(scaling: RayOptions, batching: BatchOptions) -> Any:
+    """The `ray` module when the job runs on Ray (None when not); a one-line error when it
+    cannot (no extra installed, or --batch asked too)."""
+    if scaling.ray is None:
+        return None
+    if batching.batch:
+        raise click.ClickException(
+            "--ray and --batch cannot be combined: a batch is submitted from one process"
+        )
+    from charter.ray.cluster import RayUnavailable, require_ray
+
+    try:
+        return require_ray()
+    except RayUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _on_cluster(ray: Any, scaling: RayOptions) -> Iterator[None]:
+    """Joined to (or running) the job's Ray cluster for the block when the job runs on Ray;
+    a cluster that cannot be had is a one-line error, raised before any job is written."""
+    if ray is None:
+        yield
+        return
+    from charter.ray.cluster import RayUnavailable, connected
+
+    try:
+        with connected(scaling.ray or "", local_cpus=scaling.ray_workers):
+            yield
+    except RayUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @dataclass

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import click
 
-from charter.judge.reward import RewardConfig
+from charter.judge.reward import RewardDeadline
+from charter.service.settings import ServiceSettings
 
 from .common import dir_option, friendly_errors, store_option
 from .fields import field_option
 from .models import check_spec, judge_options, policy_options
+
+_SETTINGS = ServiceSettings.model_fields
+"""The service's settings, each declared once: these options take their bounds and help."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -60,11 +64,21 @@ def _bind(host: str, port: int) -> socket.socket:
 )
 @field_option(
     "deadline_s",
-    RewardConfig.model_fields["deadline_s"],
+    RewardDeadline.model_fields["deadline_s"],
     flag="--reward-deadline",
     param="reward_deadline_s",
     unset_default=True,
 )
+@click.option(
+    "--allow-model",
+    "allowed_models",
+    multiple=True,
+    metavar="PATTERN",
+    help=(_SETTINGS["allowed_models"].description or "")
+    + " Repeat it for several; adds to $CHARTER_SERVICE_MODELS (comma-separated).",
+)
+@field_option("model_pool_size", _SETTINGS["model_pool_size"], unset_default=True)
+@field_option("auth_failures_per_minute", _SETTINGS["auth_failures_per_minute"], unset_default=True)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -82,6 +96,9 @@ def serve(
     tokens_file: Path | None,
     max_jobs: int,
     reward_deadline_s: float | None,
+    allowed_models: tuple[str, ...],
+    model_pool_size: int | None,
+    auth_failures_per_minute: int | None,
     log_level: str,
     policy_spec: str,
     policy_base_url: str | None,
@@ -111,7 +128,7 @@ def serve(
     from charter.constitution import load_constitution
     from charter.service.app import create_app
     from charter.service.middleware import logging_config
-    from charter.service.settings import ServiceSettings, SettingsError
+    from charter.service.settings import SettingsError
     from charter.store import open_store
 
     check_spec(judge_spec, "--judge")  # fail now, in one line, not when the models load
@@ -128,6 +145,9 @@ def serve(
             model_concurrency=concurrency,
             max_jobs=max_jobs,
             reward_deadline_s=reward_deadline_s,
+            allowed_models=allowed_models or None,
+            model_pool_size=model_pool_size,
+            auth_failures_per_minute=auth_failures_per_minute,
             tokens_file=tokens_file,
         )
     except SettingsError as exc:

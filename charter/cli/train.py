@@ -23,7 +23,7 @@ import click
 from click.core import ParameterSource
 
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
-from charter.judge.reward import RewardConfig
+from charter.judge.reward import RewardDeadline
 from charter.settings import DEFAULT_PRINCIPLES_DIR, PRINCIPLES_ENV
 
 from .common import echo_json, friendly_errors, json_option, store_option
@@ -480,7 +480,7 @@ def judged_options(func: F) -> F:
         judge_config_options,
         field_option(
             "deadline_s",
-            RewardConfig.model_fields["deadline_s"],
+            RewardDeadline.model_fields["deadline_s"],
             flag="--judge-deadline",
             param="judge_deadline_s",
             unset_default=True,

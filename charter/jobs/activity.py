@@ -89,6 +89,10 @@ class Activity:
         }
 
 
+ActivityCallback = Callable[[Activity], None]
+"""Called with a running job's `Activity`, at once and every `ActivitySettings.every_s`."""
+
+
 def decoded_tokens(models: Iterable[Any]) -> int:
     """Tokens local models have decoded so far (each model counted once, wrappers unwrapped)."""
     seen: set[int] = set()
@@ -103,19 +107,23 @@ def decoded_tokens(models: Iterable[Any]) -> int:
 
 
 class Tracker:
-    """Takes snapshots of one run: its prompts, its cached models' stats, its raw models."""
+    """Takes snapshots of one run: its prompts, and the call counts and models its executor
+    adds (`add`: the local executor's store-backed models, the Ray driver's counts of what
+    its workers report)."""
 
-    def __init__(
-        self,
-        stats: Iterable[CallStats],
-        models: Iterable[Any],
-        prompts: Callable[[], tuple[int, int]],
-    ) -> None:
-        self.stats = list(stats)
-        self.models = list(models)
+    def __init__(self, prompts: Callable[[], tuple[int, int]]) -> None:
         self.prompts = prompts
+        self.stats: list[CallStats] = []
+        self.models: list[Any] = []
         self.started = time.monotonic()
-        self.decoded_at_start = decoded_tokens(self.models)
+        self.decoded_at_start = 0
+
+    def add(self, stats: Iterable[CallStats], models: Iterable[Any] = ()) -> None:
+        """Count `stats` and the tokens `models` decode from now on."""
+        self.stats.extend(stats)
+        self.decoded_at_start -= decoded_tokens(self.models)
+        self.models.extend(m for m in models if m is not None)
+        self.decoded_at_start += decoded_tokens(self.models)
 
     def snapshot(self) -> Activity:
         done, total = self.prompts()
@@ -135,7 +143,7 @@ class Tracker:
 @contextlib.asynccontextmanager
 async def watch(
     tracker: Tracker,
-    on_activity: Callable[[Activity], None] | None,
+    on_activity: ActivityCallback | None,
     settings: ActivitySettings | None = None,
 ) -> AsyncIterator[None]:
     """Report `tracker`'s snapshot at once, every `every_s` seconds, and once at the end."""

@@ -243,13 +243,11 @@ def _finished(
     ]
 
 
-def _as_given(record: PromptRecord, result: dict[str, Any]) -> PromptRecord:
-    """The prompt with the candidates the job had (sampled or given), so judging it again
-    asks the policy nothing."""
-    stored = [c.get("text") for c in result.get("candidates", [])]
-    if record.responses is not None or not stored:
-        return record
-    return record.model_copy(update={"responses": [str(t) for t in stored]})
+def _replayed_policy(job: JobRecord, db: sqlite_utils.Database) -> ChatModel:
+    """The job's policy as the store remembers it: the candidates it sampled come back as
+    they were (with how each ended, so a text the token limit cut off is still rejected),
+    and nothing is sampled anew (a call the store lacks fails that prompt)."""
+    return CachedModel(_Unasked(job.spec.policy), db, job.spec.tenant)
 
 
 def _comparisons(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -344,15 +342,15 @@ async def preview_impact(
     nonces = KeyedNonces(store_secret(db))
     counting = _Counting(judge)
     cached = CachedModel(counting, db, job.spec.tenant)
+    policy = _replayed_policy(job, db)
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
     async def again(item: _Sampled) -> tuple[list[Preference], dict[str, Any]]:
         nonlocal done
         async with gate:
-            record = _as_given(item.record, item.before)
             prefs, result, _ = await process_prompt(
-                edited_job, item.position, record, cached, None, nonces, calibration
+                edited_job, item.position, item.record, cached, policy, nonces, calibration
             )
         done += 1
         if on_progress:
@@ -412,10 +410,10 @@ async def _calls_for_rest(
         return round(made / sampled * len(rest)) if sampled else 0, False
     unasked = _Unasked(edited_job.spec.judge)
     dry = CachedModel(unasked, db, edited_job.spec.tenant)
+    policy = _replayed_policy(edited_job, db)
     with _dry_pass():
-        for pos, record, result in rest:
-            given = _as_given(record, result)
-            await process_prompt(edited_job, pos, given, dry, None, nonces, calibration)
+        for pos, record, _ in rest:
+            await process_prompt(edited_job, pos, record, dry, policy, nonces, calibration)
     # Calls the store cannot answer, and (for a tenant) stored calls it has not had yet.
     return unasked.asked + dry.stats.made, True
 

@@ -9,7 +9,7 @@ process, or the service's shared pool) and in what they tell their user along th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -17,9 +17,9 @@ from typing import Literal, Protocol
 import sqlite_utils
 
 from charter.constitution import Constitution
-from charter.jobs.activity import Activity
+from charter.jobs.activity import ActivityCallback
 from charter.jobs.leases import LeaseSettings
-from charter.jobs.run import ProgressCallback, run_job
+from charter.jobs.run import ProgressCallback, PromptExecutor, run_job
 from charter.jobs.spec import JobSpec, RunOptions, needs_policy
 from charter.jobs.stopping import StopRequest
 from charter.jobs.store import JobRecord, create_or_get_job
@@ -146,11 +146,12 @@ class JobSession:
         run: RunOptions | None = None,
         prices: Prices | None = None,
         on_progress: ProgressCallback | None = None,
-        on_activity: Callable[[Activity], None] | None = None,
+        on_activity: ActivityCallback | None = None,
         stop_request: StopRequest | None = None,
+        executor: PromptExecutor | None = None,
     ) -> JobSummary:
-        """Run (or resume) `job` to its end with this session's models (see `run_job`);
-        `run`'s settings default to `RunOptions`'."""
+        """Run (or resume) `job` to its end with this session's models (see `run_job`), or on
+        `executor`'s (Ray workers); `run`'s settings default to `RunOptions`'."""
         run = run or RunOptions()
         return await run_job(
             self.db,
@@ -166,4 +167,5 @@ class JobSession:
             resume_with=resume_with,
             stop_request=stop_request,
             lease=lease,
+            executor=executor,
         )

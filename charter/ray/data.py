@@ -35,7 +35,7 @@ from charter.judge.backends.base import ChatModel
 from charter.judge.backends.options import BackendOptions
 from charter.judge.config import JudgeConfig
 from charter.judge.results import Comparison
-from charter.judge.reward import DEADLINE_FIELD, ConstitutionRewarder, RewardConfig, RewardItem
+from charter.judge.reward import DEADLINE_FIELD, ConstitutionRewarder, RewardDeadline, RewardItem
 from charter.settings import DEFAULT_MODEL, DEFAULT_PRINCIPLES_DIR
 
 Columns = dict[str, list[Any]]
@@ -210,7 +210,7 @@ class RewardScorer(_Stage):
         s = self.settings
         if self._rewarder is None:
             self._rewarder = ConstitutionRewarder(
-                self.model, self.constitution, s.config, RewardConfig(deadline_s=s.deadline_s)
+                self.model, self.constitution, s.config, RewardDeadline(deadline_s=s.deadline_s)
             )
         prompts = self._texts(columns, s.prompt_column)
         responses = self._texts(columns, s.response_column)

@@ -21,8 +21,8 @@ from charter.judge.reward import (
     MAX_DEADLINE_S,
     ConstitutionRewarder,
     Reward,
-    RewardConfig,
     RewardCounts,
+    RewardDeadline,
     RewardItem,
     fallen_back,
 )
@@ -187,7 +187,7 @@ class InProcessRewards:
                 model = load_model(spec, BackendOptions(base_url=self.settings.judge_base_url))
             except (BackendError, OSError, ValueError) as exc:
                 raise RewardSetupError(f"cannot load judge {spec!r}: {exc}") from None
-            config = RewardConfig(deadline_s=self.settings.deadline_s)
+            config = RewardDeadline(deadline_s=self.settings.deadline_s)
             self._rewarder = ConstitutionRewarder(
                 model, self.constitution, self.settings.judge_config, config
             )

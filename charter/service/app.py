@@ -26,8 +26,9 @@ from charter import __version__
 from charter.store import open_store
 
 from . import pages, records
-from .errors import ApiError, install_error_handlers
+from .errors import install_error_handlers
 from .middleware import BodyLimit, ErrorShield
+from .models import ModelUnavailable
 from .routes import constitutions, feedback, health, jobs, rewards
 from .schemas import JobRequest
 from .settings import ServiceSettings
@@ -99,8 +100,8 @@ async def _running(settings: ServiceSettings) -> AsyncIterator[Service]:
 
 async def _preload(service: Service) -> None:
     """Load the default judge in the background, so the first request does not wait for it."""
-    with contextlib.suppress(ApiError):
-        await service.judge(None)
+    with contextlib.suppress(ModelUnavailable):
+        await service.pool.get(service.settings.judge, "judge")
 
 
 def _add_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:

@@ -19,6 +19,11 @@ from .schemas import ErrorBody, FieldError
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or invalid bearer token."},
     422: {"model": ErrorBody, "description": "Invalid request; `fields` says where."},
+    429: {
+        "model": ErrorBody,
+        "description": "`rate_limited`: too many failed tokens from this address; "
+        "`Retry-After` says when to try again.",
+    },
 }
 JUDGE_ERRORS: dict[int | str, dict[str, Any]] = {
     502: {
@@ -37,11 +42,14 @@ JUDGE_ERRORS: dict[int | str, dict[str, Any]] = {
 class ApiError(Exception):
     """An error a client caused or must know about; its message is safe to show."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 class InvalidFields(Exception):
@@ -93,8 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _error(exc.status, exc.code, exc.message, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        return _error(exc.status, exc.code, exc.message, {**headers, **exc.headers})
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError | ValidationError)

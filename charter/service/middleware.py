@@ -1,15 +1,18 @@
 """ASGI guards and logging: bounded request bodies, no stack trace in any response or log.
 
 `ErrorShield` answers an unexpected exception with a plain 500 and logs one line (the
-exception's type), so neither the client nor the log gets a traceback. `BodyLimit` refuses a
-body over the limit with 413, by its Content-Length or, for a streamed body, as soon as it has
-read too much. `OneLineFormatter` renders any exception a library logs as one line.
+exception's type), so neither the client nor the log gets a traceback; being outermost, it
+also stamps when each request arrived (`arrived_at`), from which the reward deadline counts.
+`BodyLimit` refuses a body over the limit with 413, by its Content-Length or, for a streamed
+body, as soon as it has read too much. `OneLineFormatter` renders any exception a library logs
+as one line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +35,16 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+ARRIVED = "charter_arrived"
+"""Key in the request's state: `time.monotonic()` when the request reached the app."""
+
+
+def arrived_at(state: Any) -> float:
+    """When the request whose `request.state` this is arrived (now, if it was not stamped)."""
+    value = getattr(state, ARRIVED, None)
+    return float(value) if value is not None else time.monotonic()
+
+
 class ErrorShield:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,6 +53,8 @@ class ErrorShield:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Stamped first, before the body is read: a deadline counts from here.
+        scope.setdefault("state", {})[ARRIVED] = time.monotonic()
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from charter.common.unicode import check_unicode, valid_unicode
-from charter.judge.reward import RewardConfig
+from charter.judge.reward import RewardDeadline
 
 from .schemas import MAX_TEXT_CHARS, Content, FeedbackRequest, Text
 
@@ -32,10 +32,10 @@ Group = Annotated[
 
 
 def check_deadline(value: float | None) -> float | None:
-    """A deadline a request asks for, held to `RewardConfig.deadline_s`'s bounds."""
+    """A deadline a request asks for, held to `RewardDeadline.deadline_s`'s bounds."""
     if value is not None:
         try:
-            RewardConfig.model_validate({"deadline_s": value})
+            RewardDeadline.model_validate({"deadline_s": value})
         except ValidationError as exc:
             raise ValueError(exc.errors()[0]["msg"]) from None
     return value

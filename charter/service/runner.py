@@ -149,7 +149,8 @@ class JobRunner:
 
 class _PoolModels:
     """Where a service job's session gets its models: the service's pool, which loads each
-    model once and keeps it for every request and job (so a session never closes one)."""
+    model once and shares it with every request and job; the job holds it while it runs, so
+    the pool closes a model it dropped meanwhile only when the job is done with it."""
 
     def __init__(self, pool: ModelPool) -> None:
         self.pool = pool
@@ -158,7 +159,8 @@ class _PoolModels:
         return self.pool.settings.base_url_for(role) if uses_endpoint(spec) else None
 
     async def open(self, spec: str, role: Role) -> ChatModel:
-        return await self.pool.get(spec, role)
+        return await self.pool.acquire(spec, role)
 
     async def release(self, model: ChatModel) -> None:
-        """Nothing: the pool closes its models when the service stops."""
+        """Hand the model back to the pool (which closes it only if it dropped it)."""
+        self.pool.release(model)

@@ -110,8 +110,24 @@ class ServiceSettings(BaseModel):
         "other token does). From CHARTER_OPERATORS, comma-separated.",
     )
     allowed_models: tuple[str, ...] = Field(
-        default=("openai:*",),
-        description="fnmatch patterns of model specs a request may name; the defaults always are.",
+        default=(),
+        description="fnmatch patterns of further model specs a request may name (e.g. "
+        "'openai:*'); the service's judge and policy always may. Default: none, so no request "
+        "makes the service load a model it was not started with.",
+    )
+    model_pool_size: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Models named by requests kept open at once, besides the service's judge "
+        "and policy; past it the least recently used is closed.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Failed API tokens or sign-ins one client address may make per minute; "
+        "past it, its requests get 429 with Retry-After until the count drains.",
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_prompts: int = Field(default=10_000, ge=1, description="Prompts per job.")
@@ -239,6 +255,9 @@ class ServiceSettings(BaseModel):
             values["tokens"] = tuple(dict.fromkeys(tokens))
         else:
             overrides.pop("tokens_file", None)
+        if overrides.get("allowed_models"):  # flags add to the variable's patterns
+            given = tuple(overrides.pop("allowed_models"))
+            values["allowed_models"] = (*values.get("allowed_models", ()), *given)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,7 @@ from charter.prompt_files import PromptRecord
 from . import records
 from .errors import ApiError
 from .feedback import JudgeWatch, unanswered
+from .limits import FailureLimit
 from .models import ModelNotAllowed, ModelPool, ModelUnavailable
 from .runner import JobRunner
 from .schemas import JobCreated, JobView, PromptProgress
@@ -129,15 +131,29 @@ class Service:
         self.runner = JobRunner(db, self.pool, settings, self.scrub)
         self.constitutions = Constitutions(db, settings.principles_dir)
         self.reward_counts = RewardCounts()
+        self.auth_failures = FailureLimit(settings.auth_failures_per_minute)
 
-    async def judge(self, spec: str | None) -> ChatModel:
-        """The judge a feedback request asked for (or the default), as an API error if not."""
+    async def hold_judge(self, spec: str | None, *, within: float | None = None) -> ChatModel:
+        """The judge a request asked for (or the default), held open until
+        `self.pool.release(model)`; an API error if it is not served here or cannot load.
+        `within`: seconds to wait for a judge still loading, else `ModelLoading`."""
         try:
-            return await self.pool.get(spec or self.settings.judge, "judge")
+            return await self.pool.acquire(spec or self.settings.judge, "judge", within=within)
         except ModelNotAllowed as exc:
             raise ApiError(422, "model_not_allowed", str(exc)) from None
         except ModelUnavailable as exc:
             raise ApiError(503, "model_unavailable", str(exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def judge(
+        self, spec: str | None, *, within: float | None = None
+    ) -> AsyncIterator[ChatModel]:
+        """`hold_judge` for the length of a block."""
+        model = await self.hold_judge(spec, within=within)
+        try:
+            yield model
+        finally:
+            self.pool.release(model)
 
     def feedback(self, judge: JudgeWatch, result: Comparison | RevisionChain | Ranking) -> Response:
         """The result of a feedback call, or the 5xx error saying why it holds no answer."""

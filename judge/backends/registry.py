@@ -1,22 +1,64 @@
 """Turn a model spec string (CLI, config, service) into a `ChatModel`.
 
-Spec forms: `openai:MODEL` (an OpenAI-compatible endpoint, or several: `EndpointPool`),
-`hf:PATH_OR_ID` (local transformers) and `smollm2` (the embedded offline default). Local
-backends are imported only when named, so using the HTTP backend never imports torch.
+A spec is `KIND:NAME` (or a bare `KIND`); each kind is a backend found in the
+`charter.backends` entry-point group, so a package adds `anthropic:` or `vllm:` specs by
+registering a factory there, without touching charter:
+
+    [project.entry-points."charter.backends"]
+    anthropic = "my_package.backend:open_model"   # (name, BackendOptions) -> ChatModel
+
+charter registers its own three the same way (`builtin`): `openai:MODEL` (an OpenAI-compatible
+endpoint, or several: `EndpointPool`), `hf:PATH_OR_ID` (local transformers) and `smollm2` (the
+embedded offline default). A backend is imported only when a spec names it, so using the HTTP
+backend never imports torch.
 """
 
 from __future__ import annotations
 
+import functools
+from importlib.metadata import EntryPoint, entry_points
+from typing import Protocol
+
 from .base import ChatModelBase
 from .options import BackendOptions
 
-__all__ = ["SPEC_FORMS", "load_model", "parse_spec"]
+__all__ = ["GROUP", "SPEC_FORMS", "BackendFactory", "backend_kinds", "load_model", "parse_spec"]
+
+GROUP = "charter.backends"
+"""The entry-point group backends are registered in."""
 
 SPEC_FORMS = ("openai:MODEL", "hf:PATH_OR_ID", "smollm2")
+_BUILT_IN = {kind: f"charter.judge.backends.builtin:{kind}" for kind in ("openai", "hf", "smollm2")}
+"""The built-in backends' entry points, as `pyproject.toml` registers them (used as they are
+when the installed metadata predates them)."""
+
+
+class BackendFactory(Protocol):
+    """What an entry point of `GROUP` names: the model for the spec's NAME ("" for a bare
+    KIND), built with `options`: a `ChatModelBase`, so callers may use it as a context
+    manager."""
+
+    def __call__(self, name: str, options: BackendOptions) -> ChatModelBase: ...
+
+
+@functools.cache
+def _registered() -> dict[str, str]:
+    """Backend kind -> its entry point's `module:attribute`, from the installed packages."""
+    return {ep.name.lower(): ep.value for ep in entry_points(group=GROUP)}
+
+
+def backend_kinds() -> dict[str, str]:
+    """Every backend kind a spec may name, with where its factory lives."""
+    return {**_BUILT_IN, **{k: v for k, v in _registered().items() if k not in _BUILT_IN}}
+
+
+def _forms() -> list[str]:
+    return [*SPEC_FORMS, *(f"{kind}:NAME" for kind in backend_kinds() if kind not in _BUILT_IN)]
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """(kind, name) of a model spec: ("openai", MODEL), ("hf", PATH_OR_ID) or ("smollm2", "").
+    """(kind, name) of a model spec: ("openai", MODEL), ("hf", PATH_OR_ID), ("smollm2", "")
+    or (KIND, NAME) for a registered third-party backend.
 
     The one parser of spec strings: the CLI, the service's schemas and `load_model` use it.
     `ValueError` with a one-line message for anything else.
@@ -30,29 +72,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return kind, rest
     if kind == "smollm2" and not sep:
         return kind, ""
-    raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(SPEC_FORMS)}")
+    if kind not in _BUILT_IN and kind in backend_kinds():
+        return kind, rest
+    raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(_forms())}")
 
 
 def load_model(spec: str, options: BackendOptions | None = None) -> ChatModelBase:
-    """Build the model a spec names; `ValueError` if the spec is not one of `SPEC_FORMS`.
+    """Build the model a spec names; `ValueError` if no backend takes the spec.
 
     Close it when done (`with load_model(...) as model:`): it holds connections or weights.
     """
-    options = options or BackendOptions()
     kind, name = parse_spec(spec)
-    if kind == "openai":
-        urls = options.resolved_base_urls()
-        if len(urls) > 1:
-            from .endpoints import EndpointPool
-
-            return EndpointPool(name, urls, options)
-        from .openai_http import OpenAIChatModel
-
-        return OpenAIChatModel(name, options)
-    if kind == "hf":
-        from .local import LocalTransformersModel
-
-        return LocalTransformersModel.load(name, options)
-    from .smollm2 import load_smollm2
-
-    return load_smollm2(options)
+    factory: BackendFactory = EntryPoint(kind, backend_kinds()[kind], GROUP).load()
+    return factory(name, options or BackendOptions())

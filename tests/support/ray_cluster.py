@@ -77,3 +77,50 @@ def tagged_env() -> Iterator[str]:
             os.environ.pop(TAG, None)
         else:
             os.environ[TAG] = before
+
+
+HEAD_SCRIPT = """
+import logging, os, sys
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+import ray
+ray.init(address="local", num_cpus=int(sys.argv[1]), include_dashboard=False,
+         _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
+print("READY " + ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test closes it
+ray.shutdown()
+"""
+
+
+class RayHead:
+    """A Ray cluster on this machine for a test module, started by a process of its own (as
+    `ray start --head` would be) so `charter generate --ray ADDRESS` processes can join it;
+    `stop` ends it and returns the processes it left running (none, or the test fails)."""
+
+    def __init__(self, cpus: int = 2) -> None:
+        import subprocess
+        import sys
+
+        self.tag = new_tag()
+        env = {**os.environ, TAG: self.tag, "RAY_DISABLE_USAGE_STATS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HEAD_SCRIPT, str(cpus)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.process.kill()
+            raise RuntimeError(f"the Ray head did not start: {line!r}")
+        self.address = line.split(" ", 1)[1]
+
+    def stop(self) -> list[int]:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except Exception:
+            self.process.kill()
+        return left_running(self.tag)

@@ -27,7 +27,7 @@ from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
 from charter.jobs.store import JobRecord, get_job, job_prompts
 
 from .. import records
-from ..auth import authenticate
+from ..auth import authenticate, client_address
 from ..errors import ApiError
 from ..routes.jobs import JOB_ID
 from ..state import Service, ServiceDep
@@ -113,11 +113,20 @@ async def sign_in_form(next: Annotated[str | None, Query(max_length=500)] = None
 @router.post("/pages/sign-in")
 async def sign_in(request: Request, service: ServiceDep) -> Response:
     check_same_origin(request)
+    address = client_address(request)
+    wait = service.auth_failures.retry_after(address)  # before the form is even read
+    if wait is not None:
+        log.info("page sign-in refused: too many failures from one address")
+        error = f"Too many failed sign-ins from this address: try again in {wait} s."
+        limited = page("sign_in.html", status=429, next="/pages/jobs", error=error)
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     form = await request.form()
     token, target = str(form.get("token") or ""), _safe_next(str(form.get("next") or ""))
     owner = authenticate(service.owners, token.strip()) if token.strip() else None
     if owner is None:
         log.info("page sign-in refused")
+        service.auth_failures.failed(address)
         error = "That token is not one of this service's tokens."
         return page("sign_in.html", status=401, next=target, error=error)
     session_id = sessions_of(request).start(owner, service.settings.owner_name(owner))
@@ -332,15 +341,15 @@ async def calibrate(
     job = _owned(service, session, job_id)
     pairs = audit.labelled_pairs(service.db, job.id)
     try:
-        model = await service.judge(job.spec.judge)
-        run = await calibrate_on_pairs(
-            model,
-            job.constitution,
-            pairs,
-            job.spec.judge_config,
-            pairs_source=_labels_source(job.id),
-            concurrency=service.settings.job_concurrency,
-        )
+        async with service.judge(job.spec.judge) as model:
+            run = await calibrate_on_pairs(
+                model,
+                job.constitution,
+                pairs,
+                job.spec.judge_config,
+                pairs_source=_labels_source(job.id),
+                concurrency=service.settings.job_concurrency,
+            )
     except CalibrationError as exc:
         return _message(session, 422, f"calibration: {exc}")
     except ApiError as exc:
@@ -398,20 +407,23 @@ async def start_impact(request: Request, service: ServiceDep, session: SessionDe
     job = _owned(service, session, job_id)
     try:
         edited = service.constitutions.get(version or "current")
-        judge = await service.judge(job.spec.judge)
+        judge = await service.hold_judge(job.spec.judge)  # released when the preview ends
     except ApiError as exc:
         return _message(session, exc.status, f"preview: {exc.message}")
 
     async def work(preview: Preview) -> ImpactReport:
-        return await preview_impact(
-            service.db,
-            job.id,
-            edited,
-            judge,
-            settings,
-            concurrency=service.settings.job_concurrency,
-            on_progress=preview.progress,
-        )
+        try:
+            return await preview_impact(
+                service.db,
+                job.id,
+                edited,
+                judge,
+                settings,
+                concurrency=service.settings.job_concurrency,
+                on_progress=preview.progress,
+            )
+        finally:
+            service.pool.release(judge)
 
     preview = previews_of(request).start(session.owner, job.id, edited.version, settings, work)
     return RedirectResponse(f"/pages/impact/{preview.id}", status_code=303)

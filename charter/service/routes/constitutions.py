@@ -16,12 +16,12 @@ from charter.constitution import (
     history,
 )
 
-from ..auth import OwnerDep
+from ..auth import AuthFirst, OwnerDep
 from ..errors import ERRORS, ApiError
 from ..schemas import ConstitutionDetail, ConstitutionList, ConstitutionSummary, ErrorBody
 from ..state import ServiceDep
 
-router = APIRouter()
+router = APIRouter(route_class=AuthFirst)
 
 
 def _summary(c: Constitution, frozen: Any = None) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from charter.judge import compare as judge_compare
 from charter.judge import critique_and_revise as judge_critique
 from charter.judge import rank as judge_rank
 
-from ..auth import OwnerDep
+from ..auth import AuthFirst, OwnerDep
 from ..errors import ERRORS, JUDGE_ERRORS, ApiError
 from ..feedback import JudgeWatch
 from ..schemas import CompareRequest, CritiqueRequest, RankRequest
 from ..state import ServiceDep
 
-router = APIRouter()
+router = APIRouter(route_class=AuthFirst)
 
 
 @router.post(
@@ -29,10 +29,11 @@ async def compare(body: CompareRequest, service: ServiceDep, owner: OwnerDep) ->
     """Which of `a` and `b` the constitution prefers: pairwise, debiased over both orders;
     pointwise, from each one's score (as `charter judge compare --json`)."""
     constitution = service.constitutions.get(body.constitution)
-    model = JudgeWatch(await service.judge(body.judge))
-    result = await judge_compare(
-        model, constitution, body.prompt, body.a, body.b, body.judge_config()
-    )
+    async with service.judge(body.judge) as judge:
+        model = JudgeWatch(judge)
+        result = await judge_compare(
+            model, constitution, body.prompt, body.a, body.b, body.judge_config()
+        )
     return service.feedback(model, result)
 
 
@@ -45,10 +46,11 @@ async def compare(body: CompareRequest, service: ServiceDep, owner: OwnerDep) ->
 async def critique(body: CritiqueRequest, service: ServiceDep, owner: OwnerDep) -> Response:
     """Critique -> revision rounds under sampled principles (as `charter judge critique`)."""
     constitution = service.constitutions.get(body.constitution)
-    model = JudgeWatch(await service.judge(body.judge))
-    chain = await judge_critique(
-        model, constitution, body.prompt, body.response, body.judge_config()
-    )
+    async with service.judge(body.judge) as judge:
+        model = JudgeWatch(judge)
+        chain = await judge_critique(
+            model, constitution, body.prompt, body.response, body.judge_config()
+        )
     return service.feedback(model, chain)
 
 
@@ -61,11 +63,12 @@ async def critique(body: CritiqueRequest, service: ServiceDep, owner: OwnerDep) 
 async def rank(body: RankRequest, service: ServiceDep, owner: OwnerDep) -> Response:
     """Rank responses by pairwise comparisons (as `charter judge rank --json`)."""
     constitution = service.constitutions.get(body.constitution)
-    model = JudgeWatch(await service.judge(body.judge))
-    try:
-        ranking = await judge_rank(
-            model, constitution, body.prompt, list(body.responses), body.judge_config()
-        )
-    except ValueError as exc:
-        raise ApiError(422, "invalid_request", str(exc)) from None
+    async with service.judge(body.judge) as judge:
+        model = JudgeWatch(judge)
+        try:
+            ranking = await judge_rank(
+                model, constitution, body.prompt, list(body.responses), body.judge_config()
+            )
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
     return service.feedback(model, ranking)

@@ -23,7 +23,7 @@ from charter.prompt_files import FORMATS, PromptFileError, PromptRecord, load_pr
 from charter.training_data import to_row
 
 from .. import records
-from ..auth import OwnerDep
+from ..auth import AuthFirst, OwnerDep
 from ..errors import ERRORS, ApiError, InvalidFields, field_errors, invalid
 from ..schemas import ErrorBody, JobCreated, JobList, JobRequest, JobView, UploadOptions
 from ..state import ServiceDep
@@ -53,7 +53,7 @@ _JOB_REQUEST_BODY: dict[str, Any] = {
     },
 }
 
-router = APIRouter()
+router = APIRouter(route_class=AuthFirst)
 
 
 async def _read_upload(request: Request) -> tuple[list[PromptRecord], UploadOptions, str, int]:

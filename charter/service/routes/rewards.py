@@ -8,7 +8,9 @@ deadline, or with no verdict, gets the fallback reward, flagged; it never fails 
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from charter.constitution import Constitution
@@ -16,15 +18,17 @@ from charter.judge.config import JudgeConfig
 from charter.judge.reward import (
     ConstitutionRewarder,
     Reward,
-    RewardConfig,
     RewardCounts,
+    RewardDeadline,
     RewardItem,
     fallen_back,
 )
 
 from .. import openrlhf
-from ..auth import OwnerDep, OwnerOrBasicDep
+from ..auth import AuthFirst, OwnerDep, OwnerOrBasicDep
 from ..errors import ERRORS, JUDGE_ERRORS, ApiError
+from ..middleware import arrived_at
+from ..models import ModelLoading
 from ..reward_schemas import (
     OpenRLHFRewardRequest,
     OpenRLHFRewardResponse,
@@ -35,22 +39,32 @@ from ..reward_schemas import (
 )
 from ..state import Service, ServiceDep
 
-router = APIRouter()
+router = APIRouter(route_class=AuthFirst)
 
 
 async def _rewards(
     service: Service,
+    request: Request,
     judge: str | None,
     constitution: Constitution,
     config: JudgeConfig,
     items: list[RewardItem],
     deadline_s: float | None,
 ) -> tuple[list[Reward], float]:
-    """The items' rewards under the service's deadline (or the request's), counted."""
+    """The items' rewards under the service's deadline (or the request's), counted from the
+    request's arrival: reading its body and loading its judge count against it."""
     deadline = service.settings.reward_deadline_s if deadline_s is None else deadline_s
-    model = await service.judge(judge)
-    rewarder = ConstitutionRewarder(model, constitution, config, RewardConfig(deadline_s=deadline))
-    results = await rewarder.rewards(items)
+    ends = arrived_at(request.state) + deadline
+    try:
+        async with service.judge(judge, within=ends - time.monotonic()) as model:
+            rewarder = ConstitutionRewarder(
+                model, constitution, config, RewardDeadline(deadline_s=deadline)
+            )
+            results = await rewarder.rewards(items, deadline_s=ends - time.monotonic())
+    except ModelLoading as exc:  # the load carries on for the next batch
+        results = fallen_back(items, f"{exc} at the deadline", timed_out=True)
+        service.reward_counts.add(RewardCounts.of_batch(results, judged=0))
+        return results, deadline
     service.reward_counts.add(rewarder.counts)
     return results, deadline
 
@@ -61,14 +75,16 @@ async def _rewards(
     response_class=Response,
     responses={200: {"model": RewardResponse}, **ERRORS, **JUDGE_ERRORS},
 )
-async def rewards(body: RewardRequest, service: ServiceDep, owner: OwnerDep) -> Response:
+async def rewards(
+    body: RewardRequest, request: Request, service: ServiceDep, owner: OwnerDep
+) -> Response:
     """A reward in [0, 1] per item: P(yes) under the constitution, or with a reference
     answer P(response beats it); a judgment not back by the deadline gets its group's mean
     (else 0.5), flagged."""
     constitution = service.constitutions.get(body.constitution)
     items = [RewardItem(i.prompt, i.response, i.reference, i.group) for i in body.items]
     results, deadline = await _rewards(
-        service, body.judge, constitution, body.judge_config(), items, body.deadline_s
+        service, request, body.judge, constitution, body.judge_config(), items, body.deadline_s
     )
     answer = RewardResponse(
         rewards=[
@@ -95,7 +111,7 @@ async def rewards(body: RewardRequest, service: ServiceDep, owner: OwnerDep) -> 
     responses={200: {"model": OpenRLHFRewardResponse}, **ERRORS},
 )
 async def openrlhf_rewards(
-    body: OpenRLHFRewardRequest, service: ServiceDep, owner: OwnerOrBasicDep
+    body: OpenRLHFRewardRequest, request: Request, service: ServiceDep, owner: OwnerOrBasicDep
 ) -> Response:
     """OpenRLHF's remote reward protocol: the response is `query[i]` after `prompts[i]`; a
     string label is a reference answer. The service's judge, constitution and deadline apply.
@@ -103,7 +119,9 @@ async def openrlhf_rewards(
     constitution = service.constitutions.current()
     items, splits = openrlhf.items_of(body)
     try:
-        results, _ = await _rewards(service, None, constitution, JudgeConfig(), items, None)
+        results, _ = await _rewards(
+            service, request, None, constitution, JudgeConfig(), items, None
+        )
     except ApiError as exc:
         if exc.status < 500:
             raise
