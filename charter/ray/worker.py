@@ -59,8 +59,8 @@ class JobContext:
 @dataclass
 class Report:
     """What a worker streams back: the calls it paid for, the prompts it finished, and how
-    many calls each role made and reused, and the tokens it paid for, since its last report (in order: a prompt's calls
-    come before or with its outcome)."""
+    many calls each role made and reused and the tokens it paid for since its last report (in
+    order: a prompt's calls come before or with its outcome)."""
 
     calls: list[CallRecord] = field(default_factory=list)
     outcomes: list[tuple[int, Outcome]] = field(default_factory=list)
