@@ -386,3 +386,78 @@ def test_a_job_selecting_at_random_keeps_its_id_and_asks_nothing(tmp_path: Path)
         records, c, default_judge="openai:j", default_policy="openai:p"
     )
     assert relevant.job_id != random.job_id
+
+
+def _fail_applies(record: object) -> object:
+    """For the first prompt alone: garbage for its `money` applies question, a server error
+    for its `health` one."""
+    from tests.support.scripted_server import Fault, last_user_message
+
+    message = last_user_message(record.body)  # type: ignore[attr-defined]
+    if cases()[1].prompt not in message or cases()[1].preferred in message:
+        return None
+    if "Does the user ask about money?" in message:
+        return Fault.garbage("Perhaps.")
+    if "Does the user ask about health?" in message:
+        return Fault.http(500)
+    return None
+
+
+def test_failed_applies_calls_are_counted_and_asked_again(tmp_path: Path) -> None:
+    from charter.jobs.run import run_job
+    from charter.jobs.spec import JobOptions
+    from charter.jobs.store import create_or_get_job
+    from charter.prompt_files import PromptRecord
+    from tests.support.judge_helpers import scripted_model
+
+    chosen = [cases()[1], cases()[4], cases()[7]]  # cooking, money, health
+    records = [PromptRecord(prompt=c.prompt, responses=(c.other, c.preferred)) for c in chosen]
+    constitution = topic_constitution(k=1)
+    store = tmp_path / "store.db"
+    db = open_store(store)
+
+    def run(server: ScriptedJudgeServer) -> None:
+        model = scripted_model(server, max_retries=1)
+        options = JobOptions(mode="compare", protocol="pointwise", selection="relevant")
+        spec = options.plan(
+            db, records, constitution, default_judge=model.spec, default_policy=model.spec
+        )
+        job, _ = create_or_get_job(db, spec, constitution, records, "prompts.jsonl")
+
+        async def go() -> None:
+            try:
+                await run_job(db, job, model, None)
+            finally:
+                await model.aclose()
+
+        asyncio.run(go())
+
+    with ScriptedJudgeServer(
+        RelevanceResponder(constitution, chosen),
+        fault_policy=_fail_applies,  # type: ignore[arg-type]
+    ) as server:
+        run(server)
+    [job_id] = [r["id"] for r in db["jobs"].rows]
+
+    def shown() -> dict[str, object]:
+        code, out, err = invoke("jobs", "show", job_id, "--store", str(store), "--json")
+        assert code == 0, err
+        return json.loads(out)["summary"]  # type: ignore[no-any-return]
+
+    summary = shown()
+    # The first prompt's failed `money` and `health` questions are failed judge calls.
+    assert (summary["parse_failures"], summary["backend_failures"]) == (1, 1), summary
+    assert summary["failed_judgments"] == 2
+    assert summary["judgments"] == 3 * (len(TOPICS) + 2)  # applies + one score per response
+    assert summary["prompts"] == {"total": 3, "done": 2, "failed": 1, "pending": 0, "skipped": 0}
+    text = invoke("jobs", "show", job_id, "--store", str(store))[1]
+    assert "1 parse failures, 1 backend failures" in text, text
+    # The next run asks the failed questions again, and only them.
+    responder = RelevanceResponder(constitution, chosen)
+    with ScriptedJudgeServer(responder) as server:
+        run(server)
+        assert server.calls == 2
+    assert set(responder.applies_asked) == {(t, chosen[0].prompt) for t in ("money", "health")}
+    summary = shown()
+    assert summary["prompts"]["done"] == 3  # type: ignore[index]
+    assert summary["parse_failures"] == summary["backend_failures"] == 0

@@ -209,6 +209,7 @@ def generate(
                         max(concurrency, batching.batch_max_calls) if batch_judge else concurrency
                     ),
                     on_progress=progress,
+                    on_activity=None if as_json else progress.activity,
                     run=run,
                     prices=prices,
                     stop_request=stop,
