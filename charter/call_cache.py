@@ -74,6 +74,10 @@ class CallStats:
     """Calls answered from the store that are sitting out their delay right now."""
     waited_s: float = 0.0
     """Seconds spent in those delays, in total."""
+    in_flight: int = 0
+    """Calls sent to the model and not answered yet."""
+    tokens: int = 0
+    """Prompt and completion tokens of the calls the model answered (not of reused ones)."""
 
 
 REUSED_CALL_DELAY_ENV = "CHARTER_REUSED_CALL_DELAY_S"
@@ -243,8 +247,13 @@ class CallCache(ChatModelBase):
         if stored is not None:
             return stored
         self._before_call()
-        completion = await call()
+        self.stats.in_flight += 1
+        try:
+            completion = await call()
+        finally:
+            self.stats.in_flight -= 1
         self.stats.made += 1
+        self.stats.tokens += completion.usage.total_tokens
         if usable(completion):
             self._keep(CallRecord.of(key, self.spec, kind, payload, completion))
         return completion

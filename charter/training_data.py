@@ -34,6 +34,7 @@ from charter.jobs.store import (
     job_prompts,
     load_preferences,
 )
+from charter.judge.results import Provenance
 
 if TYPE_CHECKING:
     from charter.trainer import PreferenceData
@@ -125,9 +126,7 @@ def job_rows(
         return rows
     provenance = {
         "job_id": job.id,
-        "constitution_digest": job.constitution.digest,
-        "constitution_version": job.constitution.version,
-        "judge": job.spec.judge,
+        **Provenance.of(job.constitution, job.spec.judge).fields(),
         "policy": job.spec.policy,
     }
     return [

@@ -34,7 +34,7 @@ from .backends.base import BackendError, ChatModel, GenerationRequest, Usage
 from .config import DEFAULT_CONFIG, JudgeConfig
 from .parse import Letter, parse_verdict
 from .prompts import OPTIONS, RANDOM_NONCES, NonceSource, comparison_messages
-from .results import Comparison, Judgment, Order, Relevance, Tally
+from .results import Comparison, Judgment, Order, Provenance, Relevance, Tally
 from .score import compare_pointwise
 from .selection import select_for_pair
 
@@ -174,9 +174,7 @@ async def compare(
         tie_margin=margin,
         principles=verdicts,
         judgments=judgments,
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
-        judge=model.spec,
+        **Provenance.of(constitution, model.spec).fields(),
         seed=config.seed,
         k=len(principles),
         cot=config.cot,

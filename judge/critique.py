@@ -34,7 +34,7 @@ from .prompts import (
     revision_messages,
 )
 from .quality import Flaw, answer_flaw, critique_flaw
-from .results import Relevance
+from .results import Provenance, Relevance
 from .selection import revision_schedule
 
 log = logging.getLogger(__name__)
@@ -288,9 +288,7 @@ async def critique_and_revise(
         rounds=rounds,
         requested=rounds_wanted,
         final=current,
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
-        judge=model.spec,
+        **Provenance.of(constitution, model.spec).fields(),
         seed=seed,
         relevance=relevance,
         usage=usage,

@@ -36,7 +36,7 @@ from .calibration import (
 from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
 from .prompts import RANDOM_NONCES, NonceSource
-from .results import Comparison, Question, Winner
+from .results import Comparison, Provenance, Question, Winner
 
 
 class PairsFileError(DataFileError):
@@ -370,10 +370,8 @@ def qualification_report(
         total_tokens=usage.total_tokens,
         calls=replies,
         cost_usd=cost,
-        judge=judge,
         config=config,
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
+        **Provenance.of(constitution, judge).fields(),
         seed=config.seed,
         latency_s=latency_s,
         outcomes=outcomes,

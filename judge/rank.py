@@ -28,7 +28,7 @@ from .calibration import Calibration
 from .compare import compare
 from .config import DEFAULT_CONFIG, JudgeConfig, Protocol
 from .prompts import RANDOM_NONCES, NonceSource, shared_within_call
-from .results import Comparison, Relevance, ResponseScore
+from .results import Comparison, Provenance, Relevance, ResponseScore
 from .score import score, versus
 
 log = logging.getLogger(__name__)
@@ -289,9 +289,7 @@ async def rank(
         response_scores=scored,
         relevance=relevance,
         protocol=config.protocol_for(model.spec),
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
-        judge=model.spec,
+        **Provenance.of(constitution, model.spec).fields(),
         seed=config.seed,
         usage=usage,
         latency_s=time.perf_counter() - started,

@@ -17,12 +17,42 @@ from .backends.base import Completion, Message, Usage
 from .config import Protocol
 
 if TYPE_CHECKING:
-    from charter.constitution import Principle
+    from charter.constitution import Constitution, Principle
 
 Order = Literal["AB", "BA"]
 Side = Literal["a", "b"]
 Winner = Literal["a", "b", "tie"]
 ErrorKind = Literal["parse", "backend"]
+
+
+class Provenance(BaseModel):
+    """What a verdict was made under: the constitution (digest and version label) and the
+    judge's model spec. Every result the judge returns (`Comparison`, `ResponseScore`, `Ranking`,
+    `RevisionChain`, the qualification report) and every row made from one (a job's preferences
+    and prompt rows, eval runs, Ray columns) records these fields, built here once by `of`.
+
+    The result types carry them as flat fields at their own place in each schema (the service's
+    OpenAPI document and exported rows list them there), not as a nested object or base class;
+    `tests/test_judge_logic.py` checks that each carries all of them, typed alike.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    constitution_digest: str
+    constitution_version: str
+    judge: str = Field(description="The judge's model spec, e.g. `openai:gpt-4o-mini`.")
+
+    @classmethod
+    def of(cls, constitution: Constitution, judge: str) -> Provenance:
+        return cls(
+            constitution_digest=constitution.digest,
+            constitution_version=constitution.version,
+            judge=judge,
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The fields to spread into a result's constructor or a row, in this order."""
+        return self.model_dump()
 
 
 class Question(BaseModel):

@@ -35,7 +35,15 @@ from .prompts import (
     score_messages,
     shared_within_call,
 )
-from .results import Comparison, PrincipleVerdict, Relevance, ResponseScore, ScoreJudgment, Tally
+from .results import (
+    Comparison,
+    PrincipleVerdict,
+    Provenance,
+    Relevance,
+    ResponseScore,
+    ScoreJudgment,
+    Tally,
+)
 from .selection import select_for_prompt
 
 log = logging.getLogger(__name__)
@@ -149,9 +157,7 @@ async def score(
         response=response,
         p_yes=combined_p_yes(principles, judgments),
         judgments=judgments,
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
-        judge=model.spec,
+        **Provenance.of(constitution, model.spec).fields(),
         seed=config.seed,
         k=len(principles),
         relevance=own,
@@ -210,9 +216,7 @@ def versus(
         tie_margin=config.margin(constitution),
         principles=verdicts,
         judgments=[],
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
-        judge=score_a.judge,
+        **Provenance.of(constitution, score_a.judge).fields(),
         seed=config.seed,
         k=len(verdicts),
         protocol="pointwise",

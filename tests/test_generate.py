@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -26,7 +30,7 @@ from tests.support.generation import (
     write_constitution,
     write_prompts,
 )
-from tests.support.scripted_server import ScriptedJudgeServer
+from tests.support.scripted_server import Reply, ScriptedJudgeServer
 from tests.support.service import request_call, stored_calls
 
 REPO = Path(__file__).resolve().parent.parent
@@ -463,6 +467,79 @@ def test_dpo_trains_on_the_export(world: dict[str, Path], tmp_path: Path) -> Non
     )  # fmt: skip
     result = trainer.train()
     assert result.global_step == 3
+
+
+class _HeldResponder:
+    """Answers as `inner`, but holds the first call until `first` is set and every call after
+    the second until `later` is set (for at most `HOLD_S` in all, so a failing test ends)."""
+
+    HOLD_S = 60.0
+
+    def __init__(self, inner: Callable[[dict[str, Any]], Reply]) -> None:
+        self.inner = inner
+        self.first = threading.Event()
+        self.later = threading.Event()
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.timed_out: list[str] = []
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        with self.lock:
+            self.calls += 1
+            number = self.calls
+        gate = self.first if number == 1 else self.later if number > 2 else None
+        if gate is not None and not gate.wait(self.HOLD_S):
+            self.timed_out.append("first" if gate is self.first else "later")
+            self.first.set()  # given up: the rest of the job runs unheld
+            self.later.set()
+        return self.inner(body)
+
+
+def test_progress_lines_come_within_seconds_when_stderr_is_not_a_terminal(
+    tmp_path: Path,
+) -> None:
+    """With output redirected, a progress bar shows nothing: a job logs its calls, tokens and
+    prompts instead, the first line at once and then every CHARTER_PROGRESS_EVERY_S.
+
+    Counted in events, not seconds (the machine is shared): the server holds the job's first
+    call until a progress line has appeared (so it came before any answer), then holds every
+    call after the second until a line shows answered calls and their tokens while prompts
+    are still pending. Without the lines the holds run out and the test says so."""
+    world = make_world(tmp_path)
+    held = _HeldResponder(responder())
+    with ScriptedJudgeServer(held) as server:
+        args = [sys.executable, "-m", "charter.cli",
+                *[a for a in generate_args(world, server) if a != "--json"]]  # fmt: skip
+        env = {**_server_env(server), "CHARTER_PROGRESS_EVERY_S": "0.2"}
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=tmp_path, text=True)  # fmt: skip
+        assert proc.stderr is not None
+        lines: list[str] = []
+        opened_first = opened_later = ""
+        try:
+            for line in proc.stderr:
+                lines.append(line.rstrip())
+                if not line.startswith("prompts: "):
+                    continue
+                if not held.first.is_set():
+                    opened_first = line
+                    held.first.set()
+                elif not held.later.is_set() and re.search(
+                    r"calls [1-9]\d* answered.*tokens [1-9][\d,]* answered", line
+                ):
+                    opened_later = line
+                    held.later.set()
+        finally:
+            held.first.set()
+            held.later.set()
+            proc.wait()
+    assert proc.returncode == 0, "\n".join(lines)
+    assert not held.timed_out, f"no progress line released the {held.timed_out} hold: {lines}"
+    assert "calls 0 answered" in opened_first and "prompts 0/" in opened_first, opened_first
+    done, total = map(int, re.search(r"prompts (\d+)/(\d+)", opened_later).groups())  # type: ignore[union-attr]
+    assert done < total, opened_later  # shown while the job was still running
+    last = [line for line in lines if line.startswith("prompts: ")][-1]
+    assert re.search(r"prompts (\d+)/\1,", last), last
 
 
 def test_stock_sft_trains_on_the_sft_export(world: dict[str, Path], tmp_path: Path) -> None:

@@ -408,6 +408,33 @@ def test_compare_json_carries_provenance(loopback: Loopback) -> None:
     assert Comparison.model_validate(data).p_a == r.p_a
 
 
+def test_every_result_and_row_carries_the_one_provenance_model() -> None:
+    """`Provenance` declares what a verdict was made under once; each result type and row that
+    records it carries all of its fields, typed alike, so a field added there is added to all."""
+    from charter.evals.runs import EvalRun
+    from charter.evals.winrate import ModelEvalReport
+    from charter.jobs.store import Preference
+    from charter.judge.critique import RevisionChain
+    from charter.judge.qualify import EvalReport
+    from charter.judge.rank import Ranking
+    from charter.judge.results import Provenance, ResponseScore
+    from charter.service.schemas import JobView
+
+    carriers = [Comparison, ResponseScore, Ranking, RevisionChain, EvalReport]
+    carriers += [Preference, EvalRun, ModelEvalReport, JobView]
+    for model in carriers:
+        for name, field in Provenance.model_fields.items():
+            assert name in model.model_fields, f"{model.__name__} lacks {name}"
+            assert model.model_fields[name].annotation == field.annotation, (model, name)
+    c = constitution(k=2)
+    made = Provenance.of(c, "openai:x").fields()
+    assert made == {
+        "constitution_digest": c.digest,
+        "constitution_version": c.version,
+        "judge": "openai:x",
+    }
+
+
 def test_compare_uses_logprobs_when_present(loopback: Loopback) -> None:
     def verdict(a: str, b: str, m: Sequence[Message]) -> Reply:
         p = 0.8 if a == GOOD else 0.3

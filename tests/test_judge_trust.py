@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from charter.call_cache import CachedModel, store_secret
 from charter.cli.main import cli as main_cli
+from charter.constitution import Constitution, Defaults
 from charter.jobs.spec import JobOptions
 from charter.judge import (
     JudgeConfig,
@@ -36,7 +37,7 @@ from charter.judge.prompts import KeyedNonces
 from charter.prompt_files import PromptRecord
 
 from .support.generation import responder, write_constitution
-from .support.judge_helpers import constitution, scripted_model
+from .support.judge_helpers import constitution, principle, scripted_model
 from .support.scripted_server import (
     Fault,
     Reply,
@@ -106,6 +107,50 @@ def test_pointwise_scores_come_from_yes_no_logprobs() -> None:
         for s in result.scores
     ]
     assert tags[0] == tags[1]
+
+
+class YesByPrinciple(YesProbabilities):
+    """Test fake: P(Yes) given per (principle, response); the principle is read from the
+    question (`Principle ID`, the title `principle()` gives it)."""
+
+    def __init__(self, p_yes: Mapping[tuple[str, str], float]) -> None:
+        super().__init__({})
+        self.by_principle = dict(p_yes)
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        message = last_user_message(body)
+        [(pid, text)] = [k for k in self.by_principle if f'"Principle {k[0]}"' in message
+                         and f"\n{k[1]}\n" in message]  # fmt: skip
+        self.p_yes = {text: self.by_principle[(pid, text)]}
+        return super().__call__(body)
+
+
+@pytest.mark.parametrize(("w_alpha", "w_beta", "winner"), [(3.0, 1.0, "a"), (1.0, 3.0, "b")])
+def test_pointwise_principle_weights_move_the_score(
+    w_alpha: float, w_beta: float, winner: str
+) -> None:
+    """A principle's weight weighs its logit in a score's P(Yes) and its logit difference in
+    the pointwise p_a (README, principle files: "weights this principle's verdicts"): alpha
+    prefers a, beta prefers b by as much, so the heavier one decides."""
+    c = Constitution(
+        name="weighted",
+        version="0.0.1",
+        defaults=Defaults(principles_per_comparison=2),
+        principles=(principle("alpha", weight=w_alpha), principle("beta", weight=w_beta)),
+    )
+    p_yes = {("alpha", "A."): 0.9, ("alpha", "B."): 0.1, ("beta", "A."): 0.1, ("beta", "B."): 0.9}
+    with ScriptedJudgeServer(YesByPrinciple(p_yes)) as server:
+        scored = run_on(server, lambda m: score(m, c, "Q?", "A.", POINTWISE))
+        result = run_on(server, lambda m: compare(m, c, "Q?", "A.", "B.", POINTWISE))
+    weight = {"alpha": w_alpha, "beta": w_beta}
+    mass = w_alpha + w_beta
+    want_yes = sigmoid(sum(weight[pid] * logit(p_yes[(pid, "A.")]) for pid in weight) / mass)
+    assert scored.p_yes == pytest.approx(want_yes)
+    assert abs(scored.p_yes - 0.5) > 0.2  # unweighted, the two principles would cancel out
+    diffs = {pid: logit(p_yes[(pid, "A.")]) - logit(p_yes[(pid, "B.")]) for pid in weight}
+    assert result.p_a == pytest.approx(sigmoid(sum(weight[p] * diffs[p] for p in weight) / mass))
+    assert result.winner == winner
+    assert {v.principle_id: v.weight for v in result.principles} == weight
 
 
 def test_pointwise_without_logprobs_uses_the_parsed_word() -> None:
@@ -249,6 +294,34 @@ def test_calibration_recovers_a_deliberately_wrong_confidence() -> None:
 
 
 # ------------------------------------------------------------------ the CLI: calibrate, jobs
+
+
+def test_calibrate_with_folds_reports_every_pair_held_out_once(tmp_path: Path) -> None:
+    levels = [-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]
+    pairs, p_yes = _overconfident_world(levels, 30, "folds", temperature=3.0, bias=0.0)
+    labelled = _labelled_file(tmp_path / "labelled.jsonl", pairs)
+    principles = write_constitution(tmp_path / "principles")
+    args = [
+        "judge", "calibrate", "--pairs", str(labelled), "--judge", "openai:scripted",
+        "--protocol", "pointwise", "--principles", "1", "--dir", str(principles),
+        "--store", str(tmp_path / "store.db"), "--folds", "5",
+    ]  # fmt: skip
+    with ScriptedJudgeServer(YesProbabilities(p_yes)) as server:
+        code, out, err = cli(*args, "--json", "--judge-base-url", server.base_url)
+        assert code == 0, err
+        code, text, err = cli(*args, "--judge-base-url", server.base_url)
+    assert code == 0, err
+    result = json.loads(out)
+    record, held = result["record"], result["heldout"]
+    assert record["heldout"]["pairs"] == held["pairs"] == len(pairs)
+    assert record["heldout"]["method"] == "5-fold cross-fitting (seed 0)"
+    assert record["calibration"]["fitted_on"] == len(pairs) and record["calibration"][
+        "temperature"
+    ] == pytest.approx(3.0, rel=0.15)
+    assert held["calibrated"]["calibration"]["ece"] < held["raw"]["calibration"]["ece"]
+    assert f"held out ({len(pairs)} pairs, 5-fold cross-fitting (seed 0)):" in text
+    code, _, err = cli(*args[:-2], "--folds", "1")
+    assert code == 2 and "--folds" in err
 
 
 def cli(*args: str) -> tuple[int, str, str]:

@@ -412,3 +412,30 @@ def test_smollm2_loads_offline_from_cache_and_judges(monkeypatch: pytest.MonkeyP
     assert verdict.usage.prompt_tokens > 20
     assert isinstance(reply.text, str) and reply.text
     assert 0 < reply.usage.completion_tokens <= 24
+
+
+def test_torch_threads_are_a_fair_share_of_the_cores(
+    tiny_model_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two torch processes on 2 cores each running 2 threads spin against each other: a local
+    model takes the cores the load leaves free (at least one), or CHARTER_TORCH_THREADS."""
+    from charter.judge.backends.threads import ThreadSettings, fair_share
+
+    assert fair_share(2, 0.1) == 2  # a quiet machine: every core
+    assert fair_share(2, 1.2) == 1  # another torch process busy on one core
+    assert fair_share(2, 9.0) == 1 and fair_share(16, 3.4) == 13
+    assert ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "auto"}).torch_threads is None
+    assert ThreadSettings.from_env({}).threads(cores=2, load=1.6) == 1
+    assert ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "3"}).threads(cores=2, load=5) == 3
+    with pytest.raises(ValueError, match="CHARTER_TORCH_THREADS='0'"):
+        ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "0"})
+    monkeypatch.setenv("CHARTER_TORCH_THREADS", "1")
+    model = LocalTransformersModel.load(str(tiny_model_dir))
+    try:
+        import torch
+
+        assert model.torch_threads == 1
+        assert asyncio.run(model._run(torch.get_num_threads)) == 1  # on the model's worker
+    finally:
+        model.close()

@@ -530,6 +530,44 @@ def test_check_refuses_a_wrongly_typed_trl_setting_before_any_stage(tmp_path: Pa
     )
 
 
+def test_a_recipes_id_covers_the_bytes_of_its_prompts_and_principles_files(
+    tmp_path: Path,
+) -> None:
+    """The pipeline row (`charter.pipeline.state`) is keyed by the recipe's digest, so an edited
+    prompts file or principle file is a new pipeline, never a finished one resumed; the same
+    bytes again are the same pipeline."""
+    from charter.pipeline.recipe import load_recipe
+
+    world = make_world(tmp_path)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        GOOD.replace("PROMPTS", str(world["prompts"])).replace(
+            "PRINCIPLES", str(world["principles"])
+        )
+    )
+    first = load_recipe(recipe).id
+    assert load_recipe(recipe).id == first
+    principle = world["principles"] / "harmless.toml"
+    edits = [
+        (world["prompts"], lambda b: b.replace(b"number 0", b"number 9", 1)),
+        (principle, lambda b: b.replace(b"Critique", b"critique", 1)),
+        (world["principles"] / "constitution.toml", lambda b: b.replace(b"1.0", b"1.1", 1)),
+    ]
+    seen = {first}
+    for path, edit in edits:
+        before = path.read_bytes()
+        path.write_bytes(edit(before))
+        assert path.read_bytes() != before
+        changed = load_recipe(recipe).id
+        assert changed not in seen, path
+        seen.add(changed)
+        path.write_bytes(before)
+        assert load_recipe(recipe).id == first, path
+    added = world["principles"] / "kind.toml"  # a new principle file is new content too
+    added.write_bytes(principle.read_bytes().replace(b"harmless", b"kind"))
+    assert load_recipe(recipe).id not in seen
+
+
 @pytest.mark.parametrize(
     "name", ["cai", pytest.param("rlhf", marks=pytest.mark.ppo), "offline", "rloo"]
 )

@@ -308,7 +308,7 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
     )
     store = tmp_path / "store.db"
     responder = RelevanceResponder(load_constitution(principles), chosen)
-    with ScriptedJudgeServer(responder) as server:
+    with ScriptedJudgeServer(responder if mode == "compare" else Revising(responder)) as server:
         code, out, err = invoke(
             "generate", "--prompts", str(prompts), "--dir", str(principles),
             "--store", str(store), "--judge", "openai:scripted",
@@ -317,19 +317,24 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
         )  # fmt: skip
     assert code == 0, err
     job_id = json.loads(out)["job_id"]
+    # A fresh store answered nothing from memory: no question was asked twice.
+    assert json.loads(out)["calls"]["judge"]["reused"] == 0
     # Once per prompt and conditional principle, however many candidates, chains and checks.
     assert responder.applies_asked == Counter({(t, c.prompt): 1 for t in TOPICS for c in chosen})
     code, out, err = invoke("jobs", "show", job_id, "--store", str(store))
     assert code == 0, err
     summary = json.loads(invoke("jobs", "show", job_id, "--store", str(store), "--json")[1])
-    if mode == "revise" and not summary["summary"]["preferences"]:
-        return  # the scripted critiques left no revision to keep; the counts above hold
+    assert summary["summary"]["preferences"] > 0
     applied = {f["principle_id"]: f for f in summary["summary"]["applied"]}
     assert applied["manners"]["mean_p"] is None and applied["manners"]["rows"] >= 1
     if mode == "compare":
         assert "cooking (1 rows, P 0.90)" in out and "manners (3 rows, always)" in out
     exported = tmp_path / "out.jsonl"
-    code, _, err = invoke("export", job_id, "--store", str(store), "--out", str(exported))
+    # (A scripted revision keeps the text it revises, so its check is a tie: export them all.)
+    everything = ["--min-confidence", "0.5"] if mode == "revise" else []
+    code, _, err = invoke(
+        "export", job_id, "--store", str(store), "--out", str(exported), *everything
+    )
     assert code == 0, err
     for line in exported.read_text().splitlines():
         row = json.loads(line)
@@ -358,7 +363,7 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
     assert "manners (always)" in cell and "(P 0.90)" in cell
     card = tmp_path / "card"
     code, _, err = invoke(
-        "export", job_id, "--store", str(store), "--out", str(card), "--format", "hf"
+        "export", job_id, "--store", str(store), "--out", str(card), "--format", "hf", *everything
     )
     assert code == 0, err
     assert "| principles that applied | " in (card / "README.md").read_text()
@@ -386,3 +391,138 @@ def test_a_job_selecting_at_random_keeps_its_id_and_asks_nothing(tmp_path: Path)
         records, c, default_judge="openai:j", default_policy="openai:p"
     )
     assert relevant.job_id != random.job_id
+
+
+def _fail_applies(record: object) -> object:
+    """For the first prompt alone: garbage for its `money` applies question, a server error
+    for its `health` one."""
+    from tests.support.scripted_server import Fault, last_user_message
+
+    message = last_user_message(record.body)  # type: ignore[attr-defined]
+    if cases()[1].prompt not in message or cases()[1].preferred in message:
+        return None
+    if "Does the user ask about money?" in message:
+        return Fault.garbage("Perhaps.")
+    if "Does the user ask about health?" in message:
+        return Fault.http(500)
+    return None
+
+
+def test_failed_applies_calls_are_counted_and_asked_again(tmp_path: Path) -> None:
+    from charter.jobs.run import run_job
+    from charter.jobs.spec import JobOptions
+    from charter.jobs.store import create_or_get_job
+    from charter.prompt_files import PromptRecord
+    from tests.support.judge_helpers import scripted_model
+
+    chosen = [cases()[1], cases()[4], cases()[7]]  # cooking, money, health
+    records = [PromptRecord(prompt=c.prompt, responses=(c.other, c.preferred)) for c in chosen]
+    constitution = topic_constitution(k=1)
+    store = tmp_path / "store.db"
+    db = open_store(store)
+
+    def run(server: ScriptedJudgeServer) -> None:
+        model = scripted_model(server, max_retries=1)
+        options = JobOptions(mode="compare", protocol="pointwise", selection="relevant")
+        spec = options.plan(
+            db, records, constitution, default_judge=model.spec, default_policy=model.spec
+        )
+        job, _ = create_or_get_job(db, spec, constitution, records, "prompts.jsonl")
+
+        async def go() -> None:
+            try:
+                await run_job(db, job, model, None)
+            finally:
+                await model.aclose()
+
+        asyncio.run(go())
+
+    with ScriptedJudgeServer(
+        RelevanceResponder(constitution, chosen),
+        fault_policy=_fail_applies,  # type: ignore[arg-type]
+    ) as server:
+        run(server)
+    [job_id] = [r["id"] for r in db["jobs"].rows]
+
+    def shown() -> dict[str, object]:
+        code, out, err = invoke("jobs", "show", job_id, "--store", str(store), "--json")
+        assert code == 0, err
+        return json.loads(out)["summary"]  # type: ignore[no-any-return]
+
+    summary = shown()
+    # The first prompt's failed `money` and `health` questions are failed judge calls.
+    assert (summary["parse_failures"], summary["backend_failures"]) == (1, 1), summary
+    assert summary["failed_judgments"] == 2
+    assert summary["judgments"] == 3 * (len(TOPICS) + 2)  # applies + one score per response
+    assert summary["prompts"] == {"total": 3, "done": 2, "failed": 1, "pending": 0, "skipped": 0}
+    text = invoke("jobs", "show", job_id, "--store", str(store))[1]
+    assert "1 parse failures, 1 backend failures" in text, text
+    # The next run asks the failed questions again, and only them.
+    responder = RelevanceResponder(constitution, chosen)
+    with ScriptedJudgeServer(responder) as server:
+        run(server)
+        assert server.calls == 2
+    assert set(responder.applies_asked) == {(t, chosen[0].prompt) for t in ("money", "health")}
+    summary = shown()
+    assert summary["prompts"]["done"] == 3  # type: ignore[index]
+    assert summary["parse_failures"] == summary["backend_failures"] == 0
+
+
+class Revising:
+    """Test fake: `RelevanceResponder`, except that a revision request is answered with the
+    response it revises and one sentence more (so every chain runs all its rounds)."""
+
+    def __init__(self, inner: RelevanceResponder) -> None:
+        self.inner = inner
+
+    def __call__(self, body: dict[str, object]) -> object:
+        from tests.support.scripted_server import Reply, last_user_message
+
+        message = last_user_message(body)
+        if "Revision request:" not in message:
+            return self.inner(body)
+        response = message.split("<<<RESPONSE ")[1].split(">>>\n", 1)[1].split("\n<<<END_")[0]
+        return Reply(response + " It also helps to plan ahead.")
+
+
+def test_a_revise_job_asks_applies_once_per_prompt_with_no_store_to_hide_repeats(
+    tmp_path: Path,
+) -> None:
+    """The job's own prompt step (`process_prompt`), revise mode, against a judge with no call
+    store: a question the job asked again (per chain, per round, per check) reaches the server
+    and is counted there."""
+    from charter.jobs.modes import process_prompt
+    from charter.jobs.spec import JobOptions
+    from charter.jobs.store import create_or_get_job
+    from charter.prompt_files import PromptRecord
+    from tests.support.judge_helpers import scripted_model
+
+    constitution = topic_constitution(k=1)
+    case = cases()[4]  # a money question
+    candidates = (case.preferred, case.other, case.preferred + " Indeed.", case.other + " Alas.")
+    record = PromptRecord(prompt=case.prompt, responses=candidates)
+    db = open_store(tmp_path / "store.db")
+    options = JobOptions(mode="revise", protocol="pointwise", selection="relevant", revisions=2)
+    spec = options.plan(db, [record], constitution, default_judge="openai:j", default_policy="x")
+    job, _ = create_or_get_job(db, spec, constitution, [record], "prompts.jsonl")
+    assert job.spec.quality.verify_revisions
+    responder = RelevanceResponder(constitution, [case])
+    with ScriptedJudgeServer(Revising(responder)) as server:
+
+        async def go() -> dict[str, object]:
+            model = scripted_model(server)  # the bare backend: nothing answered from a store
+            try:
+                _, result, _ = await process_prompt(
+                    job, 0, record, model, None, KeyedNonces(b"no store")
+                )
+                return result
+            finally:
+                await model.aclose()
+
+        result = asyncio.run(go())
+    chains = result["chains"]
+    rounds = [r for chain in chains for r in chain["rounds"]]  # type: ignore[attr-defined]
+    assert len(chains) == len(candidates) and len(rounds) == 2 * len(candidates)
+    assert len(result["verifications"]) == len(candidates)  # type: ignore[arg-type]
+    # Once per prompt and conditional principle: not per chain, round or check.
+    assert responder.applies_asked == Counter({(t, case.prompt): 1 for t in TOPICS})

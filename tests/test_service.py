@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -951,7 +952,9 @@ def test_serve_refuses_to_start_without_tokens(
     )
     assert result.exit_code == 1
     assert "no API tokens" in result.stderr and "Traceback" not in result.stderr
-    default_host = next(p for p in cli.commands["serve"].params if p.name == "host").default
+    serve = cli.get_command(click.Context(cli), "serve")
+    assert serve is not None
+    default_host = next(p for p in serve.params if p.name == "host").default
     assert default_host == "127.0.0.1"
 
 

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
+from .lazy import LazyGroup
 
 if TYPE_CHECKING:
     from charter.constitution import ConstitutionDiff
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands={"impact": "charter.cli.workbench:impact"})
 def constitution() -> None:
     """Version the constitution: show it, freeze it into the store, compare versions."""
 

@@ -18,6 +18,7 @@ from charter.ray.options import RayOptions
 
 from .common import dir_option, echo_json, friendly_errors, json_option, store_option
 from .fields import model_options
+from .lazy import LazyGroup
 from .models import check_spec, judge_options, load_for, open_batch_judge, policy_options
 from .progress import ProgressBar
 
@@ -208,6 +209,7 @@ def generate(
                         max(concurrency, batching.batch_max_calls) if batch_judge else concurrency
                     ),
                     on_progress=progress,
+                    on_activity=None if as_json else progress.activity,
                     run=run,
                     prices=prices,
                     stop_request=stop,
@@ -522,7 +524,14 @@ def export(
     click.echo(f"wrote {rows} rows ({report.excluded} excluded) to {', '.join(report.paths)}")
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={
+        "conflicts": "charter.cli.workbench:conflicts",
+        "diff": "charter.cli.workbench:diff",
+        "rerun": "charter.cli.workbench:rerun",
+    },
+)
 def jobs() -> None:
     """Inspect generation jobs in the store."""
 

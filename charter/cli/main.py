@@ -8,19 +8,29 @@ import click
 
 from charter import __version__
 
-from .constitution import constitution
-from .evaluate import eval_models
-from .generate import export, generate, jobs
-from .judge import judge
-from .pipeline import pipeline
-from .principles import principles
-from .report import report
-from .serve import serve
-from .train import train
-from .workbench import conflicts, diff, impact, rerun
+from .lazy import LazyGroup
+
+# Each subcommand's module is imported only when that subcommand runs (or for `--help`).
+SUBCOMMANDS = {
+    "constitution": "charter.cli.constitution:constitution",
+    "eval": "charter.cli.evaluate:eval_models",
+    "export": "charter.cli.generate:export",
+    "generate": "charter.cli.generate:generate",
+    "jobs": "charter.cli.generate:jobs",
+    "judge": "charter.cli.judge:judge",
+    "pipeline": "charter.cli.pipeline:pipeline",
+    "principles": "charter.cli.principles:principles",
+    "report": "charter.cli.report:report",
+    "serve": "charter.cli.serve:serve",
+    "train": "charter.cli.train:train",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands=SUBCOMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="charter")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -37,23 +47,6 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-cli.add_command(principles)
-cli.add_command(constitution)
-cli.add_command(judge)
-cli.add_command(generate)
-cli.add_command(export)
-cli.add_command(jobs)
-jobs.add_command(conflicts)
-jobs.add_command(rerun)
-jobs.add_command(diff)
-constitution.add_command(impact)
-cli.add_command(serve)
-cli.add_command(eval_models)
-cli.add_command(train)
-cli.add_command(report)
-cli.add_command(pipeline)
 
 
 def main() -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from charter.jobs.activity import Activity
 
 
 class ProgressBar:
@@ -16,6 +22,7 @@ class ProgressBar:
     def __init__(self, label: str, *, quiet: bool = False) -> None:
         self.label = label
         self.quiet = quiet
+        self.interactive = sys.stderr.isatty()
         self.bar: Any = None
         self.task: Any = None
 
@@ -52,6 +59,20 @@ class ProgressBar:
         elapsed = self.bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed * 60:.1f}/min" if elapsed > 1 and done else ""
         self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def activity(self, now: Activity) -> None:
+        """A running job's calls and tokens: on the bar in a terminal; otherwise, where a bar
+        shows nothing (output redirected to a file, CI), as a log line on stderr."""
+        if self.quiet:
+            return
+        if self.interactive:
+            self.status(
+                f"{now.calls_made} calls ({now.in_flight} in flight), "
+                f"{now.tokens + now.decoded:,} tokens, {now.tokens_per_s:.1f}/s"
+                + (f", {now.waiting} waiting" if now.waiting else "")
+            )
+        else:
+            click.echo(f"{self.label}: {now.line()}", err=True)
 
     def status(self, text: str) -> None:
         """Show `text` after the bar until the next status (e.g. "batch_1: 12 of 40 done")."""

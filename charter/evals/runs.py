@@ -18,6 +18,7 @@ import sqlite_utils
 from pydantic import BaseModel, Field
 
 from charter.constitution import Constitution
+from charter.judge.results import Provenance
 from charter.store import check_table, write_lock
 
 from .suites import SuiteOutcome
@@ -117,9 +118,7 @@ def runs_of(
     """The rows to store for one evaluation: each judged suite per model, and the win rate."""
     common: dict[str, Any] = {
         "batch": batch,
-        "judge": judge,
-        "constitution_digest": constitution.digest,
-        "constitution_version": constitution.version,
+        **Provenance.of(constitution, judge).fields(),
         "settings": settings,
     }
     runs = [

@@ -63,7 +63,7 @@ from charter.judge.aggregate import decide
 from charter.judge.backends.base import BackendError, ChatModel, GenerationRequest, Usage
 from charter.judge.config import DEFAULT_CONFIG, JudgeConfig
 from charter.judge.prompts import RANDOM_NONCES, NonceSource
-from charter.judge.results import Question, Winner
+from charter.judge.results import Provenance, Question, Winner
 from charter.judge.selection import select_for_pair, select_for_prompt
 from charter.prompt_files import PromptRecord
 
@@ -519,9 +519,7 @@ def winrate_report(
     return ModelEvalReport(
         model=model,
         baseline=baseline,
-        judge=judge,
-        constitution_digest=constitution.digest,
-        constitution_version=constitution.version,
+        **Provenance.of(constitution, judge).fields(),
         prompts=len(pairs),
         k=min(wanted, len(constitution.enabled)),
         seed=seed,

@@ -22,7 +22,7 @@ from charter.judge.critique import RevisionChain
 from charter.judge.prompts import KeyedNonces
 from charter.judge.quality import Flaw, answer_flaw
 from charter.judge.rank import calibrated
-from charter.judge.results import Comparison, Relevance
+from charter.judge.results import Comparison, Provenance, Relevance
 from charter.prompt_files import PromptRecord
 
 
@@ -91,10 +91,8 @@ async def process_prompt(
         "position": position,
         "prompt_key": record.key,
         "prompt": record.model_dump(mode="json")["prompt"],
-        "judge": spec.judge,
         "policy": spec.policy if record.responses is None else "given",
-        "constitution_digest": job.constitution.digest,
-        "constitution_version": job.constitution.version,
+        **Provenance.of(job.constitution, spec.judge).fields(),
     }
     judging = _Judging(judge, job, nonces, calibration)
     if spec.mode == "compare":

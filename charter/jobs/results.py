@@ -10,14 +10,17 @@ from charter.jobs.store import Preference
 
 def stored_judgments(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every judge question in a stored result: pairwise judgments and pointwise scores,
-    of the ranking's comparisons and of the revisions' checks."""
+    of the ranking's comparisons and of the revisions' checks, and the `applies` questions
+    asked for the prompt (once, at its top; a comparison asked on its own keeps its own)."""
     comparisons = result.get("comparisons", []) + result.get("verifications", [])
     scores = result.get("response_scores", []) + [
         s for c in comparisons for s in c.get("scores", [])
     ]
     pairwise = [j for c in comparisons for j in c.get("judgments", [])]
     pointwise = [j for s in scores for j in s.get("judgments", [])]
-    return pairwise + pointwise
+    relevances = [result.get("relevance")] + [c.get("relevance") for c in comparisons]
+    applies = [j for r in relevances if r for j in r.get("judgments", [])]
+    return pairwise + pointwise + applies
 
 
 def stored_steps(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import sqlite_utils
 
 from charter.calibrations import CalibrationFit
 from charter.call_cache import CachedModel, CallStats, store_secret
+from charter.jobs.activity import ActivityCallback, Tracker, watch
 from charter.jobs.leases import LeaseSettings, held
 from charter.jobs.modes import process_prompt
 from charter.jobs.results import count_failed_calls, first_error
@@ -147,6 +148,8 @@ class JobRun:
         self.failures: list[str] = []
         self.halt = asyncio.Event()
         """Set when the first prompts all failed: no new prompt is started."""
+        self.activity = Tracker(lambda: (self.finished, self.total))
+        """What the run is doing, in calls and tokens: its executor adds what it counts."""
         if on_progress:
             on_progress(self.finished, self.total)
 
@@ -208,6 +211,8 @@ class LocalExecutor:
         cached_policy = (
             CachedModel(gates[1], run.db, run.job.spec.tenant) if policy is not None else None
         )
+        cached = [m for m in (cached_judge, cached_policy) if m is not None]
+        run.activity.add([m.stats for m in cached], [judge, policy])
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(position: int, record: PromptRecord) -> None:
@@ -247,6 +252,7 @@ async def run_job(
     *,
     concurrency: int = 8,
     on_progress: ProgressCallback | None = None,
+    on_activity: ActivityCallback | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     prices: Prices | None = None,
@@ -269,6 +275,8 @@ async def run_job(
     either way. The job's lease (`charter.jobs.leases`, `lease` or the environment's settings)
     is held throughout: a second runner of the same job gets `LeaseHeld` instead of paying for
     the same calls. `stop_request` ends the run early with `JobStopped` (see `StopRequest`).
+    `on_activity` hears the run's calls, tokens and prompts at once and every few seconds
+    (`charter.jobs.activity`).
     """
     ensure_tables(db)  # a store from an earlier release gains the columns rows now carry
     if executor is None:
@@ -279,7 +287,8 @@ async def run_job(
             db, job, max_attempts=max_attempts, on_progress=on_progress, stop_request=stop_request
         )
         set_status(db, job.id, "running")
-        calls = await executor.execute(run)
+        async with watch(run.activity, on_activity):
+            calls = await executor.execute(run)
         return _ended(run, calls, min_confidence, prices, resume_with)
 
 

@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 import sqlite_utils
 
 from charter.constitution import Constitution
+from charter.jobs.activity import ActivityCallback
 from charter.jobs.leases import LeaseSettings
 from charter.jobs.run import ProgressCallback, PromptExecutor, run_job
 from charter.jobs.spec import JobSpec, RunOptions, needs_policy
@@ -145,6 +146,7 @@ class JobSession:
         run: RunOptions | None = None,
         prices: Prices | None = None,
         on_progress: ProgressCallback | None = None,
+        on_activity: ActivityCallback | None = None,
         stop_request: StopRequest | None = None,
         executor: PromptExecutor | None = None,
     ) -> JobSummary:
@@ -158,6 +160,7 @@ class JobSession:
             self.policy,
             concurrency=concurrency,
             on_progress=on_progress,
+            on_activity=on_activity,
             min_confidence=run.min_confidence,
             max_attempts=run.max_attempts,
             prices=prices,

@@ -234,6 +234,7 @@ def _generate(ctx: _Context, name: str, settings: GenerationStage) -> dict[str, 
                 run=settings.run,
                 lease=LeaseSettings.from_env(),
                 resume_with=f"charter pipeline {ctx.recipe.path}",
+                on_activity=lambda now: ctx.say(f"  {now.line()}"),
             )
 
     try:

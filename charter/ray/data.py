@@ -34,11 +34,12 @@ from charter.judge._sync import run_sync
 from charter.judge.backends.base import ChatModel
 from charter.judge.backends.options import BackendOptions
 from charter.judge.config import JudgeConfig
-from charter.judge.results import Comparison
+from charter.judge.results import Comparison, Provenance
 from charter.judge.reward import DEADLINE_FIELD, ConstitutionRewarder, RewardDeadline, RewardItem
 from charter.settings import DEFAULT_MODEL, DEFAULT_PRINCIPLES_DIR
 
 Columns = dict[str, list[Any]]
+_PROVENANCE_COLUMNS = ("judge", "constitution_digest", "constitution_version")  # in this order
 
 
 class DataJudgeSettings(BaseModel):
@@ -119,13 +120,8 @@ class _Stage:
         return [str(value) for value in columns[name]]
 
     def _provenance(self, n: int) -> Columns:
-        judge = self.model.spec
-        c = self.constitution
-        return {
-            "judge": [judge] * n,
-            "constitution_digest": [c.digest] * n,
-            "constitution_version": [c.version] * n,
-        }
+        fields = Provenance.of(self.constitution, self.model.spec).fields()
+        return {name: [fields[name]] * n for name in _PROVENANCE_COLUMNS}
 
 
 class PairJudge(_Stage):

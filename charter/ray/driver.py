@@ -160,6 +160,7 @@ class RayExecutor:
         a stop is requested (then the workers finish their calls in flight and send them back,
         for up to `STOP_GRACE_S`, or until a second request)."""
         context = self.ray.put(JobContext(run.job, run.nonce_key, run.calibration))
+        run.activity.add(self.stats.values())  # calls and tokens as the workers report them
         queue: deque[tuple[int, PromptRecord]] = deque(run.pending)
         per_place = -(-self.models.prompts_in_flight // self.options.ray_shard) + 1
         lanes = [
@@ -280,6 +281,8 @@ class RayExecutor:
             self.stats[role].made += made
         for role, reused in report.reused.items():
             self.stats[role].reused += reused
+        for role, tokens in report.tokens.items():
+            self.stats[role].tokens += tokens
         for position, outcome in report.outcomes:
             if unsettled.pop(position, None) is not None:
                 run.settle(position, outcome)

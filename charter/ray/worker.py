@@ -59,13 +59,14 @@ class JobContext:
 @dataclass
 class Report:
     """What a worker streams back: the calls it paid for, the prompts it finished, and how
-    many calls each role made and reused since its last report (in order: a prompt's calls
-    come before or with its outcome)."""
+    many calls each role made and reused and the tokens it paid for since its last report (in
+    order: a prompt's calls come before or with its outcome)."""
 
     calls: list[CallRecord] = field(default_factory=list)
     outcomes: list[tuple[int, Outcome]] = field(default_factory=list)
     made: dict[str, int] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
 
 
 class PromptWorker:
@@ -136,7 +137,7 @@ class PromptWorker:
         self._tasks.update(tasks)
         everything = asyncio.gather(*tasks, return_exceptions=True)
         everything.add_done_callback(lambda _: events.put_nowait(None))
-        counted = {"judge": (0, 0), "policy": (0, 0)}
+        counted = {"judge": (0, 0, 0), "policy": (0, 0, 0)}
         try:
             ended = False
             while not ended:
@@ -155,10 +156,12 @@ class PromptWorker:
                 for role, model in (("judge", judge), ("policy", policy)):
                     if model is None:
                         continue
-                    made, reused = model.stats.made, model.stats.reused
+                    now = (model.stats.made, model.stats.reused, model.stats.tokens)
                     before = counted[role]
-                    report.made[role], report.reused[role] = made - before[0], reused - before[1]
-                    counted[role] = (made, reused)
+                    report.made[role] = now[0] - before[0]
+                    report.reused[role] = now[1] - before[1]
+                    report.tokens[role] = now[2] - before[2]
+                    counted[role] = now
                 if report.calls or report.outcomes or any(report.made.values()):
                     yield report
         finally:

@@ -37,6 +37,7 @@ from charter.jobs.store import (
     prompt_counts,
 )
 from charter.judge import ChatModel, Comparison, Ranking, RevisionChain
+from charter.judge.results import Provenance
 from charter.judge.reward import RewardCounts
 from charter.prompt_files import PromptRecord
 
@@ -181,10 +182,8 @@ class Service:
             id=job.id,
             state="queued" if self.runner.queued(job.id) else job.status,
             mode=job.spec.mode,
-            judge=job.spec.judge,
             policy=job.spec.policy,
-            constitution_digest=job.constitution.digest,
-            constitution_version=job.constitution.version,
+            **Provenance.of(job.constitution, job.spec.judge).fields(),
             prompts=PromptProgress(
                 total=sum(counts.values()),
                 done=counts.get("done", 0),

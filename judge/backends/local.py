@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .base import BackendError, ChatModelBase, Completion, GenerationRequest, Message, Usage
 from .options import BackendOptions
+from .threads import use_torch_threads
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -167,11 +168,16 @@ class LocalTransformersModel(ChatModelBase):
         self.forward_passes = 0
         #: Batches decoded by `generate` (one prefill, then one pass per new token of the batch).
         self.generation_batches = 0
+        #: Tokens decoded so far, counted as they are made: a batch's calls all return at its
+        #: end, and this is how a job shows progress before they do.
+        self.decoded_tokens = 0
         #: Decode with oneDNN pre-packed copies of the linear weights: ~1.8x faster on a CPU,
         #: for a second copy of the weights in memory (see `_PackedLinears`).
         self.pack_weights = True
         self._packed: _PackedLinears | None = None
         self._packing_failed = False
+        #: torch's threads on the worker: a fair share of the cores (see `threads`).
+        self.torch_threads = self._executor.submit(use_torch_threads).result()
 
     # ------------------------------------------------------------------ loading
 
@@ -458,9 +464,12 @@ class LocalTransformersModel(ChatModelBase):
                 raise BackendError(f"model {self._spec!r} is closed")
             stop_ids = set(self._eos_ids())
             with torch.inference_mode(), self._packed_linears(model):
-                generated = _decode(model, batch, ids, mask, positions, stop_ids)
+                generated = _decode(model, batch, ids, mask, positions, stop_ids, self._decoded)
             self.generation_batches += 1
         return generated
+
+    def _decoded(self, tokens: int) -> None:
+        self.decoded_tokens += tokens
 
     def _packed_linears(self, model: Any) -> contextlib.AbstractContextManager[None]:
         """Route the model's linear layers through pre-packed weights while decoding, if we can."""
@@ -505,6 +514,7 @@ def _decode(
     mask: Any,
     positions: Any,
     stop_ids: set[int],
+    on_tokens: Callable[[int], None] | None = None,
 ) -> list[_Generated]:
     """Decode left-padded prompts together over a KV cache: one forward pass per new token.
 
@@ -541,6 +551,8 @@ def _decode(
                 temperature = batch[row].request.temperature
                 tokens[slot] = _sample(logits[slot], temperature, generators[row])
         keep: list[int] = []
+        if on_tokens is not None:
+            on_tokens(len(live))
         for slot, token in enumerate(tokens.tolist()):
             row, job = live[slot], batch[live[slot]]
             produced[row].append(token)
