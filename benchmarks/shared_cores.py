@@ -113,7 +113,8 @@ async def main_async(rounds: int, prompts: int, tokens: int, warmup_s: float) ->
                 rate = prompts * tokens / seconds
                 rows[name].append((rate, competitor.rate(start, end), threads, load))
                 print(
-                    f"round {round_ + 1} {name}: {threads} thread(s), {load:.2f} cores busy elsewhere: "
+                    f"round {round_ + 1} {name}: {threads} thread(s), {load:.2f} cores busy "
+                    f"elsewhere: "
                     f"{seconds:.2f} s, {rate:.1f} tokens/s; competitor "
                     f"{rows[name][-1][1]:.1f} products/s",
                     flush=True,
