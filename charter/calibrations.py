@@ -29,9 +29,20 @@ from charter.common.datafiles import DataFileError, read_json_document
 from charter.common.limits import InputLimits
 from charter.constitution import Constitution, canonical_digest
 from charter.judge.backends.base import ChatModel
-from charter.judge.calibration import Calibration, fit_calibration, holdout_split
+from charter.judge.calibration import (
+    Calibration,
+    crossfit_folds,
+    fit_calibration,
+    holdout_split,
+)
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig, Protocol
-from charter.judge.qualify import EvalReport, LabelledPair, judge_pairs, qualification_report
+from charter.judge.qualify import (
+    EvalReport,
+    LabelledPair,
+    judge_pairs,
+    label_quality,
+    qualification_report,
+)
 from charter.judge.results import Comparison
 
 CALIBRATIONS = "calibrations"
@@ -374,6 +385,7 @@ async def calibrate_on_pairs(
     config: JudgeConfig,
     *,
     holdout: float = 0.3,
+    folds: int | None = None,
     bins: int = 10,
     concurrency: int = 16,
     pairs_source: str = "<pairs>",
@@ -383,6 +395,11 @@ async def calibrate_on_pairs(
 ) -> CalibrationRun:
     """Judge the labelled pairs, fit a calibration on a seeded part, report it on the rest.
 
+    With `folds`, the calibration is fit on every pair and reported by cross-fitting instead:
+    the pairs are dealt into seeded folds, and each pair's calibrated p_a comes from a fit on
+    the other folds, so every pair is held out once and the figures cover all of them (on a
+    few hundred pairs a 30% hold-out leaves an ECE mostly made of noise).
+
     Pairs the judge gave no verdict are left out of the fit (they carry no confidence) but
     stay in the held-out report, where they count against coverage. Only the temperature is
     fitted unless `fit_bias`: both protocols' p_a is symmetric in a and b (pairwise averages
@@ -390,35 +407,48 @@ async def calibrate_on_pairs(
     file happened to prefer more often.
     """
     config = config.resolved(model.spec)
-    fit_idx, held_idx = holdout_split(len(pairs), holdout, seed) if len(pairs) >= 2 else ([], [])
-    if len(fit_idx) < 2:  # said before any judge call is paid for
-        raise CalibrationError(
-            f"{pairs_source}: {len(pairs)} labelled pair(s) leave {len(fit_idx)} to fit on after "
-            f"holding out {holdout:g} of them; a calibration needs at least 2 to fit on"
-        )
+    _check_split(len(pairs), holdout, folds, seed, pairs_source)  # before any call is paid for
     started = time.perf_counter()
     comparisons = await judge_pairs(
         model, constitution, pairs, config, concurrency=concurrency, on_result=on_result
     )
-    fit = [(comparisons[i].p_a, pairs[i].preferred == "a") for i in fit_idx]
-    usable = [(p, y) for p, y in fit if p is not None]
-    if len(usable) < 2:
-        raise CalibrationError(
-            f"{pairs_source}: the judge gave a verdict on {len(usable)} of the {len(fit)} pairs "
-            "to fit on; a calibration needs at least 2"
-        )
-    calibration = fit_calibration([p for p, _ in usable], [y for _, y in usable], fit_bias=fit_bias)
-    held_pairs = [pairs[i] for i in held_idx]
+    fitted = fit_and_hold_out(
+        [c.p_a for c in comparisons],
+        [p.preferred == "a" for p in pairs],
+        holdout=holdout,
+        folds=folds,
+        seed=seed,
+        fit_bias=fit_bias,
+        pairs_source=pairs_source,
+    )
+    calibration = fitted.calibration
+    held_pairs = [pairs[i] for i in fitted.held]
     report = qualification_report(
         held_pairs,
-        [comparisons[i] for i in held_idx],
+        [comparisons[i] for i in fitted.held],
         judge=model.spec,
         constitution=constitution,
         config=config,
-        calibration=calibration,
+        calibration=calibration if folds is None else None,
         latency_s=time.perf_counter() - started,
     )
+    if folds is not None:  # each held-out pair calibrated by its own fold's fit
+        margin = config.margin(constitution)
+        report = report.model_copy(
+            update={
+                "calibration": calibration,
+                "calibrated": label_quality(
+                    [p.preferred for p in held_pairs], fitted.held_calibrated, margin
+                ),
+                "outcomes": [
+                    o.model_copy(update={"p_a_calibrated": q})
+                    for o, q in zip(report.outcomes, fitted.held_calibrated, strict=True)
+                ],
+            }
+        )
     heldout: dict[str, Any] = {"pairs": len(held_pairs), "bins": bins}
+    if folds is not None:
+        heldout["method"] = f"{folds}-fold cross-fitting (seed {seed})"
     for name, quality in (("raw", report.raw), ("calibrated", report.calibrated)):
         if quality is not None and quality.calibration is not None:
             heldout[name] = {
@@ -436,4 +466,73 @@ async def calibrate_on_pairs(
         pairs_source=pairs_source,
         heldout=heldout,
     )
-    return CalibrationRun(record, report, held_pairs, len(usable))
+    return CalibrationRun(record, report, held_pairs, calibration.fitted_on)
+
+
+@dataclass(frozen=True)
+class HeldOutFit:
+    """A calibration and the pairs it is judged on: `held` (indices) with each one's
+    calibrated p_a from a fit that never saw it (None: the judge gave no verdict)."""
+
+    calibration: Calibration
+    held: list[int]
+    held_calibrated: list[float | None]
+
+
+def _check_split(n: int, holdout: float, folds: int | None, seed: int, source: str) -> None:
+    if folds is not None:
+        if not 2 <= folds <= n or n - (n + folds - 1) // folds < 2:
+            raise CalibrationError(
+                f"{source}: {n} labelled pair(s) cannot be cross-fitted in {folds} folds; "
+                "each fit needs at least 2 pairs outside its fold"
+            )
+        return
+    fit_idx = holdout_split(n, holdout, seed)[0] if n >= 2 else []
+    if len(fit_idx) < 2:
+        raise CalibrationError(
+            f"{source}: {n} labelled pair(s) leave {len(fit_idx)} to fit on after "
+            f"holding out {holdout:g} of them; a calibration needs at least 2 to fit on"
+        )
+
+
+def fit_and_hold_out(
+    probs: Sequence[float | None],
+    labels: Sequence[bool],
+    *,
+    holdout: float = 0.3,
+    folds: int | None = None,
+    seed: int = 0,
+    fit_bias: bool = False,
+    pairs_source: str = "<pairs>",
+) -> HeldOutFit:
+    """Fit a calibration to raw p_a against labels (True: a preferred) and calibrate held-out
+    pairs with fits that never saw them: a seeded `holdout` share with the calibration fit on
+    the rest, or, with `folds`, every pair by cross-fitting while the calibration is fit on
+    all. Pure: `calibrate_on_pairs` calls it on the judge's verdicts."""
+    n = len(probs)
+    _check_split(n, holdout, folds, seed, pairs_source)
+
+    def fit(indices: Sequence[int]) -> Calibration:
+        usable = [(p, labels[i]) for i in indices if (p := probs[i]) is not None]
+        if len(usable) < 2:
+            raise CalibrationError(
+                f"{pairs_source}: the judge gave a verdict on {len(usable)} of the "
+                f"{len(indices)} pairs to fit on; a calibration needs at least 2"
+            )
+        return fit_calibration([p for p, _ in usable], [y for _, y in usable], fit_bias=fit_bias)
+
+    def apply(calibration: Calibration, i: int) -> float | None:
+        p = probs[i]
+        return None if p is None else calibration.apply(p)
+
+    if folds is None:
+        fit_idx, held = holdout_split(n, holdout, seed)
+        calibration = fit(fit_idx)
+        return HeldOutFit(calibration, held, [apply(calibration, i) for i in held])
+    calibrated: list[float | None] = [None] * n
+    for fold in crossfit_folds(n, folds, seed):
+        inside = set(fold)
+        fold_fit = fit([i for i in range(n) if i not in inside])
+        for i in fold:
+            calibrated[i] = apply(fold_fit, i)
+    return HeldOutFit(fit(range(n)), list(range(n)), calibrated)

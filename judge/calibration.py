@@ -326,3 +326,13 @@ def holdout_split(n: int, fraction: float = 0.3, seed: int = 0) -> tuple[list[in
     order = np.random.default_rng(seed).permutation(n)
     held = min(max(round(n * fraction), 1), n - 1)
     return sorted(int(i) for i in order[held:]), sorted(int(i) for i in order[:held])
+
+
+def crossfit_folds(n: int, folds: int, seed: int = 0) -> list[list[int]]:
+    """`folds` disjoint sets of indices covering 0..n-1 (a seeded shuffle dealt round-robin,
+    each sorted): for cross-fitting, where each pair is calibrated by a fit on the other folds,
+    so every pair is held out once and the figures cover all of them."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"cross-fitting needs between 2 and {n} folds (one per pair), got {folds}")
+    order = np.random.default_rng(seed).permutation(n)
+    return [sorted(int(i) for i in order[k::folds]) for k in range(folds)]

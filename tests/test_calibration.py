@@ -17,6 +17,7 @@ from charter.judge.calibration import (
     Calibration,
     accuracy_coverage,
     calibration_metrics,
+    crossfit_folds,
     fit_calibration,
     holdout_split,
     logit,
@@ -323,3 +324,39 @@ def test_importing_plots_does_not_import_matplotlib() -> None:
     code = "import sys, charter.judge.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- cross-fitting ---------------------------------------------------------------------------
+
+
+def test_crossfit_folds_cover_every_pair_once_and_are_seeded() -> None:
+    folds = crossfit_folds(23, 5, seed=2)
+    assert folds == crossfit_folds(23, 5, seed=2) and folds != crossfit_folds(23, 5, seed=3)
+    assert sorted(i for f in folds for i in f) == list(range(23))
+    assert all(f == sorted(f) for f in folds) and {len(f) for f in folds} == {4, 5}
+    for bad in (1, 24):
+        with pytest.raises(ValueError, match="folds"):
+            crossfit_folds(23, bad)
+
+
+def test_a_cross_fitted_pair_is_calibrated_by_a_fit_that_never_saw_it() -> None:
+    from charter.calibrations import fit_and_hold_out
+
+    probs, labels = overconfident_judge(60, seed=7)
+    with_none: list[float | None] = [*probs[:-1], None]  # no verdict: kept out of every fit
+    fitted = fit_and_hold_out(with_none, labels, folds=5, seed=1)
+    assert fitted.held == list(range(60)) and fitted.held_calibrated[-1] is None
+    assert fitted.calibration == fit_calibration(probs[:-1], labels[:-1], fit_bias=False)
+    assert fitted.calibration.temperature > 1.5  # the over-confidence is found on all pairs
+    # Flipping a pair's own label moves the fit of every other fold, never its own p.
+    for i in (0, 17, 42):
+        flipped = [*labels[:i], not labels[i], *labels[i + 1 :]]
+        again = fit_and_hold_out(with_none, flipped, folds=5, seed=1)
+        assert again.held_calibrated[i] == fitted.held_calibrated[i]
+        assert again.held_calibrated != fitted.held_calibrated
+    # Without folds: the seeded 30% hold-out, calibrated by the fit on the other 70%.
+    split = fit_and_hold_out(with_none, labels, seed=1)
+    fit_idx, held = holdout_split(60, 0.3, seed=1)
+    assert split.held == held and split.calibration.fitted_on == len(
+        [i for i in fit_idx if with_none[i] is not None]
+    )

@@ -296,6 +296,34 @@ def test_calibration_recovers_a_deliberately_wrong_confidence() -> None:
 # ------------------------------------------------------------------ the CLI: calibrate, jobs
 
 
+def test_calibrate_with_folds_reports_every_pair_held_out_once(tmp_path: Path) -> None:
+    levels = [-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]
+    pairs, p_yes = _overconfident_world(levels, 30, "folds", temperature=3.0, bias=0.0)
+    labelled = _labelled_file(tmp_path / "labelled.jsonl", pairs)
+    principles = write_constitution(tmp_path / "principles")
+    args = [
+        "judge", "calibrate", "--pairs", str(labelled), "--judge", "openai:scripted",
+        "--protocol", "pointwise", "--principles", "1", "--dir", str(principles),
+        "--store", str(tmp_path / "store.db"), "--folds", "5",
+    ]  # fmt: skip
+    with ScriptedJudgeServer(YesProbabilities(p_yes)) as server:
+        code, out, err = cli(*args, "--json", "--judge-base-url", server.base_url)
+        assert code == 0, err
+        code, text, err = cli(*args, "--judge-base-url", server.base_url)
+    assert code == 0, err
+    result = json.loads(out)
+    record, held = result["record"], result["heldout"]
+    assert record["heldout"]["pairs"] == held["pairs"] == len(pairs)
+    assert record["heldout"]["method"] == "5-fold cross-fitting (seed 0)"
+    assert record["calibration"]["fitted_on"] == len(pairs) and record["calibration"][
+        "temperature"
+    ] == pytest.approx(3.0, rel=0.15)
+    assert held["calibrated"]["calibration"]["ece"] < held["raw"]["calibration"]["ece"]
+    assert f"held out ({len(pairs)} pairs, 5-fold cross-fitting (seed 0)):" in text
+    code, _, err = cli(*args[:-2], "--folds", "1")
+    assert code == 2 and "--folds" in err
+
+
 def cli(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main_cli, list(args), catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr

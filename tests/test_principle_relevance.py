@@ -308,7 +308,7 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
     )
     store = tmp_path / "store.db"
     responder = RelevanceResponder(load_constitution(principles), chosen)
-    with ScriptedJudgeServer(responder) as server:
+    with ScriptedJudgeServer(responder if mode == "compare" else Revising(responder)) as server:
         code, out, err = invoke(
             "generate", "--prompts", str(prompts), "--dir", str(principles),
             "--store", str(store), "--judge", "openai:scripted",
@@ -317,19 +317,24 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
         )  # fmt: skip
     assert code == 0, err
     job_id = json.loads(out)["job_id"]
+    # A fresh store answered nothing from memory: no question was asked twice.
+    assert json.loads(out)["calls"]["judge"]["reused"] == 0
     # Once per prompt and conditional principle, however many candidates, chains and checks.
     assert responder.applies_asked == Counter({(t, c.prompt): 1 for t in TOPICS for c in chosen})
     code, out, err = invoke("jobs", "show", job_id, "--store", str(store))
     assert code == 0, err
     summary = json.loads(invoke("jobs", "show", job_id, "--store", str(store), "--json")[1])
-    if mode == "revise" and not summary["summary"]["preferences"]:
-        return  # the scripted critiques left no revision to keep; the counts above hold
+    assert summary["summary"]["preferences"] > 0
     applied = {f["principle_id"]: f for f in summary["summary"]["applied"]}
     assert applied["manners"]["mean_p"] is None and applied["manners"]["rows"] >= 1
     if mode == "compare":
         assert "cooking (1 rows, P 0.90)" in out and "manners (3 rows, always)" in out
     exported = tmp_path / "out.jsonl"
-    code, _, err = invoke("export", job_id, "--store", str(store), "--out", str(exported))
+    # (A scripted revision keeps the text it revises, so its check is a tie: export them all.)
+    everything = ["--min-confidence", "0.5"] if mode == "revise" else []
+    code, _, err = invoke(
+        "export", job_id, "--store", str(store), "--out", str(exported), *everything
+    )
     assert code == 0, err
     for line in exported.read_text().splitlines():
         row = json.loads(line)
@@ -358,7 +363,7 @@ def test_a_job_asks_applies_once_per_prompt_and_rows_record_what_applied(
     assert "manners (always)" in cell and "(P 0.90)" in cell
     card = tmp_path / "card"
     code, _, err = invoke(
-        "export", job_id, "--store", str(store), "--out", str(card), "--format", "hf"
+        "export", job_id, "--store", str(store), "--out", str(card), "--format", "hf", *everything
     )
     assert code == 0, err
     assert "| principles that applied | " in (card / "README.md").read_text()
@@ -461,3 +466,63 @@ def test_failed_applies_calls_are_counted_and_asked_again(tmp_path: Path) -> Non
     summary = shown()
     assert summary["prompts"]["done"] == 3  # type: ignore[index]
     assert summary["parse_failures"] == summary["backend_failures"] == 0
+
+
+class Revising:
+    """Test fake: `RelevanceResponder`, except that a revision request is answered with the
+    response it revises and one sentence more (so every chain runs all its rounds)."""
+
+    def __init__(self, inner: RelevanceResponder) -> None:
+        self.inner = inner
+
+    def __call__(self, body: dict[str, object]) -> object:
+        from tests.support.scripted_server import Reply, last_user_message
+
+        message = last_user_message(body)
+        if "Revision request:" not in message:
+            return self.inner(body)
+        response = message.split("<<<RESPONSE ")[1].split(">>>\n", 1)[1].split("\n<<<END_")[0]
+        return Reply(response + " It also helps to plan ahead.")
+
+
+def test_a_revise_job_asks_applies_once_per_prompt_with_no_store_to_hide_repeats(
+    tmp_path: Path,
+) -> None:
+    """The job's own prompt step (`process_prompt`), revise mode, against a judge with no call
+    store: a question the job asked again (per chain, per round, per check) reaches the server
+    and is counted there."""
+    from charter.jobs.modes import process_prompt
+    from charter.jobs.spec import JobOptions
+    from charter.jobs.store import create_or_get_job
+    from charter.prompt_files import PromptRecord
+    from tests.support.judge_helpers import scripted_model
+
+    constitution = topic_constitution(k=1)
+    case = cases()[4]  # a money question
+    candidates = (case.preferred, case.other, case.preferred + " Indeed.", case.other + " Alas.")
+    record = PromptRecord(prompt=case.prompt, responses=candidates)
+    db = open_store(tmp_path / "store.db")
+    options = JobOptions(mode="revise", protocol="pointwise", selection="relevant", revisions=2)
+    spec = options.plan(db, [record], constitution, default_judge="openai:j", default_policy="x")
+    job, _ = create_or_get_job(db, spec, constitution, [record], "prompts.jsonl")
+    assert job.spec.quality.verify_revisions
+    responder = RelevanceResponder(constitution, [case])
+    with ScriptedJudgeServer(Revising(responder)) as server:
+
+        async def go() -> dict[str, object]:
+            model = scripted_model(server)  # the bare backend: nothing answered from a store
+            try:
+                _, result, _ = await process_prompt(
+                    job, 0, record, model, None, KeyedNonces(b"no store")
+                )
+                return result
+            finally:
+                await model.aclose()
+
+        result = asyncio.run(go())
+    chains = result["chains"]
+    rounds = [r for chain in chains for r in chain["rounds"]]  # type: ignore[attr-defined]
+    assert len(chains) == len(candidates) and len(rounds) == 2 * len(candidates)
+    assert len(result["verifications"]) == len(candidates)  # type: ignore[arg-type]
+    # Once per prompt and conditional principle: not per chain, round or check.
+    assert responder.applies_asked == Counter({(t, case.prompt): 1 for t in TOPICS})

@@ -506,6 +506,12 @@ def _print_report(report: EvalReport, bins: int) -> None:
     show_default=True,
     help="Share of pairs held out (never fitted on) to report the calibration on.",
 )
+@click.option(
+    "--folds",
+    type=click.IntRange(2, 20),
+    help="Instead of --holdout: fit on every pair and report by cross-fitting, each pair "
+    "calibrated by a fit on the other folds (every pair held out once).",
+)
 @click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
 @click.option(
     "--fit-bias/--no-fit-bias",
@@ -527,6 +533,7 @@ def _print_report(report: EvalReport, bins: int) -> None:
 def calibrate(
     pairs_path: Path,
     holdout: float,
+    folds: int | None,
     bins: int,
     fit_bias: bool,
     out_path: Path | None,
@@ -556,6 +563,7 @@ def calibrate(
                 pairs,
                 setup.config,
                 holdout=holdout,
+                folds=folds,
                 bins=bins,
                 concurrency=setup.concurrency,
                 pairs_source=str(pairs_path),
@@ -578,5 +586,6 @@ def calibrate(
         f"{record.constitution_digest[:12]}: temperature {record.calibration.temperature:.3f}, "
         f"bias {record.calibration.bias:+.3f}, fit on {record.calibration.fitted_on} pairs"
     )
-    click.echo(f"held out ({len(result.heldout_pairs)} pairs):")
+    how = f", {record.heldout['method']}" if "method" in record.heldout else ""
+    click.echo(f"held out ({len(result.heldout_pairs)} pairs{how}):")
     _print_report(result.heldout_report, bins)

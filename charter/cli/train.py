@@ -318,10 +318,10 @@ def resolve_data(
     conversational: bool | None,
 ) -> str | PreferenceData:
     """A path passes through; anything else is looked up as a job id in the store."""
-    from charter.training_data import load_job_data
-
     if Path(value).expanduser().exists():
         return value
+    from charter.training_data import load_job_data  # the store's modules, only for a job id
+
     return load_job_data(
         store, value, kind=kind, min_confidence=min_confidence, conversational=conversational
     )
