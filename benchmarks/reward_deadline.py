@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from benchmarks.judge_throughput import start_ready  # noqa: E402
+from benchmarks.serving import start_service  # noqa: E402
 from tests.support.generation import write_constitution  # noqa: E402
 
 PROMPT = "How do I keep basil alive indoors?"
@@ -45,39 +45,16 @@ def start_spinners(n: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
 
 
-def start_service(
+def start_deadline_service(
     src: Path, judge_url: str, token: str, workdir: Path, deadline_s: float
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`charter serve` from the source tree `src`, its log in `workdir`."""
-    log_path = workdir / "service.log"
+    """`charter serve` from the source tree `src` (K=2 principles), its log in `workdir`."""
     principles = write_constitution(workdir / "principles", k=2)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "charter.cli", "serve", "--port", "0",
-                "--dir", str(principles), "--store", str(workdir / "service.db"),
-                "--judge", "openai:scripted-judge", "--judge-base-url", judge_url,
-                "--reward-deadline", str(deadline_s), "--log-level", "warning",
-            ],
-            cwd=workdir,
-            env={**os.environ, "CHARTER_API_TOKENS": token, "PYTHONPATH": str(src)},
-            stdout=log,
-            stderr=log,
-        )  # fmt: skip
-    give_up = time.monotonic() + 120
-    while time.monotonic() < give_up:
-        found = re.search(r"listening on (http://[\d.:]+)", log_path.read_text(errors="replace"))
-        if found:
-            try:
-                if httpx.get(f"{found.group(1)}/readyz", timeout=2).status_code == 200:
-                    return proc, found.group(1)
-            except httpx.HTTPError:
-                pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"charter serve did not start:\n{log_path.read_text(errors='replace')}")
+    args = [
+        "--dir", str(principles), "--judge", "openai:scripted-judge",
+        "--judge-base-url", judge_url, "--reward-deadline", str(deadline_s),
+    ]  # fmt: skip
+    return start_service(args, token, workdir, src=src)
 
 
 def one_batch(url: str, token: str, items: int) -> tuple[float, int]:
@@ -101,7 +78,7 @@ def trials(
 ) -> list[tuple[float, int]]:
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory() as tmp:
-        service, url = start_service(src, judge_url, token, Path(tmp), args.deadline)
+        service, url = start_deadline_service(src, judge_url, token, Path(tmp), args.deadline)
         try:
             one_batch(url, token, 8)  # warm: connections, imports
             out = []

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 
 from benchmarks.judge_throughput import start_ready  # noqa: E402
-from benchmarks.service_load import Row, closed_loop, start_service  # noqa: E402
+from benchmarks.service_load import Row, closed_loop, start_compare_service  # noqa: E402
 from charter.constitution import Constitution, load_constitution  # noqa: E402
 from charter.judge.backends import BackendOptions, OpenAIChatModel  # noqa: E402
 from charter.judge.backends.base import Completion, GenerationRequest, Message  # noqa: E402
@@ -210,7 +210,7 @@ def main() -> None:
     rows: list[tuple[Row, Row, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="charter-bench-") as tmp:
-            service_proc, url = start_service(judge_url, token, Path(tmp))
+            service_proc, url = start_compare_service(judge_url, token, Path(tmp))
             constitution = load_constitution(Path(tmp) / "principles")
             try:
                 for concurrency in args.concurrency:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import secrets
 import statistics
 import subprocess
@@ -38,7 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
-import httpx  # noqa: E402
 
 from benchmarks.judge_throughput import (  # noqa: E402
     A_TEXT,
@@ -49,6 +47,7 @@ from benchmarks.judge_throughput import (  # noqa: E402
     RAW_BODY,
     start_server,
 )
+from benchmarks.serving import start_service  # noqa: E402
 from charter.constitution import load_constitution  # noqa: E402
 from charter.judge import compare  # noqa: E402
 from charter.judge.backends import BackendOptions, OpenAIChatModel  # noqa: E402
@@ -92,37 +91,16 @@ HEADER = (
 )
 
 
-def start_service(judge_url: str, token: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    log_path = workdir / "service.log"
+def start_compare_service(
+    judge_url: str, token: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`charter serve` from this tree (K=1 principle, 512 comparisons at once)."""
     principles = write_constitution(workdir / "principles", k=1)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "charter.cli", "serve", "--port", "0",
-                "--dir", str(principles), "--store", str(workdir / "service.db"),
-                "--judge", "openai:scripted-judge", "--judge-base-url", judge_url,
-                "--concurrency", "512", "--log-level", "warning",
-            ],
-            cwd=workdir,
-            env={**os.environ, "CHARTER_API_TOKENS": token, "PYTHONPATH": str(REPO)},
-            stdout=log,
-            stderr=log,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (http://[\d.:]+)", log_path.read_text(errors="replace"))
-        if found:
-            url = found.group(1)
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"charter serve did not start:\n{log_path.read_text(errors='replace')}")
+    args = [
+        "--dir", str(principles), "--judge", "openai:scripted-judge",
+        "--judge-base-url", judge_url, "--concurrency", "512",
+    ]  # fmt: skip
+    return start_service(args, token, workdir, timeout_s=60)
 
 
 async def closed_loop(
@@ -253,7 +231,7 @@ def main() -> None:
     judge_proc, judge_url = start_server(args.latency_ms)
     try:
         with tempfile.TemporaryDirectory(prefix="charter-bench-") as tmp:
-            service_proc, url = start_service(judge_url, token, Path(tmp))
+            service_proc, url = start_compare_service(judge_url, token, Path(tmp))
             try:
                 principles = Path(tmp) / "principles"
                 rows = asyncio.run(run(judge_url, url, token, principles, args.seconds))

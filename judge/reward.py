@@ -8,7 +8,8 @@ An RL step waits on its slowest reward, so every batch of rewards has a deadline
 - with one, it is P(response beats the reference) (`charter.judge.compare`, the config's
   protocol); a response equal to its reference ties (0.5) without a model call.
 
-A judgment not back by the deadline is cancelled; one that came back with no verdict failed.
+A judgment not back by the deadline is cancelled (or, in a large batch, never started: at most
+`JUDGMENTS_AT_ONCE` run at a time); one that came back with no verdict failed.
 Either way the item gets a fallback, flagged, never an exception: the mean reward of its
 group (items the caller grouped, e.g. completions of one prompt: zero advantage, neither
 rewarded nor punished), else `NEUTRAL` (0.5). `RewardCounts` keeps the totals to report.
@@ -152,10 +153,22 @@ class Outcome:
     timed_out: bool = False
 
 
+JUDGMENTS_AT_ONCE = 256
+"""Judgments of one batch running at once; each further one starts as one ends, and none
+after the deadline. Starting a 1,024-item batch all at once builds every judge prompt up
+front, blocking the event loop (and so the deadline) under CPU load; 256 keeps any backend's
+slots full (K >= 1 calls each). The first ones start one per turn of the loop, for the same
+reason."""
+
+
 async def within_deadline(
-    jobs: Sequence[Callable[[], Awaitable[Judged]]], deadline_s: float | None
+    jobs: Sequence[Callable[[], Awaitable[Judged]]],
+    deadline_s: float | None,
+    *,
+    at_once: int = JUDGMENTS_AT_ONCE,
 ) -> list[Outcome]:
-    """Run every job at once; those not done after `deadline_s` are cancelled (timed out).
+    """Run the jobs, `at_once` at a time, in order; those not done after `deadline_s` are
+    timed out: the running ones cancelled, the rest never started.
 
     A job that raises (other than cancellation of the caller) is an outcome with an error,
     so one bad item never takes the batch down with it.
@@ -170,22 +183,57 @@ async def within_deadline(
             log.warning("reward judgment raised %s: %s", type(exc).__name__, exc)
             return Judged(None, error=f"{type(exc).__name__}: {exc}")
 
-    tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
-    if not tasks:
+    if not jobs:
         return []
+    loop = asyncio.get_running_loop()
+    ends = None if deadline_s is None else loop.time() + deadline_s
+    results: list[Judged | None] = [None] * len(jobs)
+    running: dict[asyncio.Task[Judged], int] = {}
+    all_done: asyncio.Future[None] = loop.create_future()
+    next_job = 0
+
+    def start_next() -> bool:
+        """Start the next job, if any is left and the deadline has not passed."""
+        nonlocal next_job
+        if next_job < len(jobs) and (ends is None or loop.time() < ends):
+            task = asyncio.ensure_future(guarded(jobs[next_job]))
+            running[task] = next_job
+            next_job += 1
+            task.add_done_callback(finished)
+            return True
+        if not running and not all_done.done():
+            all_done.set_result(None)
+        return False
+
+    def finished(task: asyncio.Task[Judged]) -> None:
+        index = running.pop(task)
+        if not task.cancelled():
+            results[index] = task.result()
+        if not all_done.done():
+            start_next()
+
+    def fill() -> None:  # one job per turn of the loop: replies are read between starts
+        if len(running) < at_once and not all_done.done() and start_next():
+            loop.call_soon(fill)
+
+    fill()
     try:
-        _, pending = await asyncio.wait(tasks, timeout=deadline_s)
+        await asyncio.wait([all_done], timeout=None if ends is None else ends - loop.time())
     except asyncio.CancelledError:
-        for task in tasks:
+        all_done.cancel()
+        for task in running:
             task.cancel()
         raise
-    for task in pending:
+    if not all_done.done():
+        all_done.cancel()  # no job starts from here on
+    late = list(running)
+    for task in late:
         task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+    if late:
+        await asyncio.gather(*late, return_exceptions=True)
     return [
-        Outcome(None, timed_out=True) if task in pending else Outcome(task.result())
-        for task in tasks
+        Outcome(result) if result is not None else Outcome(None, timed_out=True)
+        for result in results
     ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from tests.support.openrlhf_client import (
     read_like_openrlhf,
 )
 from tests.support.scripted_server import (
+    ConstantResponder,
     Fault,
     PreferenceResponder,
     RecordedRequest,
@@ -54,6 +56,21 @@ from tests.support.service import TOKEN_A, RunningService, ServiceProcess, runni
 P1, P2, P3 = PROMPTS[0], PROMPTS[1], PROMPTS[2]
 SLOW = "A slow answer that the judge takes ages over."
 SLOW_S = 30.0
+DEADLINE_S = 3.0
+"""The deadline where an item must be judged in time: a judgment of a fast answer takes tens
+of ms, the first of a fresh process up to ~1 s at load 14 on 2 cores (1 s once failed there);
+a slow one (`SLOW_S`) never makes it. Tests with no slow item do not wait for it."""
+ANSWER_BOUND_S = 3.0
+"""What a batch may take past its deadline in a test: the cancelled judgments, the rewards as
+JSON and the round trip, on a 2-core machine under a busy loop and other developers' load
+(measured: 0.7 s for 1,024 items at load 7). Far below `SLOW_S`: an answer within it did not
+wait for the slow judgments. The deadline's 10% target is measured in BENCHMARKS.md, not here."""
+
+
+def by_the_deadline(took: float, deadline_s: float) -> bool:
+    """Whether an answer that had late judgments came at the deadline: not before it (it
+    waited for them that long), and not after the slow judgments (it did not wait for them)."""
+    return deadline_s - 0.01 <= took <= deadline_s + ANSWER_BOUND_S
 
 
 def judge_responder() -> PreferenceResponder:
@@ -97,7 +114,7 @@ def service_settings(
         "timeout_s": 60,
         "max_retries": 0,
         "tokens": (TOKEN_A,),
-        "reward_deadline_s": 1.0,
+        "reward_deadline_s": DEADLINE_S,
     }
     values.update(overrides)
     return ServiceSettings.model_validate(values)
@@ -167,7 +184,7 @@ def test_a_judge_slower_than_the_deadline_gives_fallbacks_within_the_deadline(
     constitution = load_constitution(principles)
     items = [RewardItem(P1, SLOW, group=P1), RewardItem(P2, SLOW), RewardItem(P2, SLOW, bad(P2))]
     results, took, rewarder = _run(judge_server, constitution, items, 1.0)
-    assert took <= 1.1, took  # the deadline + 10%
+    assert by_the_deadline(took, 1.0), took
     assert [r.reward for r in results] == [0.5, 0.5, 0.5]
     assert all(r.fallback and r.timed_out for r in results)
     assert results[0].error == "no verdict by the deadline"
@@ -186,8 +203,8 @@ def test_a_late_item_gets_its_groups_mean_and_a_lone_one_the_neutral_value(
         RewardItem(P2, SLOW, group=P2),  # its whole group is late
         RewardItem(P2, good(P2)),  # no group: judged, not affected
     ]
-    results, took, rewarder = _run(judge_server, constitution, items, 1.5)
-    assert took <= 1.65, took
+    results, took, rewarder = _run(judge_server, constitution, items, DEADLINE_S)
+    assert by_the_deadline(took, DEADLINE_S), took
     mean = sum(r.reward for r in results[:3]) / 3
     assert results[3].reward == pytest.approx(mean) and mean > 0.6  # not the neutral 0.5
     assert results[3].fallback and results[3].timed_out
@@ -305,7 +322,7 @@ def test_the_openrlhf_route_answers_by_its_deadline_with_flagged_fallbacks(
     started = time.perf_counter()
     body = asyncio.run(post_like_openrlhf(url, queries, prompts, [None] * 3))
     took = time.perf_counter() - started
-    assert took <= 1.1, took  # the service's deadline (1 s) + 10%
+    assert by_the_deadline(took, DEADLINE_S), took  # the service's deadline
     rewards, _, logs = read_like_openrlhf(body)
     assert logs["charter/timed_out"] == [0.0, 1.0, 1.0]
     assert logs["charter/fallback"] == [0.0, 1.0, 1.0]
@@ -316,7 +333,7 @@ def test_the_openrlhf_route_answers_by_its_deadline_with_flagged_fallbacks(
     ).json()
     assert stats == {
         "batches": 1, "items": 3, "judged": 1, "failed": 0, "timeouts": 2, "fallbacks": 2,
-        "deadline_s": 1.0,
+        "deadline_s": DEADLINE_S,
     }  # fmt: skip
 
 
@@ -474,13 +491,13 @@ def rewards(
     principles: Path,
 ) -> Iterator[ConstitutionRewards]:
     if request.param == "url":
-        found = ConstitutionRewards(url=service.base_url, token=TOKEN_A, deadline_s=1.0)
+        found = ConstitutionRewards(url=service.base_url, token=TOKEN_A, deadline_s=DEADLINE_S)
     else:
         found = ConstitutionRewards(
             judge="openai:scripted",
             judge_base_url=judge_server.base_url,
             principles=principles,
-            deadline_s=1.0,
+            deadline_s=DEADLINE_S,
         )
     yield found
     found.close()
@@ -532,7 +549,7 @@ def test_verl_module_functions_read_reward_kwargs_and_the_environment(
     service: RunningService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHARTER_API_TOKEN", TOKEN_A)
-    kwargs = {"url": service.base_url, "deadline_s": 1.0, "reward_router_address": None}
+    kwargs = {"url": service.base_url, "deadline_s": DEADLINE_S, "reward_router_address": None}
     result = compute_score(**verl_row(P1, good(P1)), **kwargs)
     assert isinstance(result, dict) and result["score"] > 0.8
     assert asyncio.run(compute_score_async(**verl_row(P1, good(P1)), **kwargs)) == result
@@ -577,7 +594,8 @@ def test_verl_and_trl_against_charter_serve_started_from_the_cli(
     tmp_path: Path, judge_server: ScriptedJudgeServer, principles: Path
 ) -> None:
     service = ServiceProcess(
-        ["--store", str(tmp_path / "s.db"), "--dir", str(principles), "--reward-deadline", "1.5",
+        ["--store", str(tmp_path / "s.db"), "--dir", str(principles),
+         "--reward-deadline", str(DEADLINE_S),
          "--judge", "openai:scripted", "--judge-base-url", judge_server.base_url],
         {"CHARTER_API_TOKENS": TOKEN_A, "CHARTER_REWARD_DEADLINE_S": "100"},  # the flag wins
         tmp_path / "service.log",
@@ -593,7 +611,7 @@ def test_verl_and_trl_against_charter_serve_started_from_the_cli(
         assert rewards.compute_score(**row)["score"] > 0.8  # type: ignore[index]
         started = time.perf_counter()
         late = rewards.compute_score(**verl_row(P1, SLOW))
-        assert time.perf_counter() - started <= 1.65  # the service's --reward-deadline + 10%
+        assert by_the_deadline(time.perf_counter() - started, DEADLINE_S)  # --reward-deadline
         assert late == {"score": 0.5, "fallback": 1.0, "timed_out": 1.0}
         trl = rewards.trl_reward_func()(prompts=[P1, P1], completions=[bad(P1), SLOW])
         assert trl[0] is not None and trl[0] < 0.2 and trl[1] == trl[0]  # late: the group mean
@@ -601,7 +619,7 @@ def test_verl_and_trl_against_charter_serve_started_from_the_cli(
             service.base_url + "/v1/rewards/stats", headers={"Authorization": f"Bearer {TOKEN_A}"}
         ).json()
         assert (
-            stats["deadline_s"] == 1.5 and stats["timeouts"] == 2 and stats["batches"] == 4
+            stats["deadline_s"] == DEADLINE_S and stats["timeouts"] == 2 and stats["batches"] == 4
         )  # with the warm-up
         rewards.close()
     finally:
@@ -645,3 +663,55 @@ def test_reward_counts_add_up_when_threads_add_at_once() -> None:
         "batches": 40_000, "items": 80_000, "judged": 80_000, "failed": 0, "timeouts": 40_000,
         "fallbacks": 40_000,
     }  # fmt: skip
+
+
+# ---------------------------------------------------------------- the deadline at scale
+
+BATCH = 1024  # the most a request may hold
+BATCH_DEADLINE_S = 2.0
+"""When every judge request of a batch was built up front, that blocked the event loop for
+6-7 s here (under the busy loop, load 7): no item was judged, the answer came 4-5 s late."""
+
+
+@pytest.fixture
+def busy_loop() -> Iterator[None]:
+    """A competing process spinning on the CPU for the test's duration."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_a_full_batch_under_cpu_load_answers_by_its_deadline_with_fallbacks(
+    tmp_path: Path, principles: Path, busy_loop: None
+) -> None:
+    # 2,048 judge calls (K=2), 16 in flight at 50 ms each: a few hundred fit in the deadline.
+    judge = ScriptedJudgeServer(ConstantResponder("Yes", p=0.8), latency_s=0.05)
+    with judge, running_service(service_settings(tmp_path, judge, principles)) as service:
+        items = [
+            {"prompt": f"{P1} ({i})", "response": good(P1), "group": str(i % 64)}
+            for i in range(BATCH)
+        ]
+        body = {"items": items, "deadline_s": BATCH_DEADLINE_S}
+        auth = {"Authorization": f"Bearer {TOKEN_A}"}
+        started = time.perf_counter()
+        url = service.base_url + "/v1/rewards"
+        response = httpx.post(url, json=body, headers=auth, timeout=120)
+        took = time.perf_counter() - started
+    assert response.status_code == 200
+    answer = response.json()
+    assert by_the_deadline(took, BATCH_DEADLINE_S), (took, answer["timeouts"])
+    rewards = answer["rewards"]
+    judged = [i for i, r in enumerate(rewards) if not r["timed_out"]]
+    late = [i for i, r in enumerate(rewards) if r["timed_out"]]
+    assert judged and late, len(judged)  # the judge answered; the deadline cut the rest off
+    assert answer["timeouts"] == answer["fallbacks"] == len(late)
+    yes = rewards[judged[0]]["reward"]
+    assert yes > 0.9 and all(rewards[i]["reward"] == yes for i in judged)  # the judge's P(yes)
+    assert not any(rewards[i]["fallback"] or rewards[i]["error"] for i in judged)
+    judged_groups = {i % 64 for i in judged}
+    for i in late:  # the documented fallback: its group's mean, else the neutral 0.5
+        assert rewards[i]["fallback"] and rewards[i]["error"] == "no verdict by the deadline"
+        assert rewards[i]["reward"] == pytest.approx(yes if i % 64 in judged_groups else 0.5)

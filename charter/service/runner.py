@@ -21,10 +21,11 @@ import sqlite_utils
 from charter.jobs.activity import Activity
 from charter.jobs.leases import LeaseHeld, LeaseLost, LeaseSettings
 from charter.jobs.run import JobFailed
-from charter.jobs.session import Role, job_session, uses_endpoint
+from charter.jobs.session import Role, job_session
 from charter.jobs.store import JobError, get_job, job_prompts, set_status
 from charter.jobs.summary import summarise_job
 from charter.judge import ChatModel
+from charter.judge.backends.registry import uses_endpoint
 
 from .models import ModelPool, ModelUnavailable
 from .records import interrupted_job_ids

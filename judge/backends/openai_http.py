@@ -10,7 +10,12 @@ A semaphore bounds HTTP exchanges in flight, so a judge run cannot flood a small
 It is held inside the HTTP client's `send` (`_Pacing`), around the exchange alone: the SDK
 builds the request before a slot is taken and the reply is decoded after it is given back, so
 at high concurrency slots are not spent on this process's CPU work. The per-attempt timeout
-lives there too, so time spent queueing for a slot never counts against a request.
+lives there too, so time spent queueing for a slot never counts against a request. Building a
+request costs ~1 ms of CPU, so a caller that starts thousands of calls at once (a 1,024-item
+reward batch) must not have them all built up front: that blocks the event loop for seconds,
+and under CPU load for tens of seconds, and nothing (a deadline included) runs meanwhile.
+A second, wider semaphore (`_Pacing.ADMITTED` times the slots) admits a call to be built;
+the rest wait on it, which costs nothing and is cancelled at once.
 
 The API key is read from the environment variable `BackendOptions.api_key_env` when the client
 is built; this object never keeps it, and error messages and logs are scrubbed of it.
@@ -263,6 +268,7 @@ class OpenAIChatModel(ChatModelBase):
         # The client (and the semaphore in its HTTP client) is tied to an event loop: built
         # lazily and rebuilt if the loop changes.
         self._client: AsyncOpenAI | None = None
+        self._pacing: _Pacing | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -353,8 +359,12 @@ class OpenAIChatModel(ChatModelBase):
     # ------------------------------------------------------------------ internals
 
     def _bind(self) -> AsyncOpenAI:
+        return self._bound()[0]
+
+    def _bound(self) -> tuple[AsyncOpenAI, _Pacing]:
+        """The client for the running loop and the `_Pacing` in its HTTP client."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
+        if self._client is None or self._pacing is None or self._loop is not loop:
             # A client from a finished loop holds dead connections; it cannot be closed from here.
             pacing = _Pacing(self.options.max_concurrency, self.options.timeout_s)
             http_client_class = (
@@ -367,14 +377,14 @@ class OpenAIChatModel(ChatModelBase):
                 max_retries=0,
                 http_client=http_client_class(pacing, timeout=self.options.timeout_s),
             )
-            self._loop = loop
-        return self._client
+            self._pacing, self._loop = pacing, loop
+        return self._client, self._pacing
 
     async def _create(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
         """One chat completion with retries: (reply, latency of the successful attempt)."""
-        client = self._bind()
+        client, pacing = self._bound()
         try:
-            return await self._retried(lambda: self._attempt(client, kwargs))
+            return await self._retried(lambda: self._attempt(client, pacing, kwargs))
         except _GaveUp as gave_up:
             raise self._failure(gave_up.cause, gave_up.attempts) from None
 
@@ -416,13 +426,18 @@ class OpenAIChatModel(ChatModelBase):
             raise _GaveUp(exc, attempts) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _attempt(self, client: AsyncOpenAI, kwargs: dict[str, Any]) -> tuple[Any, float]:
+    async def _attempt(
+        self, client: AsyncOpenAI, pacing: _Pacing, kwargs: dict[str, Any]
+    ) -> tuple[Any, float]:
         # `post` rather than the typed `create`: our params are already in wire form, and
         # create's per-call param transform costs ~1 ms of CPU. The reply comes back as the raw
         # HTTP response (the SDK still raises its typed errors for 4xx/5xx) and is read as plain
         # JSON through `_Reply`: building the SDK's pydantic models costs ~0.8 ms more per call.
-        http_response = await client.post("/chat/completions", body=kwargs, cast_to=httpx2.Response)
-        reply = _Reply(json.loads(http_response.content))
+        async with pacing.admitted:
+            http_response = await client.post(
+                "/chat/completions", body=kwargs, cast_to=httpx2.Response
+            )
+            reply = _Reply(json.loads(http_response.content))
         _check_reply(reply)
         return reply, float(http_response.extensions[_Pacing.LATENCY])
 
@@ -503,15 +518,19 @@ class OpenAIChatModel(ChatModelBase):
 
 
 class _Pacing:
-    """At most `max_in_flight` HTTP exchanges at once, each bounded by `timeout_s` in all.
+    """At most `max_in_flight` HTTP exchanges at once, each bounded by `timeout_s` in all, and
+    at most `ADMITTED` times as many calls being built, in flight or decoded (`admitted`).
 
     Each exchange's wall time (send to last byte of the reply) goes into the response's
     `extensions[LATENCY]`: the latency a judgment reports, without any wait for a slot.
     """
 
     LATENCY = "charter.latency_s"
+    ADMITTED = 2
+    """Calls admitted per slot: the next slot's request is built while the slots are busy."""
 
     def __init__(self, max_in_flight: int, timeout_s: float) -> None:
+        self.admitted = asyncio.Semaphore(self.ADMITTED * max_in_flight)
         self.slots = asyncio.Semaphore(max_in_flight)
         self.timeout_s = timeout_s
 
