@@ -1,14 +1,14 @@
 """Local generation on cores another torch process is using (issue 26, item 9): torch's old
-thread count (one per core) against the load-based choice (`ThreadSettings`: the cores the
-1-minute load average leaves free).
+thread count (one per core) against the choice a local model now makes (`ThreadSettings`: the
+cores other processes leave free, sampled from /proc).
 
 One `benchmarks/busy_torch.py` process runs matrix products on torch's default threads
-throughout. After `--warmup-s` (so the load average sees it), the embedded SmolLM2, loaded
+throughout. After `--warmup-s`, the embedded SmolLM2, loaded
 once, generates `--prompts` concurrent requests of exactly `--tokens` new tokens (greedy, no
 stop token) in `--rounds` rounds, each round once with the old count and once with the count
 `ThreadSettings().threads()` picks at that moment, alternating which goes first. Reported:
 tokens/s of each, the ratio new/old, and the competitor's products/s in the same windows (both
-sides of the sharing), with the load average the choice saw.
+sides of the sharing), with the other processes' CPU use the choice saw.
 
     nice .venv/bin/python benchmarks/shared_cores.py [--rounds 3] [--prompts 4] [--tokens 64]
 
@@ -33,7 +33,11 @@ sys.path.insert(0, str(REPO))
 from benchmarks.local_generation import requests  # noqa: E402
 from charter.judge.backends import BackendOptions  # noqa: E402
 from charter.judge.backends.local import LocalTransformersModel  # noqa: E402
-from charter.judge.backends.threads import ThreadSettings, available_cores  # noqa: E402
+from charter.judge.backends.threads import (  # noqa: E402
+    ThreadSettings,
+    available_cores,
+    busy_elsewhere,
+)
 
 
 class Competitor:
@@ -99,17 +103,18 @@ async def main_async(rounds: int, prompts: int, tokens: int, warmup_s: float) ->
     rows: dict[str, list[tuple[float, float, int, float]]] = {"old": [], "new": []}
     try:
         await generate_with(model, old, prompts, 8)  # packs the weights, once
-        time.sleep(warmup_s)  # the 1-minute load average comes to see the competitor
+        time.sleep(warmup_s)  # the competitor settles into its work
         for round_ in range(rounds):
             order = ("old", "new") if round_ % 2 == 0 else ("new", "old")
             for name in order:
-                load = os.getloadavg()[0]
+                load = busy_elsewhere()  # cores' worth other processes use now
                 threads = old if name == "old" else ThreadSettings().threads(cores, load)
                 seconds, start, end = await generate_with(model, threads, prompts, tokens)
                 rate = prompts * tokens / seconds
                 rows[name].append((rate, competitor.rate(start, end), threads, load))
                 print(
-                    f"round {round_ + 1} {name}: {threads} thread(s) at load {load:.2f}: "
+                    f"round {round_ + 1} {name}: {threads} thread(s), {load:.2f} cores busy "
+                    f"elsewhere: "
                     f"{seconds:.2f} s, {rate:.1f} tokens/s; competitor "
                     f"{rows[name][-1][1]:.1f} products/s",
                     flush=True,

@@ -62,3 +62,17 @@ def test_an_installed_third_party_backend_serves_as_the_judge(tmp_path: Path) ->
         "Error: --judge: unknown model spec 'proxy:scripted'; expected one of: openai:MODEL, "
         "hf:PATH_OR_ID, smollm2"
     ]
+
+
+def test_one_rule_tells_a_spec_from_a_path_and_an_endpoint_from_a_local_model() -> None:
+    """`names_backend` (the CLI's and the pipeline's spec-or-path choice) agrees with
+    `parse_spec` on every well-formed spec, and `uses_endpoint` (the job session's and the
+    service's remote-or-local choice) holds for `openai:` specs only."""
+    from charter.judge.backends.registry import names_backend, parse_spec, uses_endpoint
+
+    for spec in ["openai:gpt-4o-mini", " OpenAI:x", "hf:org/name", "hf:./runs/sft", "smollm2"]:
+        parse_spec(spec)
+        assert names_backend(spec), spec
+        assert uses_endpoint(spec) == (parse_spec(spec)[0] == "openai"), spec
+    for path in ["runs/sft-1a2b", "./model", "/abs/model", "smollm2-finetuned", "C"]:
+        assert not names_backend(path) and not uses_endpoint(path), path

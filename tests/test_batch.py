@@ -507,15 +507,21 @@ def test_a_batched_calls_latency_is_at_most_a_direct_calls_timeout(tmp_path: Pat
 
 
 def test_a_full_window_is_submitted_at_once(world: dict[str, Path]) -> None:
+    """A window that reaches --batch-max-calls is sent then, not when its time is up: with a
+    60 s window and every batch full, each is created long before any window could end (a
+    loaded machine cannot stretch a run's start to half a minute; a full batch kept waiting
+    would be created a whole window after its first call)."""
+    window_s = 60.0
+    assert CALLS_PER_RUN % 8 == 0  # every batch full: none has to wait out its window
     with ScriptedBatchServer(responder()) as server:
         started = time.time()  # the server's clock for created_at
         summary = run_generate(
-            world, server, *FAST, "--batch-window-s", "3", "--batch-max-calls", "10"
+            world, server, *FAST, "--batch-window-s", str(window_s), "--batch-max-calls", "8"
         )
         sizes = [len(lines) for lines in server.batch_inputs()]
-        first_three = sorted(server.batches.values(), key=lambda b: b.number)[:3]
-    assert sizes == [10, 10, 10, CALLS_PER_RUN - 30]  # the rest waits out its window
-    assert all(b.created_at - started < 2.5 for b in first_three)  # full: not kept waiting
+        batches = sorted(server.batches.values(), key=lambda b: b.number)
+    assert sizes == [8] * (CALLS_PER_RUN // 8)
+    assert all(b.created_at - started < window_s / 2 for b in batches)  # not kept waiting
     assert summary["prompts"]["done"] == len(PROMPTS)
 
 

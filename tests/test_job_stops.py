@@ -39,13 +39,22 @@ PROMPTS = [f"Question number {i}: how should I do task {i}?" for i in range(16)]
 
 
 def spawn(
-    world: dict[str, Path], server: ScriptedJudgeServer, *extra: str, ttl: float | None = None
+    world: dict[str, Path],
+    server: ScriptedJudgeServer,
+    *extra: str,
+    ttl: float | None = None,
+    grace_s: float | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`charter generate` as a process of its own (so it can be signalled or killed)."""
+    """`charter generate` as a process of its own (so it can be signalled or killed);
+    `grace_s` replaces the time a first stop signal gives the calls in flight."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if ttl is not None:
         env[LEASE_TTL_ENV] = str(ttl)
-    args = [sys.executable, "-m", "charter.cli", *generate_args(world, server, *extra)]
+    launch = ["-m", "charter.cli"]
+    if grace_s is not None:
+        launch = ["-c", "import charter.jobs.stopping as s; "
+                  f"s.STOP_GRACE_S = {grace_s!r}; import charter.cli.__main__"]  # fmt: skip
+    args = [sys.executable, *launch, *generate_args(world, server, *extra)]
     return subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=world["tmp"]
     )
@@ -145,18 +154,25 @@ def test_a_second_signal_abandons_calls_that_do_not_finish(tmp_path: Path) -> No
     world = make_world(tmp_path, PROMPTS)
     respond, release = holding(responder(PROMPTS))
     with ScriptedJudgeServer(respond) as server:
-        proc = spawn(world, server, "--concurrency", "2")
+        # A grace longer than this test waits: only the second signal can end the run in time.
+        proc = spawn(world, server, "--concurrency", "2", grace_s=600.0)
         wait_until(lambda: server.in_flight == 2)  # both calls wait on the server
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert proc.poll() is None, "the calls in flight were given time to finish"
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        took = time.monotonic() - started
+        # The server holds both calls for 60 s, and the grace outlasts them: a run that ends
+        # within 30 s, while both are still held, abandoned them.
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the second signal did not end the run: it waited on its calls")
+        held = server.in_flight
         release.set()
     assert proc.returncode == 128 + signal.SIGTERM.value, err.decode()
-    assert took < 3, f"the second signal took {took:.1f}s to end the run"
+    assert held == 2, "the run ended with both calls still unanswered"
     assert "abandoning the model calls in flight" in err.decode()
     [job] = jobs_list(world["store"])[0]
     assert job["status"] == "stopped" and job["prompts"] == {"pending": len(PROMPTS)}

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -28,6 +29,8 @@ from tests.support.scripted_server import (
     Fault,
     PreferenceResponder,
     RecordedRequest,
+    Reply,
+    Responder,
     ScriptedJudgeServer,
 )
 
@@ -191,35 +194,95 @@ def test_which_endpoint_made_a_call_is_not_part_of_its_key(tmp_path: Path) -> No
     assert asked == 1
 
 
-async def run_workers(model: EndpointPool, workers: int, each: int) -> None:
-    async def worker() -> None:
-        for _ in range(each):
-            await model.choose(VERDICT, ["A", "B"])
+class HeldCalls:
+    """Test harness: makes one endpoint slow by causality, not latency. It answers its i-th
+    call only once the fast endpoints have answered `per_call * i` calls between them (it
+    holds a call for that many fast ones), or when nothing else can happen: every worker is
+    waiting on it, or the work has run out. A loaded machine slows every server alike, so the
+    share it leaves the slow one does not move with the load."""
 
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    def __init__(self, workers: int, per_call: int) -> None:
+        self.workers = workers
+        self.per_call = per_call
+        self.cond = threading.Condition()
+        self.fast = self.slow = self.waiting = 0
+        self.drained = False
+
+    def fast_responder(self) -> Responder:
+        inner = ConstantResponder()
+
+        def respond(body: dict[str, Any]) -> Reply:
+            with self.cond:
+                self.fast += 1
+                self.cond.notify_all()
+            return inner(body)
+
+        return respond
+
+    def slow_responder(self) -> Responder:
+        inner = ConstantResponder()
+
+        def respond(body: dict[str, Any]) -> Reply:
+            with self.cond:
+                self.slow += 1
+                turn = self.slow
+                self.waiting += 1
+                self.cond.notify_all()
+                released = self.cond.wait_for(
+                    lambda: (
+                        self.fast >= self.per_call * turn
+                        or self.drained
+                        or self.waiting == self.workers
+                    ),
+                    timeout=60,  # a hang is a failure: the counts below say why
+                )
+                self.waiting -= 1
+            assert released, "held call never released"
+            return inner(body)
+
+        return respond
+
+    def drain(self) -> None:
+        with self.cond:
+            self.drained = True
+            self.cond.notify_all()
 
 
 def test_a_slow_endpoint_gets_fewer_calls() -> None:
+    """Least-in-flight routing: a call the slow endpoint holds keeps it from being picked.
+    Round robin would send it 40 of 120 calls; holding each for 25 fast ones, it answers at
+    most 4 before the work runs out and holds at most 2 then (6 workers cannot pile more on
+    it while two fast endpoints have fewer in flight)."""
+    workers, total = 6, 120
+    held = HeldCalls(workers, per_call=25)
     with (
-        ScriptedJudgeServer(ConstantResponder(), latency_s=0.01) as fast_a,
-        ScriptedJudgeServer(ConstantResponder(), latency_s=0.01) as fast_b,
-        ScriptedJudgeServer(ConstantResponder(), latency_s=0.25) as slow,
+        ScriptedJudgeServer(held.fast_responder()) as fast_a,
+        ScriptedJudgeServer(held.fast_responder()) as fast_b,
+        ScriptedJudgeServer(held.slow_responder()) as slow,
     ):
         pool = EndpointPool(
             "scripted", [fast_a.base_url, fast_b.base_url, slow.base_url], retry=FAST_RETRY
         )
+        left = total
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                if left == 0:
+                    held.drain()
+                await pool.choose(VERDICT, ["A", "B"])
 
         async def go() -> None:
             async with pool:
-                await run_workers(pool, workers=6, each=20)
+                await asyncio.gather(*(worker() for _ in range(workers)))
 
         asyncio.run(go())
         counts = [e["calls"] for e in pool.counts()]
     assert counts == [fast_a.calls, fast_b.calls, slow.calls]
-    assert sum(counts) == 120
-    # Round robin would send it 40; it holds a call for 25 fast ones, so it gets a handful.
-    assert counts[2] <= 12, counts
-    assert min(counts[:2]) >= 45, counts
+    assert sum(counts) == total
+    assert counts[2] <= 6, counts
+    assert min(counts[:2]) >= total // 3, counts  # each fast one takes its round-robin share
 
 
 class Clock:
@@ -451,7 +514,7 @@ def test_one_bad_url_is_the_same_one_line_error_as_a_bad_list(
     assert code == 1, (out, err)
     assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err and out == ""
-    assert time.monotonic() - started < 10  # refused, not retried
+    assert time.monotonic() - started < 30  # refused, not retried (for minutes)
     if "OPENAI_BASE_URL" not in env:
         assert not world["store"].exists()  # before a store was made
     elif world["store"].exists():  # read when the model loads: still before any job

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -419,15 +420,15 @@ def test_torch_threads_are_a_fair_share_of_the_cores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two torch processes on 2 cores each running 2 threads spin against each other: a local
-    model takes the cores the load leaves free (at least one), or CHARTER_TORCH_THREADS."""
+    model takes the cores other processes leave free (at least one), or CHARTER_TORCH_THREADS."""
     from charter.judge.backends.threads import ThreadSettings, fair_share
 
     assert fair_share(2, 0.1) == 2  # a quiet machine: every core
     assert fair_share(2, 1.2) == 1  # another torch process busy on one core
     assert fair_share(2, 9.0) == 1 and fair_share(16, 3.4) == 13
     assert ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "auto"}).torch_threads is None
-    assert ThreadSettings.from_env({}).threads(cores=2, load=1.6) == 1
-    assert ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "3"}).threads(cores=2, load=5) == 3
+    assert ThreadSettings.from_env({}).threads(cores=2, busy=1.6) == 1
+    assert ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "3"}).threads(cores=2, busy=5) == 3
     with pytest.raises(ValueError, match="CHARTER_TORCH_THREADS='0'"):
         ThreadSettings.from_env({"CHARTER_TORCH_THREADS": "0"})
     monkeypatch.setenv("CHARTER_TORCH_THREADS", "1")
@@ -439,3 +440,43 @@ def test_torch_threads_are_a_fair_share_of_the_cores(
         assert asyncio.run(model._run(torch.get_num_threads)) == 1  # on the model's worker
     finally:
         model.close()
+
+
+def test_busy_cores_are_other_processes_cpu_time_now_not_the_load_average(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 1-minute load average still counts a process that just ended (the demo's previous
+    step) and this process itself; a short /proc sample of other processes counts neither."""
+    from charter.judge.backends import threads
+
+    stat = "cpu  100 5 20 900 7 1 2 3 40 0\ncpu0 50 2 10 450 3 0 1 1 20 0\n"
+    assert threads.busy_ticks(stat) == 100 + 5 + 20 + 1 + 2 + 3  # idle, iowait, guest left out
+    own = "4242 (my (odd) name) R 1 4242 4242 0 -1 4194304 10 0 0 0 37 5 0 0 20 0 3 0 9 0"
+    assert threads.own_ticks(own) == 37 + 5
+    hertz = os.sysconf("SC_CLK_TCK")
+    # Over the window every core ticked busy 2 x hertz / 4 times, 1 x hertz / 4 of them ours.
+    samples = iter([(1000, 10), (1000 + hertz // 2, 10 + hertz // 4)])
+    now = next(samples)
+    monkeypatch.setattr(threads, "busy_ticks", lambda: now[0])
+    monkeypatch.setattr(threads, "own_ticks", lambda: now[1])
+
+    def tick(_: float) -> None:
+        nonlocal now
+        now = next(samples)
+
+    monkeypatch.setattr(threads.time, "sleep", tick)
+    assert threads.busy_elsewhere(0.25) == pytest.approx(1.0, abs=0.05)  # ours not counted
+
+
+def test_a_competing_process_counts_as_busy() -> None:
+    """A real busy loop in another process shows in the sample (the rest of the machine only
+    adds to it, so a loaded machine cannot make this fail)."""
+    from charter.judge.backends.threads import busy_elsewhere
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_elsewhere(0.5) >= 0.5
+    finally:
+        spinner.kill()
+        spinner.wait()

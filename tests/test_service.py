@@ -331,7 +331,7 @@ FEEDBACK_CALLS = {
 JUDGE_FAULTS = {  # what the judge does, and the answer the service then gives
     "down": (None, 503, "judge_unreachable"),
     "http_500": (Fault.http(500, message="upstream exploded"), 502, "judge_failed"),
-    "slow": (Fault.delay(3.0), 504, "judge_timeout"),
+    "slow": (Fault.delay(60.0), 504, "judge_timeout"),
 }
 
 
@@ -354,7 +354,8 @@ def test_feedback_without_a_usable_answer_is_a_5xx_saying_why(tmp_path: Path, fa
                 assert error["message"].startswith("no result: the judge"), error
                 assert "\n" not in error["message"] and "Traceback" not in response.text
                 assert endpoint not in response.text and "the configured endpoint" in response.text
-                assert time.monotonic() - started < 2.5, name  # one attempt, bounded by timeout_s
+                # Bounded by timeout_s (0.5 s), not by the judge's 60 s (loose: a loaded machine).
+                assert time.monotonic() - started < 30, name
         if fault == "down":
             assert server.calls == 0
         else:

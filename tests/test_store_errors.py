@@ -164,9 +164,10 @@ def test_a_store_locked_mid_job_stops_it_in_one_line_and_the_job_resumes(
             waited = time.monotonic() - started
     assert_one_line_error(run.returncode, err, str(world["store"]), "locked by another process")
     # A few statements wait out SQLite's 5 s busy timeout (the failing write, the lease's
-    # renewal and its release); the calls in flight then fail at once rather than each waiting
-    # its own 5 s (6 of them: 30 s more).
-    assert waited < 27
+    # renewal and its release: 15-20 s); the calls in flight then fail at once rather than each
+    # waiting its own 5 s (6 of them: 30 s more, 45 s at the very least). The bound sits
+    # between the two, with 20 s for a loaded machine (28.3 s measured under load).
+    assert waited < 40
     after = snapshot(world["store"])
     assert all(set(rows) <= set(after[name]) for name, rows in before.items())  # nothing lost
     time.sleep(LEASE_TTL_S)

@@ -403,7 +403,7 @@ def test_a_grpo_steps_rewards_wait_no_longer_than_the_deadline(world: dict[str, 
 
     def sleepy_is_slow(record: RecordedRequest) -> Fault | None:
         slow = record.body is not None and "sleepy" in last_user_message(record.body)
-        return Fault.delay(5.0) if slow else None
+        return Fault.delay(60.0) if slow else None
 
     with ScriptedJudgeServer(longer_is_better, fault_policy=sleepy_is_slow) as server:
 
@@ -419,7 +419,7 @@ def test_a_grpo_steps_rewards_wait_no_longer_than_the_deadline(world: dict[str, 
                 await model.aclose()
 
         rewards, elapsed = asyncio.run(go(["a", "aaaaaaa", "aaaaaaaa", "sleepy"]))
-    assert elapsed < 1.1, elapsed  # the deadline, not the 5 s judge
+    assert elapsed < 30, elapsed  # the 1 s deadline, not the 60 s judge (loose: loaded machine)
     assert rewards[3] == pytest.approx(sum(rewards[:3]) / 3)  # the late one: its group's mean
     assert rewards[3] != pytest.approx(0.5)
 

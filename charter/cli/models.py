@@ -148,10 +148,10 @@ def open_model(
 def load_for(spec: str, options: BackendOptions, *, option: str) -> ChatModel:
     """Load `spec` with `options`; a one-line error naming `option` when that fails."""
     from charter.judge import BackendError
-    from charter.judge.backends.registry import load_model
+    from charter.judge.backends.registry import load_model, uses_endpoint
 
     check_spec(spec, option)
-    if not spec.startswith("openai:"):
+    if not uses_endpoint(spec):
         # Our own progress bar owns the terminal; transformers' per-load bars are noise.
         from transformers.utils import logging as hf_logging
 
@@ -201,16 +201,15 @@ def _backend_options(
     )
 
 
-SPEC_PREFIXES = ("openai:", "hf:")
-
-
 def resolve_spec(text: str, flag: str) -> str:
     """A model spec as given, or `hf:PATH` for a bare local path; fails fast on a missing path.
 
     Checked before anything is loaded, so a typo costs no model load or generation.
     """
+    from charter.judge.backends.registry import names_backend
+
     value = text.strip()
-    if value.startswith(SPEC_PREFIXES) or value == "smollm2":
+    if names_backend(value):
         if value.startswith("hf:"):
             _check_local(value[3:], flag)
         return value

@@ -25,7 +25,7 @@ from charter.jobs.stopping import StopRequest
 from charter.jobs.store import JobRecord, create_or_get_job
 from charter.jobs.summary import JobSummary, Prices
 from charter.judge import BackendOptions, ChatModel
-from charter.judge.backends.registry import load_model, parse_spec
+from charter.judge.backends.registry import load_model, uses_endpoint
 from charter.prompt_files import PromptRecord
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
@@ -46,11 +46,6 @@ class ModelSource(Protocol):
     async def release(self, model: ChatModel) -> None:
         """The session is done with `model` (close it, unless the source shares it on)."""
         ...
-
-
-def uses_endpoint(spec: str) -> bool:
-    """Whether the model `spec` answers over HTTP (so its base URL says which model it is)."""
-    return parse_spec(spec)[0] == "openai"
 
 
 def shares_judge(source: ModelSource, spec: JobSpec) -> bool:

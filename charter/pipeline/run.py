@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from charter.judge.backends.registry import names_backend
 from charter.settings import JUDGE_BASE_URL_ENV, POLICY_BASE_URL_ENV
 
 from . import state
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("charter.pipeline")
 
 Progress = Callable[[str], None]
-SPEC_PREFIXES = ("openai:", "hf:")
 TRAIN_KINDS = {
     "sft": "sft",
     "dpo": "preference",
@@ -72,7 +72,7 @@ class PipelineSummary(BaseModel):
 
 def as_spec(model: str) -> str:
     """A model for the generation and eval stages: a bare directory becomes `hf:DIR`."""
-    if model.startswith(SPEC_PREFIXES) or model == "smollm2":
+    if names_backend(model):
         return model
     return f"hf:{model}"
 

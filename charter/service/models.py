@@ -28,7 +28,7 @@ from typing import Literal
 import httpx
 
 from charter.judge import BackendError, BackendOptions, ChatModel
-from charter.judge.backends.registry import load_model
+from charter.judge.backends.registry import load_model, uses_endpoint
 
 from .settings import ServiceSettings
 
@@ -78,7 +78,7 @@ class ModelPool:
         return spec
 
     def _key(self, spec: str, role: Role) -> _Key:
-        remote = spec.startswith("openai:")
+        remote = uses_endpoint(spec)
         return spec, (self.settings.base_url_for(role) if remote else None)
 
     def _pinned_keys(self) -> set[_Key]:
@@ -201,7 +201,7 @@ class ModelPool:
                 max_concurrency=self.settings.model_concurrency,
                 max_retries=self.settings.max_retries,
             )
-            if spec.startswith("openai:"):
+            if uses_endpoint(spec):
                 return load_model(spec, options)  # instant; its client binds to this loop
             log.info("loading %s (local models can take a while)", spec)
             return await asyncio.to_thread(load_model, spec, options)
@@ -215,7 +215,7 @@ class ModelPool:
         A remote model is asked for its model list (any HTTP answer below 500 means the
         endpoint is up); a local one is ready once it is loaded.
         """
-        if not spec.startswith("openai:"):
+        if not uses_endpoint(spec):
             return "ok" if self.loaded(spec, role) else "loading"
         options = BackendOptions(base_url=self.settings.base_url_for(role))
         key = os.environ.get(options.api_key_env)

@@ -22,7 +22,16 @@ from typing import Protocol
 from .base import ChatModelBase
 from .options import BackendOptions
 
-__all__ = ["GROUP", "SPEC_FORMS", "BackendFactory", "backend_kinds", "load_model", "parse_spec"]
+__all__ = [
+    "GROUP",
+    "SPEC_FORMS",
+    "BackendFactory",
+    "backend_kinds",
+    "load_model",
+    "names_backend",
+    "parse_spec",
+    "uses_endpoint",
+]
 
 GROUP = "charter.backends"
 """The entry-point group backends are registered in."""
@@ -75,6 +84,26 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if kind not in _BUILT_IN and kind in backend_kinds():
         return kind, rest
     raise ValueError(f"unknown model spec {spec!r}; expected one of: {', '.join(_forms())}")
+
+
+def _kind(text: str) -> tuple[str, bool]:
+    """The kind a spec's text names, lower-cased, and whether a `:` follows it."""
+    kind, sep, _ = text.strip().partition(":")
+    return kind.strip().lower(), bool(sep)
+
+
+def names_backend(text: str) -> bool:
+    """Whether `text` is written as a model spec rather than a bare local path: `KIND:...`
+    for a kind a backend is registered for, or the bare `smollm2`. It may still be malformed
+    (`parse_spec` says how); the CLI and the pipeline make anything else `hf:PATH`."""
+    kind, sep = _kind(text)
+    return kind in backend_kinds() if sep else kind == "smollm2"
+
+
+def uses_endpoint(spec: str) -> bool:
+    """Whether the model `spec` answers over HTTP (`openai:`): its base URL says which model
+    it is, and loading it costs nothing (a local model loads its weights)."""
+    return _kind(spec) == ("openai", True)
 
 
 def load_model(spec: str, options: BackendOptions | None = None) -> ChatModelBase:

@@ -4,15 +4,21 @@ processes are busy on the same machine.
 torch starts one intra-op thread per core. Two torch processes on the same cores then each run
 as many threads as there are cores, and their threads spin waiting for each other at every
 parallel region: on 2 shared cores the demo's batched generation ran 40 minutes against
-another torch process. A local model therefore takes the cores the load average leaves free
-(at least one) when it loads, unless `CHARTER_TORCH_THREADS` says how many.
+another torch process. A local model therefore takes the cores other processes leave free (at
+least one) when it loads, unless `CHARTER_TORCH_THREADS` says how many.
+
+"Other processes" is measured over a quarter of a second from /proc, not read from the load
+average: the 1-minute average still counts a process that just finished (the demo's previous
+step, a test that just ran) and this process itself, and would halve a quiet machine's threads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,8 +39,8 @@ class ThreadSettings(BaseModel):
         ge=1,
         le=1024,
         description="Intra-op threads torch may use for a local model; unset or 'auto': the "
-        "cores the 1-minute load average leaves free when the model loads (at least 1), so "
-        "torch processes sharing cores do not oversubscribe them.",
+        "cores other processes leave free when the model loads (at least 1), so torch "
+        "processes sharing cores do not oversubscribe them.",
     )
 
     @field_validator("torch_threads", mode="before")
@@ -46,13 +52,13 @@ class ThreadSettings(BaseModel):
     def from_env(cls, env: Mapping[str, str] | None = None) -> ThreadSettings:
         return model_from_env(cls, {"torch_threads": TORCH_THREADS_ENV}, env)
 
-    def threads(self, cores: int | None = None, load: float | None = None) -> int:
+    def threads(self, cores: int | None = None, busy: float | None = None) -> int:
         """The thread count to use now: the setting, else the fair share of the cores."""
         if self.torch_threads is not None:
             return self.torch_threads
         return fair_share(
             cores if cores is not None else available_cores(),
-            load if load is not None else os.getloadavg()[0],
+            busy if busy is not None else busy_elsewhere(),
         )
 
 
@@ -63,9 +69,43 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def fair_share(cores: int, load: float) -> int:
-    """The cores not already busy (load rounded), at least 1 and at most `cores`."""
-    return max(1, min(cores, cores - round(load)))
+def fair_share(cores: int, busy: float) -> int:
+    """The cores not already busy (`busy` cores' worth, rounded), at least 1, at most `cores`."""
+    return max(1, min(cores, cores - round(busy)))
+
+
+def busy_elsewhere(window_s: float = 0.25) -> float:
+    """How many cores' worth of CPU other processes used over the last `window_s` seconds
+    (Linux /proc); where /proc is not there, the 1-minute load average."""
+    try:
+        before = busy_ticks(), own_ticks()
+        time.sleep(window_s)
+        after = busy_ticks(), own_ticks()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    return cores_used((after[0] - before[0]) - (after[1] - before[1]), window_s)
+
+
+def cores_used(ticks: int, window_s: float) -> float:
+    """Clock ticks of CPU time spent over a window, as cores' worth of work."""
+    return max(0.0, ticks / os.sysconf("SC_CLK_TCK") / window_s)
+
+
+def busy_ticks(stat: str | None = None) -> int:
+    """Clock ticks every core has spent busy since boot: /proc/stat's `cpu` line less idle and
+    iowait (guest time is already inside user time)."""
+    text = stat if stat is not None else Path("/proc/stat").read_text()
+    fields = [int(v) for v in text.splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def own_ticks(stat: str | None = None) -> int:
+    """Clock ticks this process (all its threads) has spent on a CPU: utime + stime of
+    /proc/self/stat, read after the command name, which may hold spaces."""
+    text = stat if stat is not None else Path("/proc/self/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def use_torch_threads(settings: ThreadSettings | None = None) -> int:
@@ -75,6 +115,5 @@ def use_torch_threads(settings: ThreadSettings | None = None) -> int:
 
     threads = (settings or ThreadSettings.from_env()).threads()
     torch.set_num_threads(threads)
-    log.info("torch uses %d thread(s) (load %.1f on %d cores)", threads,
-             os.getloadavg()[0], available_cores())  # fmt: skip
+    log.info("torch uses %d thread(s) of %d cores", threads, available_cores())
     return threads
