@@ -196,7 +196,11 @@ def configs(name: str) -> list[JudgeConfig]:
 
 
 async def run(
-    judges: list[str], all_pairs: list[LabelledPair], all_categories: list[str], every: int
+    judges: list[str],
+    all_pairs: list[LabelledPair],
+    all_categories: list[str],
+    every: int,
+    json_path: str | None = None,
 ) -> list[Result]:
     constitution = load_constitution(REPO / "principles")
     results: list[Result] = []
@@ -226,11 +230,25 @@ async def run(
             for config in configs(name):
                 results.append(await measure(model, name, constitution, pairs, categories, config))
                 print(line(results[-1]), flush=True)
+                if json_path:  # as it goes: a long run cut short keeps what it measured
+                    write_json(json_path, results)
         finally:
             await model.aclose()
             if server is not None:
                 server.stop()
     return results
+
+
+def write_json(path: str, results: list[Result]) -> None:
+    Path(path).write_text(
+        json.dumps(
+            [
+                r.__dict__ | {"figures": {k: v.__dict__ for k, v in r.figures.items()}}
+                for r in results
+            ],
+            indent=2,
+        )
+    )
 
 
 def main() -> None:
@@ -252,18 +270,12 @@ def main() -> None:
     if args.pairs:
         pairs, categories = pairs[: args.pairs], categories[: args.pairs]
     print(f"{len(pairs)} labelled pairs from {PAIRS_FILE.name}; load {os.getloadavg()}")
-    results = asyncio.run(run(args.judges.split(","), pairs, categories, args.every))
+    results = asyncio.run(
+        run(args.judges.split(","), pairs, categories, args.every, args.json_path)
+    )
     print(f"load {os.getloadavg()}")
     if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps(
-                [
-                    r.__dict__ | {"figures": {k: v.__dict__ for k, v in r.figures.items()}}
-                    for r in results
-                ],
-                indent=2,
-            )
-        )
+        write_json(args.json_path, results)
 
 
 if __name__ == "__main__":

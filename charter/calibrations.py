@@ -448,7 +448,7 @@ async def calibrate_on_pairs(
         )
     heldout: dict[str, Any] = {"pairs": len(held_pairs), "bins": bins}
     if folds is not None:
-        heldout["method"] = f"{folds}-fold cross-fitting (seed {seed})"
+        heldout["method"] = crossfit_method(folds, len(pairs), seed)
     for name, quality in (("raw", report.raw), ("calibrated", report.calibrated)):
         if quality is not None and quality.calibration is not None:
             heldout[name] = {
@@ -467,6 +467,13 @@ async def calibrate_on_pairs(
         heldout=heldout,
     )
     return CalibrationRun(record, report, held_pairs, calibration.fitted_on)
+
+
+def crossfit_method(folds: int, pairs: int, seed: int) -> str:
+    """How held-out figures were made by cross-fitting, as a record names it."""
+    if folds == pairs:
+        return "leave-one-out cross-fitting"
+    return f"{folds}-fold cross-fitting (seed {seed})"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from charter import calibrations
 from charter.judge.qualify import EvalReport
@@ -45,6 +45,7 @@ class Qualification(BaseModel):
     decided: int | None = None
     source: str | None = Field(default=None, description="Which measurement, and on what.")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def text(self) -> str:
         """One line, for a figure's caption."""
@@ -83,9 +84,14 @@ def record_eval(
         )
 
 
-def qualification(db: sqlite_utils.Database | None, judge: str) -> Qualification:
+def qualification(
+    db: sqlite_utils.Database | None, judge: str, *, store_calibrations: bool = True
+) -> Qualification:
     """The newest measurement of `judge` against people: a `judge eval`, else a calibration's
-    held-out figures (the store's, then shipped); unqualified when there is none."""
+    held-out figures (the store's, then shipped); unqualified when there is none.
+
+    `store_calibrations=False` leaves out calibrations fitted in the store: in the service
+    they may come from another tenant's labels (their source names that tenant's job)."""
     if db is not None and JUDGE_EVALS in db.table_names():
         rows = list(
             db[JUDGE_EVALS].rows_where(
@@ -103,7 +109,7 @@ def qualification(db: sqlite_utils.Database | None, judge: str) -> Qualification
                 decided=row["decided"],
                 source=f"charter judge eval {row['protocol']} on {row['pairs_source']}",
             )
-    found = calibrations.stored(db) if db is not None else []
+    found = calibrations.stored(db) if db is not None and store_calibrations else []
     for record in [*found, *calibrations.shipped()]:
         if record.judge != judge:
             continue

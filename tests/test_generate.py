@@ -25,6 +25,7 @@ from tests.support.generation import (
     bad,
     good,
     make_world,
+    qualify_judge,
     responder,
     revised,
     write_constitution,
@@ -312,6 +313,23 @@ def test_jobs_list_and_show(world: dict[str, Path]) -> None:
     assert shown["summary"]["preferences"] == summary["preferences"]
     code, _, err = invoke(["jobs", "show", "job-nope", "--store", str(world["store"])])
     assert code == 1 and "no job" in err
+
+
+def test_jobs_show_carries_the_judges_qualification(world: dict[str, Path]) -> None:
+    """A job's summary names how far its judge was measured to agree with people: unqualified
+    until `charter judge eval` of that judge is in the store, then its agreement and n."""
+    store = str(world["store"])
+    with ScriptedJudgeServer(responder()) as server:
+        summary = run_generate(world, server)
+        assert summary["judge_qualification"]["qualified"] is False
+        code, out, _ = invoke(["jobs", "show", summary["job_id"], "--store", store])
+        assert code == 0 and "judge        judge openai:scripted: unqualified" in out, out
+        qualify_judge(world["store"], "openai:scripted", server.base_url, world["principles"])
+    code, out, _ = invoke(["jobs", "show", summary["job_id"], "--store", store, "--json"])
+    shown = json.loads(out)["summary"]["judge_qualification"]
+    assert shown["qualified"] is True and shown["agreement"] == 0.75 and shown["decided"] == 4
+    code, out, _ = invoke(["jobs", "show", summary["job_id"], "--store", store])
+    assert "judge openai:scripted: agreed with people on 75% of 4 decided labelled pairs" in out
 
 
 def test_export_formats_splits_and_card(world: dict[str, Path]) -> None:

@@ -722,10 +722,11 @@ def test_the_shipped_calibration_fits_the_default_constitution_and_demo_settings
     empty = sqlite_utils.Database(memory=True)
     found = find(empty, "smollm2", digest, JudgeConfig(principles=1))
     assert found is not None and found.shipped and found.protocol == "pointwise"
-    # 57 held-out pairs: an ECE below the noise floor of that many pairs (0.123, BENCHMARKS.md)
-    # cannot be asked of a refit; this catches a broken fit, and the log loss must improve.
+    # Reported by cross-fitting on all the shipped pairs: each pair calibrated by a fit that
+    # never saw it (a 30% hold-out is 57 pairs, whose ECE is mostly noise).
     held = found.heldout
-    assert held["pairs"] > 0 and held["calibrated"]["ece"] <= 0.2
+    assert held["pairs"] == 191 and "cross-fitting" in held["method"]
+    assert held["calibrated"]["ece"] <= 0.1
     assert held["calibrated"]["log_loss"] < held["raw"]["log_loss"]
     assert find(empty, "smollm2", digest, JudgeConfig(principles=2)) is None
     assert find(empty, "openai:other", digest, JudgeConfig(principles=1)) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -312,3 +313,26 @@ def _jobs(world: dict[str, Path]) -> list[dict[str, Any]]:
     assert code == 0, err
     jobs: list[dict[str, Any]] = json.loads(out)
     return jobs
+
+
+@pytest.mark.slow
+def test_a_job_on_ray_logs_the_calls_and_tokens_its_workers_report(tmp_path: Path) -> None:
+    """Progress lines on Ray count what the workers send back: the last line (at the run's
+    end) shows every call they made and the tokens those cost, as a local run's would."""
+    world = make_world(tmp_path / "ray", PROMPTS[:4])
+    tag = new_tag()
+    with ScriptedJudgeServer(responder(PROMPTS)) as server:
+        env = {**os.environ, "PYTHONPATH": str(REPO), TAG: tag, "RAY_DISABLE_USAGE_STATS": "1"}
+        args = [sys.executable, "-m", "charter.cli",
+                *[a for a in generate_args(world, server, "--ray", "--ray-workers", "1")
+                  if a != "--json"]]  # fmt: skip
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
+                              cwd=world["tmp"])  # fmt: skip
+        made = server.calls
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert left_running(tag) == [], "the run's local Ray left processes running"
+    lines = [line for line in done.stderr.splitlines() if line.startswith("prompts: ")]
+    assert lines, done.stderr[-3000:]
+    last = re.search(r"calls (\d+) answered .*tokens ([\d,]+) answered", lines[-1])
+    assert last, lines[-1]
+    assert int(last.group(1)) == made > 0 and int(last.group(2).replace(",", "")) > 0, lines[-1]

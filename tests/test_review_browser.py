@@ -21,6 +21,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from charter.client import CharterClient
 from tests.support.browser import headless_chromium, screenshot
+from tests.support.generation import PROMPTS, responder, write_constitution
 from tests.support.review import (
     PAYLOADS,
     XSS_PROMPTS,
@@ -29,7 +30,8 @@ from tests.support.review import (
     xss_chosen,
     xss_rejected,
 )
-from tests.support.service import TOKEN_A
+from tests.support.scripted_server import RecordedRequest, ScriptedJudgeServer
+from tests.support.service import TOKEN_A, ServiceProcess
 
 pytestmark = pytest.mark.browser
 CAREFUL = ("A careful", "Revised", "Here is a careful")
@@ -274,3 +276,51 @@ def test_principle_labels_are_never_clipped(chrome: WebDriver, tmp_path: Path, s
     assert {f"{name} (n=4)" for name in names} <= set(labels)
     for text, (left, right, width) in labels.items():
         assert left >= 0 and right <= width, (text, left, right, width)
+
+
+def test_a_job_whose_calls_get_no_answer_shows_as_waiting(
+    chrome: WebDriver, tmp_path: Path, shots: Path
+) -> None:
+    """A running job whose calls are all outstanding, none answered since its last activity
+    report (a judge that stalls, or a stored call answered after its delay), shows "waiting"
+    and for what, on its page and in the list, not a silent "running"; then runs to its end.
+    The judge holds every request until the page has shown it (events, not seconds)."""
+    gate = threading.Event()
+
+    def hold(record: RecordedRequest) -> None:
+        gate.wait(timeout=120)
+
+    principles = write_constitution(tmp_path / "principles")
+    with ScriptedJudgeServer(responder(PROMPTS[:2]), fault_policy=hold) as server:
+        models = ["--judge", "openai:scripted", "--policy", "openai:scripted"]
+        models += ["--judge-base-url", server.base_url, "--policy-base-url", server.base_url]
+        service = ServiceProcess(
+            ["--store", str(tmp_path / "s.db"), "--dir", str(principles), *models],
+            {"CHARTER_API_TOKENS": f"alice={TOKEN_A}", "CHARTER_PROGRESS_EVERY_S": "0.2"},
+            tmp_path / "service.log",
+            tmp_path,
+        )
+        try:
+            service.start()
+            with CharterClient(service.base_url, TOKEN_A) as client:
+                job = client.create_job(PROMPTS[:2]).job.id
+            world = ReviewWorld(service.base_url, job, job, tmp_path / "s.db", server)
+            _sign_in(chrome, world)
+            chrome.get(f"{service.base_url}/pages/jobs/{job}")
+            WebDriverWait(chrome, 60).until(
+                lambda c: c.find_element(By.ID, "job-state").text == "waiting"
+            )
+            reason = chrome.find_element(By.ID, "job-waiting").text
+            assert reason.startswith("for answers to ") and "model call(s)" in reason, reason
+            screenshot(chrome, "job-waiting", shots)
+            chrome.get(f"{service.base_url}/pages/jobs")
+            assert "waiting" in chrome.find_element(By.CSS_SELECTOR, "span.state").text
+            chrome.get(f"{service.base_url}/pages/jobs/{job}")
+            gate.set()
+            WebDriverWait(chrome, 60).until(
+                lambda c: c.find_element(By.ID, "job-state").text == "done"
+            )
+            assert chrome.find_element(By.ID, "job-waiting").text == ""
+        finally:
+            gate.set()
+            service.stop()

@@ -14,6 +14,7 @@ from charter.judge.agreement import wilson
 from charter.judge.qualify import load_pairs
 from charter.service.pages.audit import SAMPLE_SIZE
 from charter.service.settings import ServiceSettings, owner_of, split_token_entry
+from tests.support.generation import qualify_judge
 from tests.support.review import (
     PAYLOADS,
     XSS_SCRIPT,
@@ -228,7 +229,8 @@ def test_progress_json_constitution_page_and_bad_inputs_are_one_line_messages(
 ) -> None:
     progress = alice.get(f"/pages/jobs/{world.job_a}/progress.json").json()
     assert progress == {
-        "state": "done", "total": 10, "done": 10, "failed": 0, "pending": 0, "preferences": 10,
+        "state": "done", "waiting_for": "", "total": 10, "done": 10, "failed": 0, "pending": 0,
+        "preferences": 10,
     }  # fmt: skip
     same = alice.get("/pages/constitution", params={"a": "current", "b": "current"}).text
     assert "No difference." in same and "harmless" in same
@@ -370,3 +372,19 @@ def test_an_operator_sees_the_cli_jobs_and_no_other_token_does(tmp_path: Path) -
     with running_service(plain) as service, sign_in(service.base_url, TOKEN_A) as alice:
         assert job_id not in alice.get("/pages/jobs").text
         assert alice.get(f"/pages/jobs/{job_id}").status_code == 404
+
+
+def test_the_judge_charts_carry_the_judges_qualification(
+    alice: httpx.Client, world: ReviewWorld
+) -> None:
+    """The job page's judge charts say how far that judge was measured to agree with people:
+    unqualified until a `charter judge eval` of it is in the service's store. (Last in this
+    module: it adds that eval to the shared world's store.)"""
+    page = alice.get(f"/pages/jobs/{world.job_a}").text
+    line = re.search(r'id="judge-qualification">([^<]*)<', page)
+    assert line and "judge openai:scripted: unqualified" in line.group(1), page[:2000]
+    qualify_judge(world.store, "openai:scripted", world.server.base_url, world.store.parent
+                  / "principles")  # fmt: skip
+    page = alice.get(f"/pages/jobs/{world.job_a}").text
+    line = re.search(r'id="judge-qualification">([^<]*)<', page)
+    assert line and "agreed with people on 75% of 4 decided labelled pairs" in line.group(1)

@@ -29,7 +29,14 @@ from charter.rewards import (
     compute_score_batch,
 )
 from charter.service.settings import ServiceSettings, SettingsError
-from tests.support.generation import PRINCIPLES, PROMPTS, bad, good, write_constitution
+from tests.support.generation import (
+    PRINCIPLES,
+    PROMPTS,
+    bad,
+    good,
+    qualify_judge,
+    write_constitution,
+)
 from tests.support.judge_helpers import scripted_model
 from tests.support.openrlhf_client import (
     openrlhf_executor,
@@ -328,6 +335,37 @@ def test_the_openrlhf_route_answers_by_its_deadline_with_flagged_fallbacks(
         "batches": 1, "items": 3, "judged": 1, "failed": 0, "timeouts": 2, "fallbacks": 2,
         "deadline_s": DEADLINE_S,
     }  # fmt: skip
+
+
+def test_reward_responses_carry_the_judges_qualification(
+    tmp_path: Path, judge_server: ScriptedJudgeServer, principles: Path
+) -> None:
+    """A reward is only as good as its judge: each response names the judge and how far it
+    was measured to agree with people, unqualified until a `charter judge eval` of it is in
+    the service's store."""
+    settings = service_settings(tmp_path, judge_server, principles, reward_deadline_s=30.0)
+    body = {"items": [{"prompt": P1, "response": good(P1)}]}
+    auth = {"Authorization": f"Bearer {TOKEN_A}"}
+
+    def rewarded(running: RunningService) -> dict[str, Any]:
+        answer = httpx.post(running.base_url + "/v1/rewards", json=body, headers=auth, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rewards"][0]["reward"] > 0.8
+        return dict(answer.json())
+
+    with running_service(settings) as running:
+        first = rewarded(running)
+        schema = httpx.get(running.base_url + "/openapi.json").json()
+    assert first["judge"] == "openai:scripted"
+    assert first["judge_qualification"]["qualified"] is False
+    assert "judge openai:scripted: unqualified" in first["judge_qualification"]["text"]
+    fields = schema["components"]["schemas"]["RewardResponse"]["properties"]
+    assert {"rewards", "deadline_s", "judge", "judge_qualification"} <= set(fields)
+    qualify_judge(settings.store_path, "openai:scripted", judge_server.base_url, principles)
+    with running_service(settings) as running:
+        later = rewarded(running)["judge_qualification"]
+    assert later["qualified"] is True and later["agreement"] == 0.75 and later["pairs"] == 4
+    assert "agreed with people on 75% of 4 decided labelled pairs" in later["text"]
 
 
 @pytest.mark.parametrize(

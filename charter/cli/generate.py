@@ -378,6 +378,8 @@ def _print_summary(s: JobSummary) -> None:
         f"  preferences  {s.preferences} made, {s.exportable} exportable, "
         f"{s.filtered} below min confidence {s.min_confidence}",
     ]
+    if s.judge_qualification is not None:
+        lines.append(f"  judge        {s.judge_qualification.text}")
     if s.texts.total:
         lines.append(f"  {s.texts.kind:<12} {s.texts.describe()}")
     if s.judgments:

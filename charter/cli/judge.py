@@ -508,9 +508,10 @@ def _print_report(report: EvalReport, bins: int) -> None:
 )
 @click.option(
     "--folds",
-    type=click.IntRange(2, 20),
+    type=click.IntRange(2, 100_000),
     help="Instead of --holdout: fit on every pair and report by cross-fitting, each pair "
-    "calibrated by a fit on the other folds (every pair held out once).",
+    "calibrated by a fit on the other folds (every pair held out once; as many folds as "
+    "pairs: leave-one-out, which no seed changes).",
 )
 @click.option("--bins", type=click.IntRange(2, 50), default=10, show_default=True)
 @click.option(

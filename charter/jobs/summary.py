@@ -23,6 +23,7 @@ from charter.jobs.store import (
     prompt_results,
 )
 from charter.judge.quality import describe
+from charter.qualification import Qualification, qualification
 
 
 @dataclass
@@ -164,6 +165,12 @@ class JobSummary(_Figures):
     mode: Mode
     constitution: ConstitutionRef
     judge: str
+    judge_qualification: Qualification | None = Field(
+        default=None,
+        description="How far the judge was measured to agree with people (`charter judge "
+        "eval`, or a calibration's held-out pairs), or unqualified: its figures are only as "
+        "good as that. None in summaries stored before it was recorded.",
+    )
     policy: str
     protocol: str | None
     calibration: CalibrationFigures | None
@@ -223,6 +230,7 @@ def summarise_job(
             digest=job.constitution.digest, version=job.constitution.version
         ),
         judge=job.spec.judge,
+        judge_qualification=job_qualification(db, job),
         policy=job.spec.policy,
         protocol=(
             job.spec.judge_config.protocol
@@ -264,6 +272,12 @@ def summarise_job(
             else None
         ),
     )
+
+
+def job_qualification(db: sqlite_utils.Database, job: JobRecord) -> Qualification:
+    """The job's judge's qualification; a service tenant's job is not told of calibrations
+    fitted in the store (another tenant's labels may be behind them)."""
+    return qualification(db, job.spec.judge, store_calibrations=job.spec.tenant is None)
 
 
 def text_outcomes(

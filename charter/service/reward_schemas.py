@@ -20,6 +20,7 @@ from pydantic import (
 
 from charter.common.unicode import check_unicode, valid_unicode
 from charter.judge.reward import RewardDeadline
+from charter.qualification import Qualification
 
 from .schemas import MAX_TEXT_CHARS, Content, FeedbackRequest, Text
 
@@ -84,6 +85,12 @@ class RewardResponse(BaseModel):
     deadline_s: float
     fallbacks: int
     timeouts: int
+    judge: str = Field(description="The judge whose verdicts these rewards are (its spec).")
+    judge_qualification: Qualification = Field(
+        description="How far that judge was measured to agree with people (`charter judge "
+        "eval` on labelled pairs, or a shipped calibration's held-out pairs), or unqualified: "
+        "a reward is only as good as its judge."
+    )
 
 
 class RewardStats(BaseModel):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from charter.jobs.activity import Activity
 from charter.jobs.leases import LeaseHeld, LeaseLost, LeaseSettings
 from charter.jobs.run import JobFailed
 from charter.jobs.session import Role, job_session
@@ -49,6 +50,8 @@ class JobRunner:
         self.scrub = scrub
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._queued: set[str] = set()
+        self._waiting: dict[str, str] = {}
+        self._activity: dict[str, Activity] = {}
         self._gate = asyncio.Semaphore(settings.max_jobs)
         self.lease = LeaseSettings.from_env()
 
@@ -57,6 +60,14 @@ class JobRunner:
 
     def queued(self, job_id: str) -> bool:
         return job_id in self._queued
+
+    def waiting_for(self, job_id: str) -> str | None:
+        """What a running job is waiting for (None: it is making progress): the run that
+        holds its lease, its models, or answers to its calls, none having come since its
+        last activity report (`CHARTER_PROGRESS_EVERY_S`). A call answered from the store
+        after a delay counts as a call awaiting its answer, like any other, so the state
+        tells a tenant nothing of other tenants' calls."""
+        return self._waiting.get(job_id)
 
     def start(self, job_id: str) -> bool:
         """Run (or resume) the job unless it is already running here; False if it was."""
@@ -97,6 +108,27 @@ class JobRunner:
     def _forget(self, job_id: str) -> None:
         self._tasks.pop(job_id, None)
         self._queued.discard(job_id)
+        self._waiting.pop(job_id, None)
+        self._activity.pop(job_id, None)
+
+    def _heard(self, job_id: str, now: Activity) -> None:
+        """A running job's activity: waiting when calls are outstanding and none has been
+        answered (nor a token decoded, nor a prompt finished) since the last report."""
+        before = self._activity.get(job_id)
+        self._activity[job_id] = now
+        outstanding = now.in_flight + now.waiting
+        progressed = before is None or (
+            now.calls_made + now.calls_reused,
+            now.decoded,
+            now.prompts_done,
+        ) != (before.calls_made + before.calls_reused, before.decoded, before.prompts_done)
+        if outstanding and not progressed:
+            self._waiting[job_id] = (
+                f"answers to {outstanding} model call(s); none came in the last "
+                f"{now.elapsed_s - before.elapsed_s if before else 0:.0f} s"
+            )
+        else:
+            self._waiting.pop(job_id, None)
 
     async def _run(self, job_id: str) -> None:
         held_by: str | None = None
@@ -107,6 +139,7 @@ class JobRunner:
                     await self._execute(job_id)
                     return
                 except LeaseHeld as exc:  # another runner has it: wait, without a job slot
+                    self._waiting[job_id] = "the run that holds its lease to end"
                     if held_by != exc.lease.holder:
                         log.info("%s is being run by %s: waiting for it", job_id, exc.lease.holder)
                     held_by = exc.lease.holder
@@ -133,12 +166,16 @@ class JobRunner:
     async def _execute(self, job_id: str) -> None:
         job = get_job(self.db, job_id)
         records = [r for _, r in job_prompts(self.db, job_id)]
+        self._waiting[job_id] = "its models to load"
         async with job_session(self.db, _PoolModels(self.pool), job.spec, records) as session:
+            self._waiting.pop(job_id, None)
+            self._activity.pop(job_id, None)
             summary = await session.run(
                 job,
                 concurrency=self.settings.job_concurrency,
                 resume_with=f"POST /v1/jobs/{job_id}/resume",
                 lease=self.lease,
+                on_activity=lambda now: self._heard(job_id, now),
             )
         log.info("%s ended: %s preference rows", job_id, summary.preferences)
 

@@ -145,6 +145,11 @@ class JobView(BaseModel):
     preferences: int = Field(description="Rows stored so far (before any confidence filter).")
     error: str | None = None
     errors: list[str] = Field(default=[], description="Recent per-prompt errors, newest first.")
+    waiting_for: str | None = Field(
+        default=None,
+        description="While `running`: what the job is waiting for, if it is not making "
+        "progress (the run holding its lease, its models, answers to its calls).",
+    )
     prompts_source: str
     created_at: str
     updated_at: str

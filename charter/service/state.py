@@ -40,6 +40,7 @@ from charter.judge import ChatModel, Comparison, Ranking, RevisionChain
 from charter.judge.results import Provenance
 from charter.judge.reward import RewardCounts
 from charter.prompt_files import PromptRecord
+from charter.qualification import Qualification, qualification
 
 from . import records
 from .errors import ApiError
@@ -133,6 +134,7 @@ class Service:
         self.constitutions = Constitutions(db, settings.principles_dir)
         self.reward_counts = RewardCounts()
         self.auth_failures = FailureLimit(settings.auth_failures_per_minute)
+        self._qualified: dict[str, tuple[float, Qualification]] = {}
 
     async def hold_judge(self, spec: str | None, *, within: float | None = None) -> ChatModel:
         """The judge a request asked for (or the default), held open until
@@ -144,6 +146,23 @@ class Service:
             raise ApiError(422, "model_not_allowed", str(exc)) from None
         except ModelUnavailable as exc:
             raise ApiError(503, "model_unavailable", str(exc)) from None
+
+    QUALIFICATION_RECHECK_S = 30.0
+    """A `charter judge eval` recorded while the service runs shows within this long."""
+
+    def qualification(self, spec: str | None) -> Qualification:
+        """The qualification of judge `spec` (default: the service's), read at most every
+        `QUALIFICATION_RECHECK_S` (rewards carry it, and must stay cheap). Calibrations fitted
+        in the store are left out: another tenant's labels may be behind them."""
+        spec = spec or self.settings.judge
+        now = time.monotonic()
+        kept = self._qualified.get(spec)
+        if kept is None or now - kept[0] > self.QUALIFICATION_RECHECK_S:
+            kept = self._qualified[spec] = (
+                now,
+                qualification(self.db, spec, store_calibrations=False),
+            )
+        return kept[1]
 
     @contextlib.asynccontextmanager
     async def judge(
@@ -193,6 +212,7 @@ class Service:
             preferences=preference_count(self.db, job.id),
             error=self.scrub(job.error) if job.error else None,
             errors=[self.scrub(e) for e in records.prompt_errors(self.db, job.id)],
+            waiting_for=self.runner.waiting_for(job.id) if job.status == "running" else None,
             prompts_source=job.prompts_source,
             created_at=job.created_at,
             updated_at=job.updated_at,

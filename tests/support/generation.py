@@ -92,3 +92,26 @@ def request_identity(body: dict[str, Any] | None) -> str:
     body = body or {}
     keep = {k: body.get(k) for k in ("messages", "max_tokens", "temperature", "seed")}
     return json.dumps(keep, sort_keys=True)
+
+
+def qualify_judge(store: Path, judge: str, base_url: str, principles: Path) -> None:
+    """`charter judge eval` of `judge` (a scripted server that prefers `good` texts) on four
+    labelled pairs, one of them labelled against it: agreement 3 of 4, kept in `store`."""
+    from click.testing import CliRunner
+
+    from charter.cli.main import cli
+
+    pairs = [
+        {"prompt": p, "a": good(p), "b": bad(p), "preferred": "a" if i else "b"}
+        for i, p in enumerate(PROMPTS[:4])
+    ]
+    labelled = store.parent / "labelled-pairs.jsonl"
+    labelled.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    result = CliRunner().invoke(
+        cli,
+        ["judge", "eval", "--pairs", str(labelled), "--judge", judge, "--judge-base-url",
+         base_url, "--protocol", "pointwise", "--dir", str(principles), "--store", str(store),
+         "--json"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr

@@ -25,6 +25,7 @@ from charter.jobs.impact import ImpactReport, preview_impact
 from charter.jobs.impact_settings import ImpactSettings
 from charter.jobs.spec import DEFAULT_MIN_CONFIDENCE
 from charter.jobs.store import JobRecord, get_job, job_prompts
+from charter.jobs.summary import job_qualification
 
 from .. import records
 from ..auth import authenticate, client_address
@@ -163,7 +164,8 @@ async def jobs_page(service: ServiceDep, session: SessionDep) -> HTMLResponse:
 async def progress(job_id: JobId, service: ServiceDep, session: SessionDep) -> JSONResponse:
     view = service.view(_owned(service, session, job_id))
     body = {
-        "state": view.state,
+        "state": "waiting" if view.waiting_for else view.state,
+        "waiting_for": f"for {view.waiting_for}" if view.waiting_for else "",
         "total": view.prompts.total,
         "done": view.prompts.done,
         "failed": view.prompts.failed,
@@ -196,6 +198,7 @@ async def job_page(job_id: JobId, service: ServiceDep, session: SessionDep) -> H
         histogram=charts.p_chosen_histogram(rows.p_chosen_histogram(service.db, job.id)),
         principles=charts.principle_bars(stats.principles) if stats.principles else None,
         stats=stats,
+        qualification=job_qualification(service.db, job),
         agreement=agreed,
         by_principle=audit.principle_agreement(service.db, job.id, margin),
         conflicts=conflicts,

@@ -100,6 +100,8 @@ async def rewards(
         deadline_s=deadline,
         fallbacks=sum(r.fallback for r in results),
         timeouts=sum(r.timed_out for r in results),
+        judge=body.judge or service.settings.judge,
+        judge_qualification=service.qualification(body.judge),
     )
     return service.json(answer)
 

@@ -16,7 +16,7 @@
         });
         var bar = status.querySelector("[data-live-progress]");
         if (bar) { bar.max = data.total; bar.value = data.done; }
-        if (data.state === "running" || data.state === "queued") {
+        if (data.state === "running" || data.state === "queued" || data.state === "waiting") {
           setTimeout(update, 2000);
         } else {
           window.location.reload();
