@@ -984,6 +984,30 @@ def test_serve_refuses_to_start_without_tokens(
     assert default_host == "127.0.0.1"
 
 
+def test_serve_takes_max_jobs_from_the_settings_declaration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--max-jobs` is the settings field's option (its help and bounds), not a second
+    declaration with its own; $CHARTER_SERVICE_MAX_JOBS is read by the settings, flag first."""
+    serve = cli.get_command(click.Context(cli), "serve")
+    assert serve is not None
+    option = next(p for p in serve.params if p.name == "max_jobs")
+    field = ServiceSettings.model_fields["max_jobs"]
+    assert field.description and (option.help or "").startswith(field.description)
+    assert isinstance(option.type, click.IntRange) and (option.type.min, option.type.max) == (
+        1, 256
+    )  # fmt: skip
+    monkeypatch.setenv("CHARTER_API_TOKENS", TOKEN_A)
+    monkeypatch.setenv("CHARTER_SERVICE_MAX_JOBS", "300")
+    args = ["serve", "--dir", str(tmp_path / "none"), "--store", str(tmp_path / "s.db")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("max_jobs: Input should be less than or equal to 256")
+    monkeypatch.setenv("CHARTER_SERVICE_MAX_JOBS", "5")
+    assert ServiceSettings.from_env(max_jobs=None).max_jobs == 5
+    assert ServiceSettings.from_env(max_jobs=3).max_jobs == 3  # the flag wins
+
+
 def test_the_default_answer_length_is_the_one_the_demo_gives_rows_with() -> None:
     """An answer cut off at its token limit is never chosen: at 128 tokens every answer of the
     embedded model was cut off and a job made 0 rows. The API's (and the CLI's) default is
