@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from benchmarks.judge_protocols import Counting  # noqa: E402
 from charter.constitution import Constitution, load_constitution  # noqa: E402
 from charter.judge import (  # noqa: E402
     BackendOptions,
@@ -66,34 +67,26 @@ BINS = 10
 NONCES = KeyedNonces(b"principle-selection-benchmark")
 
 
-class Remembering:
+class Remembering(Counting):
     """Answers a `choose` asked before from memory; counts every call and the ones made."""
 
     def __init__(self, inner: ChatModel) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.memory: dict[str, Completion] = {}
-        self.calls = 0
         self.made = 0
 
-    @property
-    def spec(self) -> str:
-        return self.inner.spec
-
     async def generate(self, request: GenerationRequest) -> Completion:
-        self.calls += 1
         self.made += 1
-        return await self.inner.generate(request)
+        return await super().generate(request)
 
     async def choose(self, messages: Sequence[Message], options: Sequence[str]) -> Completion:
-        self.calls += 1
         key = json.dumps([[m.role, m.content] for m in messages] + [list(options)])
         if key not in self.memory:
             self.made += 1
-            self.memory[key] = await self.inner.choose(messages, options)
+            self.memory[key] = await super().choose(messages, options)
+        else:
+            self.calls += 1
         return self.memory[key]
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @dataclass

@@ -9,7 +9,8 @@ having read the whole response; the overrun is that minus the deadline.
 
 With `--baseline-src DIR` (a checkout of the code before the change, e.g.
 `git archive <commit> | tar -x -C DIR`), the same trials run against a service started from
-it, in the same run, so the two are measured under the same load.
+it, in the same run, so the two are measured under the same load (all of its packages,
+`charter.judge` included: see `benchmarks/serving.py`).
 
     .venv/bin/python benchmarks/reward_deadline.py [--items 1024] [--deadline 10] [--trials 3]
         [--spinners 2] [--baseline-src DIR]

@@ -136,23 +136,9 @@ async def through_job(base_url: str, server_pid: int, in_flight: int, n: int) ->
     """A compare job of `n / CALLS_PER_PROMPT` prompts with two given candidates each, its
     prompts in flight chosen so `in_flight` judge calls are."""
     prompts = max(1, n // CALLS_PER_PROMPT)
-    constitution = load_constitution(REPO / "principles")
-    records = [
-        PromptRecord(
-            prompt=f"Scale prompt {i}: how do I keep basil alive?", responses=(A_TEXT, B_TEXT)
-        )
-        for i in range(prompts)
-    ]
-    spec = JobSpec(
-        judge="openai:instant",
-        policy="given",
-        judge_config=JudgeConfig(protocol="pairwise", principles=K),
-        prompts_digest=prompts_digest(records),
-        constitution_digest=constitution.digest,
-    )
     with tempfile.TemporaryDirectory() as tmp:
         db = open_store(Path(tmp) / "scale.db")
-        job, _ = create_or_get_job(db, spec, constitution, records, "benchmark")
+        job = given_job(db, prompts, "Scale")
         model = OpenAIChatModel("instant", options(base_url, in_flight))
 
         async def run() -> int:

@@ -282,7 +282,7 @@ def test_a_slow_endpoint_gets_fewer_calls() -> None:
     assert counts == [fast_a.calls, fast_b.calls, slow.calls]
     assert sum(counts) == total
     assert counts[2] <= 6, counts
-    assert min(counts[:2]) >= total // 3, counts  # each fast one takes its round-robin share
+    assert min(counts[:2]) >= 45, counts  # the fast two share the rest about evenly
 
 
 class Clock:

@@ -74,6 +74,12 @@ def committed(store: Path) -> int:
             return 0
 
 
+def mid_job(proc: subprocess.Popen[bytes], server: ScriptedJudgeServer, calls: int) -> None:
+    """Wait until the server has had `calls` calls, the run still going."""
+    wait_until(lambda: server.calls >= calls or proc.poll() is not None, what="mid-job")
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+
+
 def hold_when_settled(server: ScriptedJudgeServer, gate: Gate, store: Path) -> int:
     """Close the gate, then wait until every reply the server sent is committed to the store:
     the calls in flight are then exactly the requests held at the gate; their number."""
@@ -178,8 +184,7 @@ def test_a_killed_worker_is_replaced_and_only_its_calls_in_flight_are_paid_twice
             world, server, "--ray", head.address, "--ray-workers", "2", "--ray-shard", "2",
             "--concurrency", "3", tag=new_tag(),
         )  # fmt: skip
-        wait_until(lambda: server.calls >= 40 or proc.poll() is not None, what="mid-job")
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        mid_job(proc, server, calls=40)
         in_flight = hold_when_settled(server, gate, world["store"])
         killed = kill_a_worker(head)
         gate.open()
@@ -202,8 +207,7 @@ def test_driver_killed_then_resumed_without_ray_gives_exact_rows(
         proc = spawn(
             world, server, "--ray", head.address, "--ray-workers", "2", tag=new_tag(), ttl=1
         )
-        wait_until(lambda: server.calls >= 40 or proc.poll() is not None, what="mid-job")
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        mid_job(proc, server, calls=40)
         hold_when_settled(server, gate, world["store"])
         kept = stored_calls(world["store"])
         proc.send_signal(signal.SIGKILL)
@@ -228,8 +232,7 @@ def test_sigterm_stops_the_workers_and_keeps_what_came_back(tmp_path: Path, head
             world, server, "--ray", head.address, "--ray-workers", "2", "--ray-shard", "2",
             "--concurrency", "2", tag=new_tag(),
         )  # fmt: skip
-        wait_until(lambda: server.calls >= 30 or proc.poll() is not None, what="mid-job")
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        mid_job(proc, server, calls=30)
         hold_when_settled(server, gate, world["store"])
         proc.send_signal(signal.SIGTERM)
         time.sleep(2.0)  # the stop reaches the workers (well inside the 5 s grace period)

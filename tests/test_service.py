@@ -9,6 +9,7 @@ import re
 import socket
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -817,9 +818,32 @@ def test_jobs_shared_before_tenants_are_left_to_their_first_owner(
         assert kept.fetchone()[0] == 1  # the job itself is kept
 
 
+class HoldAfterDone:
+    """A `fault_policy` that never faults: once `prompts` prompts are done in the store, it
+    holds every request until released, so the job is mid-way when the test acts on it, however
+    slowly the test gets there."""
+
+    def __init__(self, store: Path, prompts: int) -> None:
+        self.store, self.prompts = store, prompts
+        self.released = threading.Event()
+
+    def __call__(self, record: Any) -> None:
+        if self.released.is_set() or not self.store.exists():
+            return
+        with sqlite3.connect(self.store) as db:
+            try:
+                (done,) = db.execute("SELECT count(*) FROM job_prompts WHERE status = 'done'")
+            except sqlite3.OperationalError:  # no jobs yet
+                return
+        if done[0] >= self.prompts:
+            self.released.wait(60)
+
+
 def test_cancel_then_resume_finishes_without_repeating_calls(tmp_path: Path) -> None:
     with ScriptedJudgeServer(responder(), latency_s=0.05) as server:
         slow = settings_for(tmp_path, server, job_concurrency=1)
+        hold = HoldAfterDone(slow.store_path, prompts=2)
+        server.fault_policy = hold
         with running_service(slow) as running, CharterClient(running.base_url, TOKEN_A) as c:
             job = c.create_job(PROMPTS).job
             deadline = time.monotonic() + 30
@@ -829,6 +853,7 @@ def test_cancel_then_resume_finishes_without_repeating_calls(tmp_path: Path) -> 
             assert cancelled.state == "cancelled"
             assert 2 <= cancelled.prompts.done < len(PROMPTS)
             calls_at_cancel = server.calls
+            hold.released.set()  # the call held in flight is answered; no other may start
             time.sleep(0.2)
             assert server.calls == calls_at_cancel  # nothing runs after a cancel
             assert c.cancel_job(job.id).state == "cancelled"  # idempotent
@@ -957,6 +982,30 @@ def test_serve_refuses_to_start_without_tokens(
     assert serve is not None
     default_host = next(p for p in serve.params if p.name == "host").default
     assert default_host == "127.0.0.1"
+
+
+def test_serve_takes_max_jobs_from_the_settings_declaration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--max-jobs` is the settings field's option (its help and bounds), not a second
+    declaration with its own; $CHARTER_SERVICE_MAX_JOBS is read by the settings, flag first."""
+    serve = cli.get_command(click.Context(cli), "serve")
+    assert serve is not None
+    option = next(p for p in serve.params if p.name == "max_jobs")
+    field = ServiceSettings.model_fields["max_jobs"]
+    assert field.description and (option.help or "").startswith(field.description)
+    assert isinstance(option.type, click.IntRange) and (option.type.min, option.type.max) == (
+        1, 256
+    )  # fmt: skip
+    monkeypatch.setenv("CHARTER_API_TOKENS", TOKEN_A)
+    monkeypatch.setenv("CHARTER_SERVICE_MAX_JOBS", "300")
+    args = ["serve", "--dir", str(tmp_path / "none"), "--store", str(tmp_path / "s.db")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("max_jobs: Input should be less than or equal to 256")
+    monkeypatch.setenv("CHARTER_SERVICE_MAX_JOBS", "5")
+    assert ServiceSettings.from_env(max_jobs=None).max_jobs == 5
+    assert ServiceSettings.from_env(max_jobs=3).max_jobs == 3  # the flag wins
 
 
 def test_the_default_answer_length_is_the_one_the_demo_gives_rows_with() -> None:

@@ -10,23 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .online import JudgedRunConfig, train_judged
+from .online import JudgedRunConfig, OnlineMethod
 from .runtime import TrainResult
 
-HYPERPARAMETERS = [
-    "learning_rate",
-    "beta",
-    "num_generations",
-    "max_completion_length",
-    "temperature",
-    "loss_type",
-    "scale_rewards",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "seed",
-]
+GRPO = OnlineMethod(
+    "grpo",
+    "GRPOConfig",
+    "GRPOTrainer",
+    own=("loss_type", "scale_rewards"),
+    logged=(("reward", None),),
+)
+HYPERPARAMETERS = GRPO.hyperparameters
 
 
 @dataclass
@@ -35,20 +29,9 @@ class GRPORunConfig(JudgedRunConfig):
 
 
 def trl_config_class() -> type[Any]:
-    from trl import GRPOConfig  # type: ignore[attr-defined]
-
-    return GRPOConfig
+    return GRPO.trl_config_class()
 
 
 def train_grpo(config: GRPORunConfig) -> TrainResult:
     """Train the policy online with GRPO, the constitution judge scoring every completion."""
-    from trl import GRPOConfig, GRPOTrainer  # type: ignore[attr-defined]
-
-    return train_judged(
-        config,
-        method="grpo",
-        trl_cls=GRPOConfig,
-        trainer_cls=GRPOTrainer,
-        hyperparameters=HYPERPARAMETERS,
-        logged=[("reward", None)],
-    )
+    return GRPO.train(config)

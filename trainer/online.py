@@ -246,6 +246,50 @@ def _reference_column(rows: list[dict[str, Any]]) -> list[str] | None:
     return None
 
 
+_SAMPLING = ("learning_rate", "beta", "num_generations", "max_completion_length", "temperature")
+_SCHEDULE = (
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class OnlineMethod:
+    """One online-RL method run by `train_judged`: its TRL config and trainer classes (by
+    name in `trl`, imported when used), the settings its model card records (`own` between the
+    ones every method records) and the metrics it logs. GRPO and RLOO differ only in these."""
+
+    name: str
+    trl_config: str
+    trl_trainer: str
+    own: tuple[str, ...]
+    logged: tuple[tuple[str, str | None], ...]
+
+    @property
+    def hyperparameters(self) -> list[str]:
+        return [*_SAMPLING, *self.own, *_SCHEDULE]
+
+    def trl_config_class(self) -> type[Any]:
+        import trl
+
+        return getattr(trl, self.trl_config)  # type: ignore[no-any-return]
+
+    def train(self, config: JudgedRunConfig) -> TrainResult:
+        import trl
+
+        return train_judged(
+            config,
+            method=self.name,
+            trl_cls=self.trl_config_class(),
+            trainer_cls=getattr(trl, self.trl_trainer),
+            hyperparameters=self.hyperparameters,
+            logged=self.logged,
+        )
+
+
 def train_judged(
     config: JudgedRunConfig,
     *,

@@ -11,23 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .online import JudgedRunConfig, train_judged
+from .online import JudgedRunConfig, OnlineMethod
 from .runtime import TrainResult
 
-HYPERPARAMETERS = [
-    "learning_rate",
-    "beta",
-    "num_generations",
-    "max_completion_length",
-    "temperature",
-    "normalize_advantages",
-    "num_iterations",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "seed",
-]
+RLOO = OnlineMethod(
+    "rloo",
+    "RLOOConfig",
+    "RLOOTrainer",
+    own=("normalize_advantages", "num_iterations"),
+    logged=(("reward", None), ("kl", None)),
+)
+HYPERPARAMETERS = RLOO.hyperparameters
 
 
 @dataclass
@@ -36,20 +30,9 @@ class RLOORunConfig(JudgedRunConfig):
 
 
 def trl_config_class() -> type[Any]:
-    from trl import RLOOConfig  # type: ignore[attr-defined]
-
-    return RLOOConfig
+    return RLOO.trl_config_class()
 
 
 def train_rloo(config: RLOORunConfig) -> TrainResult:
     """Train the policy online with RLOO, the constitution judge scoring every completion."""
-    from trl import RLOOConfig, RLOOTrainer  # type: ignore[attr-defined]
-
-    return train_judged(
-        config,
-        method="rloo",
-        trl_cls=RLOOConfig,
-        trainer_cls=RLOOTrainer,
-        hyperparameters=HYPERPARAMETERS,
-        logged=[("reward", None), ("kl", None)],
-    )
+    return RLOO.train(config)

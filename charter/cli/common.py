@@ -24,16 +24,22 @@ from charter.settings import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-dir_option = click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_PRINCIPLES_DIR,
-    envvar=PRINCIPLES_ENV,
-    show_envvar=True,
-    show_default=True,
-    help="Directory of principle files.",
-)
+
+def principles_dir_option(help: str = "Directory of principle files.") -> Callable[[F], F]:
+    """`--dir`, the principles directory (a command may say what it uses it for)."""
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=DEFAULT_PRINCIPLES_DIR,
+        envvar=PRINCIPLES_ENV,
+        show_envvar=True,
+        show_default=True,
+        help=help,
+    )
+
+
+dir_option = principles_dir_option()
 
 store_option = click.option(
     "--store",

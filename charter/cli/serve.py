@@ -53,15 +53,7 @@ def _bind(host: str, port: int) -> socket.socket:
     help="API tokens, one per line, each `token` or `name=token` (the name the review pages "
     "show); added to $CHARTER_API_TOKENS, comma-separated.",
 )
-@click.option(
-    "--max-jobs",
-    type=click.IntRange(min=1),
-    envvar="CHARTER_SERVICE_MAX_JOBS",
-    show_envvar=True,
-    default=2,
-    show_default=True,
-    help="Generation jobs running at once; the rest queue.",
-)
+@field_option("max_jobs", _SETTINGS["max_jobs"], unset_default=True)
 @field_option(
     "deadline_s",
     RewardDeadline.model_fields["deadline_s"],
@@ -94,7 +86,7 @@ def serve(
     host: str,
     port: int,
     tokens_file: Path | None,
-    max_jobs: int,
+    max_jobs: int | None,
     reward_deadline_s: float | None,
     allowed_models: tuple[str, ...],
     model_pool_size: int | None,

@@ -24,9 +24,14 @@ from click.core import ParameterSource
 
 from charter.judge.config import VERDICT_FIELDS, JudgeConfig
 from charter.judge.reward import RewardDeadline
-from charter.settings import DEFAULT_PRINCIPLES_DIR, PRINCIPLES_ENV
 
-from .common import echo_json, friendly_errors, json_option, store_option
+from .common import (
+    echo_json,
+    friendly_errors,
+    json_option,
+    principles_dir_option,
+    store_option,
+)
 from .fields import field_option
 from .models import judge_options
 
@@ -460,16 +465,7 @@ def judged_options(func: F) -> F:
     """The judge, the constitution and how a group is scored: grpo's and rloo's options."""
     decorators = [
         judge_options,
-        click.option(
-            "--dir",
-            "directory",
-            type=click.Path(path_type=Path, file_okay=False),
-            default=DEFAULT_PRINCIPLES_DIR,
-            envvar=PRINCIPLES_ENV,
-            show_envvar=True,
-            show_default=True,
-            help="Directory of principle files: the constitution the judge applies.",
-        ),
+        principles_dir_option("Directory of principle files: the constitution the judge applies."),
         click.option(
             "--reward-mode",
             type=click.Choice(["auto", "reference", "group"]),

@@ -6,8 +6,9 @@ sample), `charter jobs rerun` (the edited job, paying only for what the edit tou
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,6 +22,21 @@ from .generate import generate
 from .models import base_url_option, open_model
 from .progress import ProgressBar
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def listing_option(flag: str, dest: str, default: int, what: str) -> Callable[[F], F]:
+    """How many of `what` a command prints at most (its `--json` lists all)."""
+    return click.option(
+        flag,
+        dest,
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=True,
+        help=f"List at most this many {what} (--json lists all).",
+    )
+
+
 if TYPE_CHECKING:
     from charter.jobs.conflicts import JobConflicts
     from charter.jobs.diff import JobDiff
@@ -30,14 +46,7 @@ if TYPE_CHECKING:
 @click.command("conflicts")
 @click.argument("job_id")
 @model_options(ConflictSettings, into="settings")
-@click.option(
-    "--rows",
-    "show_rows",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="List at most this many conflicting comparisons per pair (--json lists all).",
-)
+@listing_option("--rows", "show_rows", 5, "conflicting comparisons per pair")
 @store_option
 @json_option
 @friendly_errors
@@ -101,14 +110,7 @@ def _print(found: JobConflicts, show_rows: int) -> None:
 @model_options(ImpactSettings, into="settings")
 @click.option("--price-in", type=click.FloatRange(min=0), help="USD per 1M prompt tokens.")
 @click.option("--price-out", type=click.FloatRange(min=0), help="USD per 1M completion tokens.")
-@click.option(
-    "--flipped",
-    "show_flipped",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="List at most this many flipped comparisons side by side (--json lists all).",
-)
+@listing_option("--flipped", "show_flipped", 10, "flipped comparisons side by side")
 @base_url_option(
     "--judge-base-url",
     JUDGE_BASE_URL_ENV,
@@ -272,14 +274,7 @@ rerun.params += [p for p in generate.params if p.name in _GENERATE_PASSED]
     type=click.FloatRange(0.0, 1.0),
     help="The export threshold to compare at (default: the second job's own).",
 )
-@click.option(
-    "--rows",
-    "show_rows",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="List at most this many changed rows side by side (--json lists all).",
-)
+@listing_option("--rows", "show_rows", 10, "changed rows side by side")
 @store_option
 @json_option
 @friendly_errors

@@ -131,7 +131,13 @@ class ServiceSettings(BaseModel):
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_prompts: int = Field(default=10_000, ge=1, description="Prompts per job.")
-    max_jobs: int = Field(default=2, ge=1, description="Jobs running at once; the rest queue.")
+    max_jobs: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Generation jobs running at once; the rest queue. From "
+        "CHARTER_SERVICE_MAX_JOBS.",
+    )
     job_concurrency: int = Field(default=8, ge=1, description="Prompts in flight per job.")
     reward_deadline_s: float = DEADLINE_FIELD
     preload_judge: bool = Field(
