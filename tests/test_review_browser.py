@@ -192,11 +192,18 @@ def test_a_running_jobs_page_updates_without_a_reload(
         chrome.get(f"{world.base_url}/pages/jobs/{job}")
         assert chrome.find_element(By.ID, "job-state").text in ("queued", "running")
         chrome.execute_script("window.__samePage = true")
-        seen = {chrome.find_element(By.CSS_SELECTOR, '[data-live="done"]').text}
+        # One script reads the flag and the count together: live.js may reload the page between
+        # two separate WebDriver calls, which would leave the second holding a stale element.
+        read_live = (
+            "var done = document.querySelector('[data-live=\"done\"]');"
+            "return [window.__samePage === true, done ? done.textContent : null];"
+        )
+        seen: set[str] = set()
         for _ in range(100):
-            if not chrome.execute_script("return window.__samePage === true"):
+            same_page, done = chrome.execute_script(read_live)
+            if not same_page:
                 break  # live.js reloads the page once the job has ended
-            seen.add(chrome.find_element(By.CSS_SELECTOR, '[data-live="done"]').text)
+            seen.add(done)
             time.sleep(0.1)
         assert len(seen) >= 2, seen  # the count moved on this page, with no reload
         WebDriverWait(chrome, 30).until(lambda c: c.find_element(By.ID, "job-state").text == "done")
