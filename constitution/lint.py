@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,48 +55,27 @@ def check_principle(path: Path, data: dict[str, Any], text: str) -> list[Finding
                 message=f"id {principle_id!r} does not match the file name {path.stem!r}",
             )
         )
-    comparison = data.get("comparison")
-    if isinstance(comparison, str) and comparison.strip() and not _CHOOSE.search(comparison):
-        findings.append(
-            Finding(
-                path=path,
-                line=key_line(text, "comparison"),
-                field="comparison",
-                code="comparison-no-choice",
-                message=(
-                    "comparison does not ask the judge to choose between responses "
-                    "(phrase it as 'Which response ...?' or 'Choose the response ...')"
-                ),
-            )
-        )
-    score = data.get("score")
-    if isinstance(score, str) and score.strip():
-        problem = _score_problem(score.strip())
+    for key, code, problem_of in _QUESTION_CHECKS:
+        question = data.get(key)
+        if not isinstance(question, str) or not question.strip():
+            continue  # missing or empty: the schema says so
+        problem = problem_of(question.strip())
         if problem:
             findings.append(
-                Finding(
-                    path=path,
-                    line=key_line(text, "score"),
-                    field="score",
-                    code="score-not-yes-no",
-                    message=problem,
-                )
-            )
-    applies = data.get("applies")
-    if isinstance(applies, str) and applies.strip():
-        problem = _applies_problem(applies.strip())
-        if problem:
-            findings.append(
-                Finding(
-                    path=path,
-                    line=key_line(text, "applies"),
-                    field="applies",
-                    code="applies-not-yes-no",
-                    message=problem,
-                )
+                Finding(path=path, line=key_line(text, key), field=key, code=code, message=problem)
             )
     findings.extend(check_examples(path, data, text))
     return findings
+
+
+def _comparison_problem(question: str) -> str | None:
+    """Why a `comparison` question does not ask the judge to choose, if it doesn't."""
+    if _CHOOSE.search(question):
+        return None
+    return (
+        "comparison does not ask the judge to choose between responses "
+        "(phrase it as 'Which response ...?' or 'Choose the response ...')"
+    )
 
 
 def _applies_problem(question: str) -> str | None:
@@ -270,3 +250,11 @@ def key_line(text: str, key: str) -> int | None:
         if pattern.match(line):
             return number
     return None
+
+
+# Each question a principle may ask: its key, the finding's code, and what is wrong with it.
+_QUESTION_CHECKS: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
+    ("comparison", "comparison-no-choice", _comparison_problem),
+    ("score", "score-not-yes-no", _score_problem),
+    ("applies", "applies-not-yes-no", _applies_problem),
+)
