@@ -31,13 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.local_generation import requests  # noqa: E402
-from charter.judge.backends import BackendOptions  # noqa: E402
-from charter.judge.backends.local import LocalTransformersModel  # noqa: E402
-from charter.judge.backends.threads import (  # noqa: E402
+from charter.common.threads import (  # noqa: E402
     ThreadSettings,
     available_cores,
     busy_elsewhere,
 )
+from charter.judge.backends import BackendOptions  # noqa: E402
+from charter.judge.backends.local import LocalTransformersModel  # noqa: E402
 
 
 class Competitor:

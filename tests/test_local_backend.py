@@ -421,7 +421,7 @@ def test_torch_threads_are_a_fair_share_of_the_cores(
 ) -> None:
     """Two torch processes on 2 cores each running 2 threads spin against each other: a local
     model takes the cores other processes leave free (at least one), or CHARTER_TORCH_THREADS."""
-    from charter.judge.backends.threads import ThreadSettings, fair_share
+    from charter.common.threads import ThreadSettings, fair_share
 
     assert fair_share(2, 0.1) == 2  # a quiet machine: every core
     assert fair_share(2, 1.2) == 1  # another torch process busy on one core
@@ -447,7 +447,7 @@ def test_busy_cores_are_other_processes_cpu_time_now_not_the_load_average(
 ) -> None:
     """The 1-minute load average still counts a process that just ended (the demo's previous
     step) and this process itself; a short /proc sample of other processes counts neither."""
-    from charter.judge.backends import threads
+    from charter.common import threads
 
     stat = "cpu  100 5 20 900 7 1 2 3 40 0\ncpu0 50 2 10 450 3 0 1 1 20 0\n"
     assert threads.busy_ticks(stat) == 100 + 5 + 20 + 1 + 2 + 3  # idle, iowait, guest left out
@@ -460,18 +460,27 @@ def test_busy_cores_are_other_processes_cpu_time_now_not_the_load_average(
     monkeypatch.setattr(threads, "busy_ticks", lambda: now[0])
     monkeypatch.setattr(threads, "own_ticks", lambda: now[1])
 
-    def tick(_: float) -> None:
-        nonlocal now
-        now = next(samples)
+    class Clock:
+        """The sample's clock: sleeping moves it on and brings the next /proc readings."""
 
-    monkeypatch.setattr(threads.time, "sleep", tick)
+        seconds = 100.0
+
+        def monotonic(self) -> float:
+            return self.seconds
+
+        def sleep(self, duration: float) -> None:
+            nonlocal now
+            self.seconds += duration
+            now = next(samples)
+
+    monkeypatch.setattr(threads, "time", Clock())
     assert threads.busy_elsewhere(0.25) == pytest.approx(1.0, abs=0.05)  # ours not counted
 
 
 def test_a_competing_process_counts_as_busy() -> None:
     """A real busy loop in another process shows in the sample (the rest of the machine only
     adds to it, so a loaded machine cannot make this fail)."""
-    from charter.judge.backends.threads import busy_elsewhere
+    from charter.common.threads import busy_elsewhere
 
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

@@ -8,7 +8,12 @@ would put it (the real 40 s conversion runs only in the slow test).
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +178,45 @@ def test_sft_from_files_prompt_completion_and_messages(tiny: Path, tmp_path: Pat
     facts = json.loads((tmp_path / "chat" / "charter_training.json").read_text())
     assert facts["data"]["format"] == "conversational"
     assert facts["data"]["rows"] == 3 and facts["data"]["dropped_rows"] == 1
+
+
+def test_training_beside_a_busy_process_takes_the_cores_it_leaves_free(
+    tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torch process with a thread per core beside another busy one oversubscribes the cores
+    (12 SFT steps: 280 s instead of 22 on 2 shared cores), so training takes the cores other
+    processes leave free, and gives the caller its own thread count back afterwards."""
+    import torch
+
+    from charter.trainer import SFTRunConfig, train_sft
+
+    monkeypatch.delenv("CHARTER_TORCH_THREADS", raising=False)
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q?", "completion": "A."}] * 2)
+    settings = {"max_steps": 1, "save_strategy": "no", "gradient_checkpointing": False}
+
+    def threads_used(out: str) -> tuple[int, int]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="charter.common.threads"):
+            train_sft(SFTRunConfig(data=str(data), model=str(tiny), output_dir=str(tmp_path / out),
+                                   trl={**settings, "per_device_train_batch_size": 2}))  # fmt: skip
+        used = re.search(r"torch uses (\d+) thread\(s\) of (\d+) cores", caplog.text)
+        assert used, caplog.text
+        return int(used[1]), int(used[2])
+
+    before = torch.get_num_threads()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        threads, cores = threads_used("busy")
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # One core is busy elsewhere (more load on the machine only lowers the share).
+    assert threads <= max(1, cores - 1)
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("CHARTER_TORCH_THREADS", "3")
+    assert threads_used("fixed")[0] == 3
+    assert torch.get_num_threads() == before
 
 
 def test_sft_split_of_messages_rows() -> None:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from charter.common.threads import CpuSample, ThreadSettings, torch_threads_for_block
+
 from .card import card_facts, write_model_card
 from .config import RunConfig
 from .data import Kind, PreferenceData, load_preference_data
@@ -43,7 +45,8 @@ class Prepared(Generic[C]):
     """A run's checked inputs: data, TRL args, precision and the checkpoint to resume from.
 
     `config` has its model specs resolved to what transformers loads; `specs` holds the specs
-    as given, for the card.
+    as given, for the card. `cpu_sample` starts once the checks pass: from it to the first step
+    (loading the models) is the window that says how busy the other processes are.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Prepared(Generic[C]):
         self.args = args
         self.precision = precision
         self.resume_from = resume_from
+        self.cpu_sample = CpuSample.start()
 
 
 def prepare(
@@ -154,10 +158,21 @@ def run_and_save(
     if prepared.resume_from:
         log.info("%s: resuming from %s", method, prepared.resume_from)
     # TRL prints some progress (PPO's banner, sample tables) to stdout, which --json owns.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), fair_threads(prepared):
         output = trainer.train(**(train_kwargs or {}))
     trainer.save_model(str(prepared.config.output_dir))
     return output
+
+
+def fair_threads(prepared: Prepared[Any]) -> contextlib.AbstractContextManager[int]:
+    """Torch on the cores other processes left free while this run loaded (or
+    `CHARTER_TORCH_THREADS`) while the block runs: training beside another torch process with a
+    thread per core oversubscribes the cores, and both slow down many times over."""
+    settings = ThreadSettings.from_env()
+    sample = prepared.cpu_sample
+    fixed = settings.torch_threads is not None
+    busy = sample.busy_elsewhere() if sample is not None and not fixed else None
+    return torch_threads_for_block(settings, busy)
 
 
 def train_to_card(

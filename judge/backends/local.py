@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from charter.common.threads import use_torch_threads
+
 from .base import BackendError, ChatModelBase, Completion, GenerationRequest, Message, Usage
 from .options import BackendOptions
-from .threads import use_torch_threads
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -4,12 +4,15 @@ processes are busy on the same machine.
 torch starts one intra-op thread per core. Two torch processes on the same cores then each run
 as many threads as there are cores, and their threads spin waiting for each other at every
 parallel region: on 2 shared cores the demo's batched generation ran 40 minutes against
-another torch process. A local model therefore takes the cores other processes leave free (at
-least one) when it loads, unless `CHARTER_TORCH_THREADS` says how many.
+another torch process, and 12 SFT steps took 280 s instead of 22. A local model (when it
+loads) and a training run (when `train()` starts) therefore take the cores other processes
+leave free (at least one), unless `CHARTER_TORCH_THREADS` says how many.
 
-"Other processes" is measured over a quarter of a second from /proc, not read from the load
-average: the 1-minute average still counts a process that just finished (the demo's previous
-step, a test that just ran) and this process itself, and would halve a quiet machine's threads.
+"Other processes" is measured from /proc over a window, not read from the load average: the
+1-minute average still counts a process that just finished (the demo's previous step, a test
+that just ran) and this process itself, and would halve a quiet machine's threads. The window
+can be work this process does anyway (a training run samples from its input checks to its
+first step), so the measurement costs no waiting.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,7 +34,7 @@ TORCH_THREADS_ENV = "CHARTER_TORCH_THREADS"
 
 
 class ThreadSettings(BaseModel):
-    """Threads for a local model's torch work."""
+    """Threads for a local model's or a training run's torch work."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -38,9 +42,10 @@ class ThreadSettings(BaseModel):
         default=None,
         ge=1,
         le=1024,
-        description="Intra-op threads torch may use for a local model; unset or 'auto': the "
-        "cores other processes leave free when the model loads (at least 1), so torch "
-        "processes sharing cores do not oversubscribe them.",
+        description="Intra-op threads torch may use for a local model or a training run; "
+        "unset or 'auto': the cores other processes leave free when the model loads or "
+        "training starts (at least 1), so torch processes sharing cores do not oversubscribe "
+        "them.",
     )
 
     @field_validator("torch_threads", mode="before")
@@ -74,16 +79,42 @@ def fair_share(cores: int, busy: float) -> int:
     return max(1, min(cores, cores - round(busy)))
 
 
+class CpuSample:
+    """Other processes' CPU time from a starting point: `start()`, do some work, then
+    `busy_elsewhere()` says how many cores' worth they used meanwhile (this process's own work,
+    all its threads, does not count)."""
+
+    def __init__(self, busy: int, own: int, started: float) -> None:
+        self._busy, self._own, self._started = busy, own, started
+
+    @classmethod
+    def start(cls) -> CpuSample | None:
+        """A sample starting now; None where /proc is not there to read."""
+        try:
+            return cls(busy_ticks(), own_ticks(), time.monotonic())
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def busy_elsewhere(self, min_window_s: float = 0.25) -> float:
+        """Cores' worth of CPU other processes used since `start()`, waiting first until the
+        window is `min_window_s` long (a clock tick is 10 ms: shorter windows are noise)."""
+        waited = time.monotonic() - self._started
+        if waited < min_window_s:
+            time.sleep(min_window_s - waited)
+        others = (busy_ticks() - self._busy) - (own_ticks() - self._own)
+        return cores_used(others, time.monotonic() - self._started)
+
+
 def busy_elsewhere(window_s: float = 0.25) -> float:
-    """How many cores' worth of CPU other processes used over the last `window_s` seconds
+    """How many cores' worth of CPU other processes used over the next `window_s` seconds
     (Linux /proc); where /proc is not there, the 1-minute load average."""
+    sample = CpuSample.start()
+    if sample is None:
+        return os.getloadavg()[0]
     try:
-        before = busy_ticks(), own_ticks()
-        time.sleep(window_s)
-        after = busy_ticks(), own_ticks()
+        return sample.busy_elsewhere(window_s)
     except (OSError, ValueError, IndexError):
         return os.getloadavg()[0]
-    return cores_used((after[0] - before[0]) - (after[1] - before[1]), window_s)
 
 
 def cores_used(ticks: int, window_s: float) -> float:
@@ -108,12 +139,28 @@ def own_ticks(stat: str | None = None) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def use_torch_threads(settings: ThreadSettings | None = None) -> int:
-    """Set torch's intra-op threads for the calling thread's work and return the count. Call
-    it on the thread that runs the model (OpenMP keeps the count per thread)."""
+def use_torch_threads(settings: ThreadSettings | None = None, busy: float | None = None) -> int:
+    """Set torch's intra-op threads for the calling thread's work and return the count: the
+    setting, else the fair share given `busy` cores' worth of other work (measured now when not
+    given). Call it on the thread that runs the model (OpenMP keeps the count per thread)."""
     import torch
 
-    threads = (settings or ThreadSettings.from_env()).threads()
+    threads = (settings or ThreadSettings.from_env()).threads(busy=busy)
     torch.set_num_threads(threads)
     log.info("torch uses %d thread(s) of %d cores", threads, available_cores())
     return threads
+
+
+@contextmanager
+def torch_threads_for_block(
+    settings: ThreadSettings | None = None, busy: float | None = None
+) -> Iterator[int]:
+    """`use_torch_threads` for the length of a block, then torch's previous count again: a
+    library call (a training run) must not leave the caller's process on fewer threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        yield use_torch_threads(settings, busy)
+    finally:
+        torch.set_num_threads(previous)
