@@ -15,7 +15,9 @@ or allocations:
 Runs alternate (plain, charter, charter, plain, ...) after one untimed warm-up, so page-cache
 and machine-load drift fall on both sides. Reported per side: the median process wall time,
 the median `trainer.train()` time, and the peak RSS of the process (`wait4` rusage, exact per
-child). Target: charter / plain wall time <= 1.05.
+child). Target: charter / plain wall time <= 1.05, judged on the median of the rounds' own
+ratios (each round's two runs per side against each other, so drift between rounds cancels);
+single runs of either side vary by up to 30% on a shared VM, so read the range beside it.
 
     .venv/bin/python benchmarks/train_overhead.py [--method dpo|rloo|all] [--rounds 3]
 """
@@ -157,16 +159,20 @@ def measure(
     """Alternate the two sides (ABBA) after a warm-up; print each run and the medians."""
     run(sides["plain"], env, tmp)  # warm-up: page cache for imports and the model files
     results: dict[str, list[dict[str, float]]] = {"plain": [], "charter": []}
+    round_ratios: list[float] = []  # charter / plain wall time within each ABBA round
     for n in range(args.rounds):
         order = ["plain", "charter"] if n % 2 == 0 else ["charter", "plain"]
+        walls: dict[str, list[float]] = {"plain": [], "charter": []}
         for name in order + order[::-1]:
             results[name].append(run(sides[name], env, tmp))
+            walls[name].append(results[name][-1]["wall_s"])
             last = results[name][-1]
             print(
                 f"  {method} {name:<8} wall {last['wall_s']:6.2f} s  cpu {last['cpu_s']:6.2f} s  "
                 f"train {last['train_s']:6.2f} s  peak RSS {last['peak_rss_mib']:7.1f} MiB",
                 flush=True,
             )
+        round_ratios.append(sum(walls["charter"]) / sum(walls["plain"]))
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
@@ -189,8 +195,13 @@ def measure(
     train_ratio = median("charter", "train_s") / median("plain", "train_s")
     cpu_ratio = median("charter", "cpu_s") / median("plain", "cpu_s")
     rss_ratio = peak("charter") / peak("plain")
-    verdict = "meets" if wall_ratio <= 1.05 else "misses"
-    print(f"  wall time ratio charter/plain: {wall_ratio:.3f} ({verdict} the <= 1.05 target)")
+    paired = statistics.median(round_ratios)
+    verdict = "meets" if paired <= 1.05 else "misses"
+    print(f"  wall time ratio charter/plain: {wall_ratio:.3f} (medians of all runs)")
+    print(
+        f"  paired by round (ABBA):        {paired:.3f} median of {len(round_ratios)} rounds, "
+        f"range {min(round_ratios):.3f}-{max(round_ratios):.3f} ({verdict} the <= 1.05 target)"
+    )
     print(f"  CPU time ratio (user+sys):     {cpu_ratio:.3f}")
     print(f"  train() time ratio:            {train_ratio:.3f}")
     print(f"  peak memory ratio:             {rss_ratio:.3f}\n", flush=True)
