@@ -196,11 +196,13 @@ def test_training_beside_a_busy_process_takes_the_cores_it_leaves_free(
 
     def threads_used(out: str) -> tuple[int, int]:
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="charter.common.threads"):
+        with caplog.at_level(logging.INFO, logger="charter"):
             train_sft(SFTRunConfig(data=str(data), model=str(tiny), output_dir=str(tmp_path / out),
                                    trl={**settings, "per_device_train_batch_size": 2}))  # fmt: skip
         used = re.search(r"torch uses (\d+) thread\(s\) of (\d+) cores", caplog.text)
         assert used, caplog.text
+        # ... and that is the count in effect once training has begun.
+        assert f"sft: training for 1 steps on {used[1]} torch thread(s)" in caplog.text
         return int(used[1]), int(used[2])
 
     before = torch.get_num_threads()

@@ -180,9 +180,16 @@ def progress_callback(method: str) -> Any:
             self.started = 0.0
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            import torch
+
             self.started = time.perf_counter()
             if state.is_world_process_zero:
-                log.info("%s: training for %s steps", method, state.max_steps)
+                log.info(
+                    "%s: training for %s steps on %d torch thread(s)",
+                    method,
+                    state.max_steps,
+                    torch.get_num_threads(),
+                )
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
