@@ -4,15 +4,15 @@ processes are busy on the same machine.
 torch starts one intra-op thread per core. Two torch processes on the same cores then each run
 as many threads as there are cores, and their threads spin waiting for each other at every
 parallel region: on 2 shared cores the demo's batched generation ran 40 minutes against
-another torch process, and 12 SFT steps took 280 s instead of 22. A local model (when it
+another torch process, and 12 SFT steps took 281 s instead of 54 with one thread. A local model (when it
 loads) and a training run (when `train()` starts) therefore take the cores other processes
 leave free (at least one), unless `CHARTER_TORCH_THREADS` says how many.
 
 "Other processes" is measured from /proc over a window, not read from the load average: the
 1-minute average still counts a process that just finished (the demo's previous step, a test
 that just ran) and this process itself, and would halve a quiet machine's threads. The window
-can be work this process does anyway (a training run samples from its input checks to its
-first step), so the measurement costs no waiting.
+can be work this process does anyway (a training run samples from the end of its input checks
+to its first step, while it loads its models), so the measurement costs no waiting.
 """
 
 from __future__ import annotations
