@@ -4,9 +4,9 @@ processes are busy on the same machine.
 torch starts one intra-op thread per core. Two torch processes on the same cores then each run
 as many threads as there are cores, and their threads spin waiting for each other at every
 parallel region: on 2 shared cores the demo's batched generation ran 40 minutes against
-another torch process, and 12 SFT steps took 281 s instead of 54 with one thread. A local model (when it
-loads) and a training run (when `train()` starts) therefore take the cores other processes
-leave free (at least one), unless `CHARTER_TORCH_THREADS` says how many.
+another torch process, and 12 SFT steps took 281 s instead of 54 with one thread. A local
+model (when it loads) and a training run (when `train()` starts) therefore take the cores
+other processes leave free (at least one), unless `CHARTER_TORCH_THREADS` says how many.
 
 "Other processes" is measured from /proc over a window, not read from the load average: the
 1-minute average still counts a process that just finished (the demo's previous step, a test
