@@ -196,7 +196,11 @@ def test_training_beside_a_busy_process_takes_the_cores_it_leaves_free(
 
     def threads_used(out: str) -> tuple[int, int]:
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="charter"):
+        # The CLI sets charter.trainer's level for its own runs (`-q`): ask for INFO here.
+        with (
+            caplog.at_level(logging.INFO, logger="charter.trainer"),
+            caplog.at_level(logging.INFO, logger="charter.common.threads"),
+        ):
             train_sft(SFTRunConfig(data=str(data), model=str(tiny), output_dir=str(tmp_path / out),
                                    trl={**settings, "per_device_train_batch_size": 2}))  # fmt: skip
         used = re.search(r"torch uses (\d+) thread\(s\) of (\d+) cores", caplog.text)
